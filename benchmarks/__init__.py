@@ -1,0 +1,1 @@
+"""fastmaps benchmarks. Run with ``python -m benchmarks`` (see benchmarks/README.md)."""
