@@ -1,0 +1,1567 @@
+"""HashMap: an insertion-ordered, open-addressing hash map with dict's semantics that
+resizes by incremental migration, so that no single operation pays an O(n) pause.
+
+Design
+======
+
+Layout
+------
+Like CPython's compact dict, the map is two structures:
+
+* the **entry log**: entries ``{hash, key, value, seq}`` (32 bytes) stored in insertion order
+  and addressed by a dense integer *id*. The log is split into fixed-size **segments** of
+  ``2**seg_shift`` entries (2048 by default, 64 KiB) reached through a small directory, so
+  appending never copies existing entries: growing the log allocates one segment (and, once
+  in a while, doubles the directory of segment pointers: n/2048 pointers, 16 KiB at 4M
+  entries). Only the first segment of a small map grows by doubling (8, 16, ..., 2048
+  entries), which keeps small maps small and bounds that copy by one segment.
+  A deleted entry becomes a *hole* (key == NULL) that keeps its hash and seq.
+  ``seq`` is a 64-bit insertion counter: the log is always sorted by seq, which lets an
+  iterator find its place again after entries have been moved (see Iteration).
+* the **index**: a power-of-two array of int32 slots. 0 = EMPTY (so an index comes from
+  ``calloc`` and large ones are zeroed lazily by the OS, not by a memset pause), -1 = DUMMY
+  (a deleted slot that probe chains must step over), k > 0 = entry id k-1.
+  Probing is CPython's perturbed sequence ``i = (5*i + 1 + perturb) & mask;
+  perturb >>= 5`` over the raw Python hash, which suits Python's non-random int hashes.
+  The load limit is 2/3 of the slots, counting DUMMY slots (``fill <= usable``).
+
+Migration (growth, tombstone compaction and shrinking are one mechanism)
+-----------------------------------------------------------------------
+When an insert finds the index full (``fill == usable``), or a delete leaves the map
+under 1/8 of ``usable``, a **migration** starts: a new index of ``S_new`` slots is
+allocated (``S_new`` = the smallest power of two >= 3 * len, as CPython's GROWTH_RATE, and
+large enough for the inserts that can happen while the migration runs), and the old index
+is kept. The entry log is then compacted *in place* by a cursor, a few entries per write:
+
+    ids [0, w)          moved (or already in place) entries, indexed in the NEW index
+    ids [w, r)          the gap: holes and vacated positions, referenced by no index
+    ids [r, old_end)    not yet visited; live ones are indexed in the OLD index
+    ids [old_end, n)    appended during the migration; indexed in the NEW index
+
+A migration step looks at the entry at ``r``: a hole is skipped; a live entry is copied
+down to ``w`` (if w < r) and its slot in the new index is written (inserted if it came
+from the old region, re-pointed if it was appended during the migration). Every write
+(insert, delete, value update) does ``step`` (8) such steps; lookups do none. When ``r``
+reaches ``n`` the old index is freed, the log ends at ``w`` and trailing segments are
+released. The entire protocol lives in ``_start_migration``/``_migrate``/``_finish``.
+
+Sizing guarantees the migration finishes before the new index fills up: it needs at most
+``n_start / (step - 1)`` writes, and ``S_new`` reserves room for that many inserts. If it
+ever did not (it cannot, short of a bug), the insert finishes the running migration at
+once before starting the next (a counted "forced finish", asserted to stay 0 in tests).
+Maps whose migration would visit at most ``sync_below`` (4096) positions migrate at once.
+
+Memory during a migration: old index + new index + the log, which is compacted in place
+and never needs a second copy of the entries (CPython's resize holds two entry arrays).
+Bound: entries <= max(log length at migration start + inserts during it); index bytes
+<= 4 * (S_old + S_new).
+
+Lookups during a migration probe the new index, then the old one; in the old index an id
+outside ``[r, old_end)`` is stale and skipped without touching its entry.
+
+Reentrancy and user code
+------------------------
+``__hash__`` is called once per key per operation; migration never calls ``__hash__`` or
+``__eq__`` (hashes are stored). ``__eq__`` can do anything, so a lookup INCREFs the stored
+key, compares, and restarts from scratch if the map's ``stamp`` (bumped by every
+structural change: insert, delete, migration step, clear) changed meanwhile. Writes
+allocate before they mutate (MemoryError leaves the map unchanged) and DECREF removed
+objects last, after the map is consistent again, because a ``__del__`` can re-enter.
+On GIL builds a thread switch can only happen inside such user code, so concurrent use
+reduces to the same reentrancy rules: no crash, no corruption.
+
+Iteration
+---------
+An iterator holds a position (an id), the seq of the last entry it produced and the map's
+``layout`` counter (bumped whenever entry ids change: moves, trims, clear). If ``layout``
+changed, it binary-searches the logical sequence ``[0, w) ++ [r, n)`` for the first entry
+with a larger seq: O(log n), exact, and needs no registry of live iterators. As in dict,
+a change of size raises RuntimeError, and more items than expected raises "keys changed".
+
+Invariants (checked by ``_check()``)
+------------------------------------
+* every live entry is referenced by exactly one slot, in the index that owns its id;
+  no slot references a hole or the gap; every referenced entry is on its hash's probe path;
+* ``live`` = number of live entries; ``fill`` = non-EMPTY slots of the new/current index;
+* seq strictly increases along ``[0, w) ++ [r, n)``;
+* no migration: ``w = r = 0`` and ``old_idx`` is NULL.
+"""
+
+cimport cython
+from cpython.object cimport PyObject, PyTypeObject, Py_EQ, traverseproc, inquiry
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.mem cimport PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree
+from cpython.dict cimport PyDict_CheckExact
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.string cimport memset, memcpy
+
+import collections.abc as _abc
+import sys as _sys
+from types import GenericAlias as _GenericAlias, MappingProxyType as _MappingProxyType
+
+cdef extern from "Python.h":
+    ctypedef Py_ssize_t Py_hash_t
+    Py_hash_t PyObject_Hash(object o) except? -1
+    bint PyObject_RichCompareBool(object a, object b, int op) except -1
+    ctypedef int (*fm_visitproc "visitproc")(PyObject*, void*) noexcept
+    int Py_ReprEnter(object o) except -1
+    void Py_ReprLeave(object o)
+    const Py_ssize_t PY_SSIZE_T_MAX
+
+ctypedef struct Entry:
+    Py_hash_t hash
+    PyObject* key          # NULL: a hole (deleted entry) or a vacated position
+    PyObject* value
+    int64_t seq            # insertion counter: strictly increasing along the log
+
+cdef int32_t DUMMY = -1
+cdef Py_ssize_t MIN_SLOTS = 8
+cdef Py_ssize_t MAX_SLOTS = (<Py_ssize_t>1) << 31   # ids must fit in an int32 slot
+cdef Py_ssize_t MAX_ENTRIES = ((<Py_ssize_t>1) << 31) * 2 // 3 - 1
+cdef Py_ssize_t NOT_FOUND = -1
+cdef Py_ssize_t RESTART = -3
+
+# Tuning (module-wide; tests shrink these to keep migrations running constantly).
+cdef Py_ssize_t T_STEP = 8             # log positions visited per write during a migration
+cdef Py_ssize_t T_SYNC_BELOW = 4096    # migrations visiting <= this many positions run at once
+cdef int T_SEG_SHIFT = 11              # log segment = 2**11 entries (new maps only)
+
+
+def _set_tuning(step=None, sync_below=None, seg_shift=None):
+    """Testing hook: set the migration step budget, the synchronous-migration threshold and
+    the log segment size (log2, applies to maps created afterwards). Returns the previous
+    values as a dict. Not part of the public API."""
+    global T_STEP, T_SYNC_BELOW, T_SEG_SHIFT
+    prev = {"step": T_STEP, "sync_below": T_SYNC_BELOW, "seg_shift": T_SEG_SHIFT}
+    if step is not None:
+        if step < 2:
+            raise ValueError("step must be >= 2")
+        T_STEP = step
+    if sync_below is not None:
+        T_SYNC_BELOW = sync_below
+    if seg_shift is not None:
+        if not 1 <= seg_shift <= 20:
+            raise ValueError("seg_shift must be in [1, 20]")
+        T_SEG_SHIFT = seg_shift
+    return prev
+
+
+cdef inline Py_ssize_t _usable(Py_ssize_t slots) noexcept nogil:
+    return (slots << 1) // 3
+
+
+cdef inline Py_ssize_t _slots_for(Py_ssize_t entries) noexcept nogil:
+    """Smallest power-of-two slot count whose usable fraction holds `entries`."""
+    cdef Py_ssize_t s = MIN_SLOTS
+    while _usable(s) < entries and s < MAX_SLOTS:
+        s <<= 1
+    return s
+
+
+cdef inline int32_t* _find_free(int32_t* idx, size_t mask, Py_hash_t h) noexcept nogil:
+    """First EMPTY or DUMMY slot on h's probe path (reusing DUMMY keeps churn bounded)."""
+    cdef size_t perturb = <size_t>h
+    cdef size_t i = <size_t>h & mask
+    while idx[i] > 0:
+        perturb >>= 5
+        i = (i * 5 + perturb + 1) & mask
+    return &idx[i]
+
+
+cdef inline int32_t* _find_id(int32_t* idx, size_t mask, Py_hash_t h, Py_ssize_t ident) noexcept nogil:
+    """The slot holding entry id `ident` on h's probe path (NULL if absent: a bug)."""
+    cdef size_t perturb = <size_t>h
+    cdef size_t i = <size_t>h & mask
+    cdef int32_t target = <int32_t>(ident + 1)
+    cdef int32_t ix
+    while True:
+        ix = idx[i]
+        if ix == target:
+            return &idx[i]
+        if ix == 0:
+            return NULL
+        perturb >>= 5
+        i = (i * 5 + perturb + 1) & mask
+
+
+@cython.trashcan(True)
+cdef class HashMap:
+    """HashMap(), HashMap(mapping), HashMap(iterable), HashMap(**kwargs)
+
+    A dict with the same behaviour and insertion order whose growth, compaction and
+    shrinking are spread over later writes, so no single insert pays an O(n) pause.
+
+    >>> m = HashMap(a=1)
+    >>> m["b"] = 2
+    >>> m
+    HashMap({'a': 1, 'b': 2})
+    >>> list(m.items())
+    [('a', 1), ('b', 2)]
+    """
+    # entry log
+    cdef Entry** segs          # directory of segments (each 2**seg_shift entries; seg 0 may be smaller)
+    cdef Py_ssize_t dir_cap    # allocated directory slots
+    cdef Py_ssize_t nsegs      # allocated segments
+    cdef Py_ssize_t log_cap    # entries addressable without allocating (sum of segment sizes)
+    cdef int seg_shift
+    cdef Py_ssize_t seg_mask
+    cdef Py_ssize_t n          # log end: ids [0, n) are in use (live, holes, or the gap)
+    cdef Py_ssize_t live       # len(self)
+    cdef int64_t next_seq
+    # current (during a migration: new) index
+    cdef int32_t* idx
+    cdef size_t mask
+    cdef Py_ssize_t usable
+    cdef Py_ssize_t fill       # non-EMPTY slots in idx
+    # migration state (active iff old_idx != NULL)
+    cdef int32_t* old_idx
+    cdef size_t old_mask
+    cdef Py_ssize_t mig_w, mig_r, old_end
+    # change counters
+    cdef uint64_t stamp        # structural changes: lookups restart if it moved under them
+    cdef uint64_t layout       # entry ids changed: iterators relocate by seq
+    # statistics
+    cdef Py_ssize_t n_migrations, n_forced
+    cdef object __weakref__
+    cdef dict __dict__         # also what makes Cython give the type GC support (see tp_traverse below)
+
+    def __cinit__(self, *args, **kwargs):
+        self.seg_shift = T_SEG_SHIFT
+        self.seg_mask = (<Py_ssize_t>1 << T_SEG_SHIFT) - 1
+
+    def __init__(self, *args, **kwargs):
+        if len(args) > 1:
+            raise TypeError(f"{type(self).__name__} expected at most 1 argument, got {len(args)}")
+        if args:
+            self._update_from(args[0], True)
+        if kwargs:
+            self._update_from(kwargs, True)
+
+    def __dealloc__(self):
+        self._release_storage(True)
+
+    # ------------------------------------------------------------------ storage helpers
+
+    cdef inline Entry* _ent(self, Py_ssize_t i) noexcept nogil:
+        return self.segs[i >> self.seg_shift] + (i & self.seg_mask)
+
+    cdef int _ensure_log(self, Py_ssize_t need) except -1:
+        """Make ids [0, need) addressable. Allocates only; changes no entry."""
+        cdef Py_ssize_t seg_size = self.seg_mask + 1
+        cdef Py_ssize_t cap, new_dir
+        cdef Entry* p
+        cdef Entry** d
+        while self.log_cap < need:
+            if self.nsegs == 0 or (self.nsegs == 1 and self.log_cap < seg_size):
+                # the first segment grows by doubling up to a full segment
+                cap = self.log_cap * 2 if self.log_cap else 8
+                while cap < need and cap < seg_size:
+                    cap *= 2
+                if cap > seg_size:
+                    cap = seg_size
+                if self.dir_cap == 0:
+                    d = <Entry**>PyMem_RawMalloc(4 * sizeof(Entry*))
+                    if d == NULL:
+                        raise MemoryError()
+                    self.segs = d
+                    self.dir_cap = 4
+                    self.segs[0] = NULL
+                p = <Entry*>PyMem_RawRealloc(self.segs[0], cap * sizeof(Entry))
+                if p == NULL:
+                    raise MemoryError()
+                self.segs[0] = p
+                self.nsegs = 1
+                self.log_cap = cap
+                self.stamp += 1      # entry addresses may have moved
+                continue
+            if self.nsegs >= MAX_SLOTS >> self.seg_shift:
+                raise MemoryError("HashMap is full")
+            if self.nsegs == self.dir_cap:
+                new_dir = self.dir_cap * 2
+                d = <Entry**>PyMem_RawRealloc(self.segs, new_dir * sizeof(Entry*))
+                if d == NULL:
+                    raise MemoryError()
+                self.segs = d
+                self.dir_cap = new_dir
+            p = <Entry*>PyMem_RawMalloc(seg_size * sizeof(Entry))
+            if p == NULL:
+                raise MemoryError()
+            self.segs[self.nsegs] = p
+            self.nsegs += 1
+            self.log_cap += seg_size
+        return 0
+
+    cdef void _trim_segments(self) noexcept:
+        """Free whole segments past the one that holds position n (kept as room to append)."""
+        cdef Py_ssize_t keep = (self.n >> self.seg_shift) + 1
+        while self.nsegs > keep and self.nsegs > 1:
+            self.nsegs -= 1
+            PyMem_RawFree(self.segs[self.nsegs])
+            self.segs[self.nsegs] = NULL
+            self.log_cap -= self.seg_mask + 1
+
+    cdef void _release_storage(self, bint decref) noexcept:
+        """Drop all storage (dealloc). With decref, release every live reference."""
+        cdef Py_ssize_t i
+        cdef Entry* ep
+        if decref and self.segs != NULL:
+            for i in range(self.n):
+                if self.old_idx != NULL and self.mig_w <= i < self.mig_r:
+                    continue
+                ep = self._ent(i)
+                if ep.key != NULL:
+                    Py_DECREF(<object>ep.key)
+                    Py_DECREF(<object>ep.value)
+        for i in range(self.nsegs):
+            PyMem_RawFree(self.segs[i])
+        PyMem_RawFree(self.segs)
+        PyMem_RawFree(self.idx)
+        PyMem_RawFree(self.old_idx)
+        self.segs = NULL
+        self.idx = NULL
+        self.old_idx = NULL
+        self.dir_cap = self.nsegs = self.log_cap = 0
+        self.n = self.live = self.fill = self.usable = 0
+        self.mask = self.old_mask = 0
+        self.mig_w = self.mig_r = self.old_end = 0
+
+    # ------------------------------------------------------------------ migration protocol
+
+    cdef int _start_migration(self, Py_ssize_t slots) except -1:
+        """Allocate a new index of `slots` slots and begin moving into it. The running
+        migration, if any, must have finished. MemoryError leaves the map unchanged."""
+        cdef int32_t* new_idx = <int32_t*>PyMem_RawCalloc(slots, sizeof(int32_t))
+        if new_idx == NULL:
+            raise MemoryError()
+        if self.idx == NULL:             # first index of an empty map: nothing to move
+            self.idx = new_idx
+            self.mask = slots - 1
+            self.usable = _usable(slots)
+            self.fill = 0
+            self.stamp += 1
+            return 0
+        self.old_idx = self.idx
+        self.old_mask = self.mask
+        self.idx = new_idx
+        self.mask = slots - 1
+        self.usable = _usable(slots)
+        self.fill = 0
+        self.mig_w = 0
+        self.mig_r = 0
+        self.old_end = self.n
+        self.n_migrations += 1
+        self.stamp += 1
+        if self.n <= T_SYNC_BELOW:
+            self._migrate(PY_SSIZE_T_MAX)
+        return 0
+
+    cdef void _migrate(self, Py_ssize_t budget) noexcept:
+        """Advance the running migration by up to `budget` log positions. Calls no user code
+        and allocates nothing."""
+        cdef Py_ssize_t w = self.mig_w, r = self.mig_r, n = self.n, old_end = self.old_end
+        cdef Entry* src
+        cdef int32_t* slot
+        cdef bint moved = False
+        if self.old_idx == NULL:
+            return
+        while budget > 0 and r < n:
+            src = self._ent(r)
+            if src.key != NULL:
+                if r < old_end:
+                    slot = _find_free(self.idx, self.mask, src.hash)
+                    if slot[0] == 0:
+                        self.fill += 1
+                    slot[0] = <int32_t>(w + 1)
+                elif r != w:
+                    slot = _find_id(self.idx, self.mask, src.hash, r)
+                    slot[0] = <int32_t>(w + 1)
+                if r != w:
+                    self._ent(w)[0] = src[0]
+                    src.key = NULL
+                    src.value = NULL
+                    moved = True
+                w += 1
+            r += 1
+            budget -= 1
+        self.mig_w = w
+        self.mig_r = r
+        self.stamp += 1
+        if moved:
+            self.layout += 1
+        if r >= n:
+            self._finish()
+
+    cdef void _finish(self) noexcept:
+        """The cursor reached the end of the log: drop the old index, cut the log at w."""
+        PyMem_RawFree(self.old_idx)
+        self.old_idx = NULL
+        self.old_mask = 0
+        if self.n != self.mig_w:
+            self.layout += 1
+        self.n = self.mig_w
+        self.mig_w = self.mig_r = self.old_end = 0
+        self.stamp += 1
+        self._trim_segments()
+
+    cdef int _complete_migration(self) except -1:
+        if self.old_idx != NULL:
+            self._migrate(PY_SSIZE_T_MAX)
+        return 0
+
+    cdef Py_ssize_t _target_slots(self, Py_ssize_t extra) noexcept:
+        """Index size for a migration starting now, holding live + extra entries plus every
+        insert that can happen before the migration (visiting n positions) completes."""
+        cdef Py_ssize_t during = self.n // (T_STEP - 1) + 1
+        cdef Py_ssize_t s = _slots_for(self.live + extra + during + 1)
+        while s < 3 * (self.live + extra) and s < MAX_SLOTS:
+            s <<= 1
+        return s
+
+    cdef int _make_room(self) except -1:
+        """Called by an insert when the index is full: start the next migration."""
+        if self.idx == NULL:
+            return self._start_migration(MIN_SLOTS)
+        if self.old_idx != NULL:        # safety valve: sizing should make this unreachable
+            self.n_forced += 1
+            self._complete_migration()
+        if self.live >= MAX_ENTRIES:
+            raise MemoryError("HashMap is full")
+        return self._start_migration(self._target_slots(0))
+
+    cdef void _maybe_shrink(self) noexcept:
+        """After a delete: start a shrinking migration when the map is under 1/8 full."""
+        cdef Py_ssize_t slots
+        if self.old_idx != NULL or self.idx == NULL or <Py_ssize_t>self.mask < MIN_SLOTS:
+            return
+        if self.live * 8 >= self.usable:
+            return
+        slots = self._target_slots(0)
+        if slots >= <Py_ssize_t>self.mask + 1:
+            return
+        try:
+            self._start_migration(slots)
+        except MemoryError:
+            pass            # shrinking is an optimisation; the delete itself succeeded
+
+    cdef inline void _write_step(self) noexcept:
+        if self.old_idx != NULL:
+            self._migrate(T_STEP)
+
+    # ------------------------------------------------------------------ lookup
+
+    cdef Py_ssize_t _probe(self, int32_t* idx, size_t mask, object key, Py_hash_t h,
+                           Py_ssize_t lo, Py_ssize_t hi, int32_t** slotp,
+                           uint64_t stamp) except -2:
+        cdef size_t perturb = <size_t>h
+        cdef size_t i = <size_t>h & mask
+        cdef int32_t ix
+        cdef Py_ssize_t ident
+        cdef Entry* ep
+        cdef PyObject* sk
+        cdef object startkey
+        cdef bint eq
+        while True:
+            ix = idx[i]
+            if ix == 0:
+                return NOT_FOUND
+            if ix > 0:
+                ident = ix - 1
+                if lo <= ident < hi:
+                    ep = self._ent(ident)
+                    sk = ep.key
+                    if sk == <PyObject*>key:
+                        slotp[0] = &idx[i]
+                        return ident
+                    if ep.hash == h:
+                        startkey = <object>sk
+                        eq = PyObject_RichCompareBool(startkey, key, Py_EQ)
+                        startkey = None
+                        if self.stamp != stamp:
+                            return RESTART
+                        if eq:
+                            slotp[0] = &idx[i]
+                            return ident
+            perturb >>= 5
+            i = (i * 5 + perturb + 1) & mask
+
+    cdef Py_ssize_t _lookup(self, object key, Py_hash_t h, int32_t** slotp) except -2:
+        """Entry id of `key` (and its slot in *slotp), or NOT_FOUND. Restarts when user code
+        in __eq__ changed the map's structure."""
+        cdef Py_ssize_t res
+        cdef uint64_t stamp
+        while True:
+            if self.idx == NULL:
+                return NOT_FOUND
+            stamp = self.stamp
+            res = self._probe(self.idx, self.mask, key, h, 0, PY_SSIZE_T_MAX, slotp, stamp)
+            if res == RESTART:
+                continue
+            if res >= 0 or self.old_idx == NULL:
+                return res
+            res = self._probe(self.old_idx, self.old_mask, key, h, self.mig_r, self.old_end,
+                              slotp, stamp)
+            if res != RESTART:
+                return res
+
+    cdef inline int32_t* _slot_of(self, Py_ssize_t ident) noexcept:
+        """The index slot referencing live entry `ident` (no user code)."""
+        cdef Entry* ep = self._ent(ident)
+        if self.old_idx != NULL and self.mig_r <= ident < self.old_end:
+            return _find_id(self.old_idx, self.old_mask, ep.hash, ident)
+        return _find_id(self.idx, self.mask, ep.hash, ident)
+
+    # ------------------------------------------------------------------ core writes
+
+    cdef int _insert_new(self, object key, Py_hash_t h, object value) except -1:
+        """Append a key known to be absent. No user code runs in here."""
+        cdef Entry* ep
+        cdef int32_t* slot
+        if self.fill >= self.usable:
+            self._make_room()
+        if self.n >= self.log_cap:
+            self._ensure_log(self.n + 1)
+        ep = self._ent(self.n)
+        Py_INCREF(key)
+        Py_INCREF(value)
+        ep.hash = h
+        ep.key = <PyObject*>key
+        ep.value = <PyObject*>value
+        ep.seq = self.next_seq
+        self.next_seq += 1
+        slot = _find_free(self.idx, self.mask, h)
+        if slot[0] == 0:
+            self.fill += 1
+        slot[0] = <int32_t>(self.n + 1)
+        self.n += 1
+        self.live += 1
+        self.stamp += 1
+        self._write_step()
+        return 0
+
+    cdef int _set(self, object key, Py_hash_t h, object value) except -1:
+        cdef int32_t* slot
+        cdef Py_ssize_t i = self._lookup(key, h, &slot)
+        cdef Entry* ep
+        cdef PyObject* old
+        if i < 0:
+            return self._insert_new(key, h, value)
+        ep = self._ent(i)
+        old = ep.value
+        Py_INCREF(value)
+        ep.value = <PyObject*>value
+        self._write_step()
+        Py_DECREF(<object>old)       # last: a __del__ may re-enter
+        return 0
+
+    cdef void _unlink(self, Py_ssize_t i, int32_t* slot, PyObject** kp, PyObject** vp) noexcept:
+        """Remove live entry i (whose index slot is `slot`); hand its references to the
+        caller, who must DECREF them after the map is consistent."""
+        cdef Entry* ep = self._ent(i)
+        kp[0] = ep.key
+        vp[0] = ep.value
+        ep.key = NULL
+        ep.value = NULL
+        slot[0] = DUMMY
+        self.live -= 1
+        self.stamp += 1
+        if self.old_idx != NULL:
+            self._migrate(T_STEP)
+        else:
+            self._maybe_shrink()
+
+    cdef object _get(self, object key, Py_hash_t h, object default):
+        cdef int32_t* slot
+        cdef Py_ssize_t i = self._lookup(key, h, &slot)
+        if i < 0:
+            return default
+        return <object>self._ent(i).value
+
+    # ------------------------------------------------------------------ iteration core
+
+    cdef inline Py_ssize_t _next_pos(self, Py_ssize_t pos) noexcept:
+        """Skip the migration gap: the logical sequence is [0, w) ++ [r, n)."""
+        if self.old_idx != NULL and self.mig_w <= pos < self.mig_r:
+            return self.mig_r
+        return pos
+
+    cdef Py_ssize_t _search_seq(self, Py_ssize_t lo, Py_ssize_t hi, int64_t seq) noexcept:
+        """First id in [lo, hi) whose seq is > seq (hi if none); the range is sorted."""
+        cdef Py_ssize_t mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self._ent(mid).seq > seq:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    cdef Py_ssize_t _relocate_fwd(self, int64_t last_seq) noexcept:
+        """Position of the first entry after `last_seq` in logical order."""
+        cdef Py_ssize_t p
+        if self.old_idx != NULL:
+            p = self._search_seq(0, self.mig_w, last_seq)
+            if p < self.mig_w:
+                return p
+            return self._search_seq(self.mig_r, self.n, last_seq)
+        return self._search_seq(0, self.n, last_seq)
+
+    cdef Py_ssize_t _relocate_rev(self, int64_t last_seq) noexcept:
+        """Position of the last entry before `last_seq` in logical order (-1 if none)."""
+        cdef Py_ssize_t p
+        if self.old_idx != NULL:
+            p = self._search_seq(self.mig_r, self.n, last_seq - 1) - 1
+            if p >= self.mig_r:
+                return p
+            return self._search_seq(0, self.mig_w, last_seq - 1) - 1
+        return self._search_seq(0, self.n, last_seq - 1) - 1
+
+    # ------------------------------------------------------------------ mapping protocol
+
+    def __len__(self):
+        return self.live
+
+    def __getitem__(self, key):
+        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef int32_t* slot
+        cdef Py_ssize_t i = self._lookup(key, h, &slot)
+        if i >= 0:
+            return <object>self._ent(i).value
+        if type(self) is not HashMap:
+            missing = getattr(type(self), "__missing__", None)
+            if missing is not None:
+                return missing(self, key)
+        raise KeyError(key)
+
+    def __setitem__(self, key, value):
+        self._set(key, PyObject_Hash(key), value)
+
+    def __delitem__(self, key):
+        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef int32_t* slot
+        cdef PyObject* k
+        cdef PyObject* v
+        cdef Py_ssize_t i = self._lookup(key, h, &slot)
+        if i < 0:
+            raise KeyError(key)
+        self._unlink(i, slot, &k, &v)
+        Py_DECREF(<object>k)
+        Py_DECREF(<object>v)
+
+    def __contains__(self, key):
+        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef int32_t* slot
+        return self._lookup(key, h, &slot) >= 0
+
+    def get(self, key, default=None):
+        """Return the value for key if key is in the map, else default. O(1).
+
+        >>> HashMap(a=1).get("b", 0)
+        0
+        """
+        return self._get(key, PyObject_Hash(key), default)
+
+    def setdefault(self, key, default=None):
+        """Insert key with a value of default if key is not in the map; return the value
+        for key. O(1) amortised, and never an O(n) pause.
+
+        >>> m = HashMap(); m.setdefault("a", []).append(1); m
+        HashMap({'a': [1]})
+        """
+        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef int32_t* slot
+        cdef Py_ssize_t i = self._lookup(key, h, &slot)
+        if i >= 0:
+            return <object>self._ent(i).value
+        self._insert_new(key, h, default)
+        return default
+
+    def pop(self, key, *args):
+        """pop(key[, default]): remove key and return its value, or default if given,
+        else raise KeyError. O(1).
+
+        >>> HashMap(a=1).pop("a")
+        1
+        """
+        cdef Py_hash_t h
+        cdef int32_t* slot
+        cdef PyObject* k
+        cdef PyObject* v
+        cdef Py_ssize_t i
+        if len(args) > 1:
+            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(args)}")
+        h = PyObject_Hash(key)
+        i = self._lookup(key, h, &slot)
+        if i < 0:
+            if args:
+                return args[0]
+            raise KeyError(key)
+        self._unlink(i, slot, &k, &v)
+        result = <object>v
+        Py_DECREF(result)        # the map's reference; `result` keeps its own
+        Py_DECREF(<object>k)
+        return result
+
+    def popitem(self):
+        """Remove and return the last inserted (key, value) pair (LIFO); KeyError if empty.
+        O(1) amortised (skipping trailing holes left by earlier deletes, as dict does).
+
+        >>> HashMap(a=1, b=2).popitem()
+        ('b', 2)
+        """
+        cdef Py_ssize_t i
+        cdef int32_t* slot
+        cdef PyObject* k
+        cdef PyObject* v
+        if self.live == 0:
+            raise KeyError(f"popitem(): {type(self).__name__} is empty")
+        if self.old_idx != NULL:
+            i = self.n - 1
+            while i >= self.mig_r and self._ent(i).key == NULL:
+                i -= 1
+            if i < self.mig_r:
+                # the unvisited region holds only holes: the migration is complete
+                self.mig_r = self.n
+                self._finish()
+        if self.old_idx == NULL:
+            i = self.n - 1
+            while self._ent(i).key == NULL:
+                i -= 1
+        slot = self._slot_of(i)
+        # cut the log at i (the entry and any trailing holes) before unlinking
+        self.n = i + 1
+        self._unlink_last(i, slot, &k, &v)
+        result = (<object>k, <object>v)
+        Py_DECREF(<object>k)
+        Py_DECREF(<object>v)
+        return result
+
+    cdef void _unlink_last(self, Py_ssize_t i, int32_t* slot, PyObject** kp, PyObject** vp) noexcept:
+        """popitem's removal: entry i is the last position of the log."""
+        cdef Entry* ep = self._ent(i)
+        kp[0] = ep.key
+        vp[0] = ep.value
+        ep.key = NULL
+        ep.value = NULL
+        slot[0] = DUMMY
+        self.live -= 1
+        self.n = i
+        if self.old_idx != NULL and self.old_end > i:
+            self.old_end = i
+        self.stamp += 1
+        self.layout += 1
+        if self.old_idx != NULL:
+            self._migrate(T_STEP)
+        else:
+            self._maybe_shrink()
+
+    def clear(self, *, bint keep_capacity=False):
+        """Remove all items. O(n) (the references must be released).
+
+        With ``keep_capacity=True`` the index and entry storage are kept for refilling
+        (like Go's ``clear(m)``), so the next ``capacity`` inserts allocate nothing and
+        start no migration.
+
+        >>> m = HashMap.with_capacity(1000); m[1] = 2
+        >>> m.clear(keep_capacity=True); len(m), m.capacity >= 1000
+        (0, True)
+        """
+        cdef Entry** segs = self.segs
+        cdef Py_ssize_t nsegs = self.nsegs, dir_cap = self.dir_cap, log_cap = self.log_cap
+        cdef Py_ssize_t n = self.n, w = self.mig_w, r = self.mig_r
+        cdef bint migrating = self.old_idx != NULL
+        cdef int32_t* idx = self.idx
+        cdef size_t mask = self.mask
+        cdef Py_ssize_t i
+        cdef Entry* ep
+        cdef PyObject* k
+        cdef PyObject* v
+        PyMem_RawFree(self.old_idx)
+        # detach everything first: user code run by the DECREFs below sees an empty map
+        self.segs = NULL
+        self.idx = NULL
+        self.old_idx = NULL
+        self.dir_cap = self.nsegs = self.log_cap = 0
+        self.n = self.live = self.fill = self.usable = 0
+        self.mask = self.old_mask = 0
+        self.mig_w = self.mig_r = self.old_end = 0
+        self.stamp += 1
+        self.layout += 1
+        for i in range(n):
+            if migrating and w <= i < r:
+                continue
+            ep = segs[i >> self.seg_shift] + (i & self.seg_mask)
+            k = ep.key
+            if k != NULL:
+                v = ep.value
+                ep.key = NULL
+                ep.value = NULL
+                Py_DECREF(<object>k)
+                Py_DECREF(<object>v)
+        if keep_capacity and self.segs == NULL and self.idx == NULL and idx != NULL:
+            memset(idx, 0, (mask + 1) * sizeof(int32_t))
+            self.segs = segs
+            self.nsegs = nsegs
+            self.dir_cap = dir_cap
+            self.log_cap = log_cap
+            self.idx = idx
+            self.mask = mask
+            self.usable = _usable(mask + 1)
+            self.stamp += 1
+            return
+        for i in range(nsegs):
+            PyMem_RawFree(segs[i])
+        PyMem_RawFree(segs)
+        PyMem_RawFree(idx)
+
+    def __iter__(self):
+        return _HashMapIterator(self, 0, False)
+
+    def __reversed__(self):
+        return _HashMapIterator(self, 0, True)
+
+    def keys(self):
+        """A live, set-like view of the keys, in insertion order."""
+        return _KeysView(self)
+
+    def values(self):
+        """A live view of the values, in insertion order."""
+        return _ValuesView(self)
+
+    def items(self):
+        """A live, set-like view of the (key, value) pairs, in insertion order."""
+        return _ItemsView(self)
+
+    def update(self, *args, **kwargs):
+        """update([other], **kwargs): like dict.update. ``other`` may be a mapping, an
+        object with ``keys()``, or an iterable of pairs. O(len(other) + len(kwargs)).
+
+        >>> m = HashMap(); m.update({"a": 1}, b=2); m
+        HashMap({'a': 1, 'b': 2})
+        """
+        if len(args) > 1:
+            raise TypeError(f"update expected at most 1 argument, got {len(args)}")
+        if args:
+            self._update_from(args[0], False)
+        if kwargs:
+            self._update_from(kwargs, False)
+
+    cdef int _update_from(self, object other, bint presize) except -1:
+        cdef Py_ssize_t i
+        if isinstance(other, HashMap):
+            if presize and self.live == 0:
+                self._reserve(len(other))
+            for k, v in (<HashMap>other).items():
+                self._set(k, PyObject_Hash(k), v)
+            return 0
+        if PyDict_CheckExact(other) or (isinstance(other, dict)
+                                        and type(other).__iter__ is dict.__iter__):
+            if presize and self.live == 0:
+                self._reserve(len(other))
+            for k, v in (<dict>other).items():
+                self._set(k, PyObject_Hash(k), v)
+            return 0
+        keys = getattr(other, "keys", None)
+        if keys is not None:
+            for k in keys():
+                self._set(k, PyObject_Hash(k), other[k])
+            return 0
+        i = 0
+        for item in other:
+            try:
+                pair = tuple(item) if not isinstance(item, (tuple, list)) else item
+            except TypeError:
+                raise TypeError(f"cannot convert {type(self).__name__} update sequence "
+                                f"element #{i} to a sequence") from None
+            if len(pair) != 2:
+                raise ValueError(f"{type(self).__name__} update sequence element #{i} "
+                                 f"has length {len(pair)}; 2 is required")
+            k, v = pair
+            self._set(k, PyObject_Hash(k), v)
+            i += 1
+        return 0
+
+    @classmethod
+    def fromkeys(cls, iterable, value=None):
+        """Create a new map with keys from iterable and values set to value.
+
+        >>> HashMap.fromkeys("ab", 0)
+        HashMap({'a': 0, 'b': 0})
+        """
+        d = cls()
+        if type(d) is HashMap:
+            for k in iterable:
+                (<HashMap>d)._set(k, PyObject_Hash(k), value)
+        else:
+            for k in iterable:
+                d[k] = value
+        return d
+
+    def copy(self):
+        """A shallow copy (a HashMap, also for subclasses, like dict.copy). O(n).
+
+        >>> HashMap(a=1).copy()
+        HashMap({'a': 1})
+        """
+        cdef HashMap new = HashMap.__new__(HashMap)
+        cdef Py_ssize_t pos = 0
+        cdef Entry* ep
+        cdef Entry* dst
+        cdef int32_t* slot
+        if self.live == 0:
+            return new
+        new._reserve(self.live)
+        while True:
+            pos = self._next_pos(pos)
+            if pos >= self.n:
+                break
+            ep = self._ent(pos)
+            pos += 1
+            if ep.key == NULL:
+                continue
+            # a copy holds distinct keys: append without lookups; no user code runs here
+            dst = new._ent(new.n)
+            Py_INCREF(<object>ep.key)
+            Py_INCREF(<object>ep.value)
+            dst.hash = ep.hash
+            dst.key = ep.key
+            dst.value = ep.value
+            dst.seq = new.next_seq
+            new.next_seq += 1
+            slot = _find_free(new.idx, new.mask, ep.hash)
+            if slot[0] == 0:
+                new.fill += 1
+            slot[0] = <int32_t>(new.n + 1)
+            new.n += 1
+            new.live += 1
+        return new
+
+    def __copy__(self):
+        if type(self) is HashMap:
+            return self.copy()
+        return _copy_via_reduce(self)
+
+    # ------------------------------------------------------------------ extras
+
+    @classmethod
+    def with_capacity(cls, Py_ssize_t n):
+        """A new, empty map that can hold n entries before it starts any migration (like
+        Go's ``make(map[K]V, n)``). O(n / 2048) allocation calls.
+
+        >>> m = HashMap.with_capacity(10_000); m.capacity >= 10_000
+        True
+        """
+        if n < 0:
+            raise ValueError("capacity must be >= 0")
+        m = cls()
+        (<HashMap>m)._reserve(n)
+        return m
+
+    def reserve(self, Py_ssize_t n):
+        """Make room for n entries in total (len included) so that inserting up to that
+        many starts no migration. O(len) if the index must be rebuilt (done at once).
+
+        >>> m = HashMap(a=1); m.reserve(100); m.capacity >= 100
+        True
+        """
+        if n < 0:
+            raise ValueError("capacity must be >= 0")
+        self._reserve(n)
+
+    cdef int _reserve(self, Py_ssize_t n) except -1:
+        cdef Py_ssize_t slots
+        if n > MAX_ENTRIES:
+            raise MemoryError(f"cannot reserve {n} entries (the maximum is {MAX_ENTRIES})")
+        if self.old_idx != NULL:
+            self._complete_migration()
+        if n <= self.live:
+            n = self.live
+        # the index must take n live entries plus the DUMMY slots already present
+        if self.idx == NULL or self.usable - self.fill < n - self.live:
+            slots = _slots_for(n + 1)
+            if self.idx == NULL:
+                self._start_migration(slots)
+            else:
+                self._rebuild(slots)
+        self._ensure_log(self.n + (n - self.live))
+        return 0
+
+    cdef int _rebuild(self, Py_ssize_t slots) except -1:
+        """Synchronous migration into an index of `slots` slots (whole-map calls only)."""
+        if self.old_idx != NULL:
+            self._complete_migration()
+        self._start_migration(slots)     # allocation can fail: then nothing changed
+        self._complete_migration()
+        return 0
+
+    def shrink_to_fit(self):
+        """Compact the log and rebuild the index at the smallest size for len(self).
+        O(n), done at once.
+
+        >>> m = HashMap.fromkeys(range(1000)); [m.pop(k) for k in range(990)] and None
+        >>> m.shrink_to_fit(); m.stats()["index_slots"]
+        32
+        """
+        self._complete_migration()
+        self._rebuild(_slots_for(self.live + 1))
+        if self.nsegs == 1 and self.log_cap > 8:
+            self._shrink_first_segment()
+
+    cdef void _shrink_first_segment(self) noexcept:
+        cdef Py_ssize_t cap = 8
+        cdef Entry* p
+        while cap < self.n:
+            cap *= 2
+        if cap < self.log_cap:
+            p = <Entry*>PyMem_RawRealloc(self.segs[0], cap * sizeof(Entry))
+            if p != NULL:
+                self.segs[0] = p
+                self.log_cap = cap
+                self.stamp += 1
+
+    @property
+    def capacity(self):
+        """How many entries the map can hold before its next migration starts."""
+        return self.usable - self.fill + self.live
+
+    def stats(self):
+        """A dict describing the internal state:
+
+        ``len``, ``capacity``, ``index_slots``, ``index_fill``, ``tombstones`` (DUMMY
+        slots + holes in the entry log), ``log_length``, ``migrating``,
+        ``migration_remaining`` (log positions still to visit), ``old_index_slots``,
+        ``migrations`` (started so far), ``forced_finishes`` (should stay 0),
+        ``segments`` and ``bytes`` (memory held, as ``__sizeof__``).
+        """
+        cdef Py_ssize_t holes = 0, pos = 0
+        while True:
+            pos = self._next_pos(pos)
+            if pos >= self.n:
+                break
+            if self._ent(pos).key == NULL:
+                holes += 1
+            pos += 1
+        migrating = self.old_idx != NULL
+        return {
+            "len": self.live,
+            "capacity": self.usable - self.fill + self.live,
+            "index_slots": (self.mask + 1) if self.idx != NULL else 0,
+            "index_fill": self.fill,
+            "tombstones": holes + _count_dummies(self.idx, self.mask + 1 if self.idx != NULL else 0),
+            "log_length": self.n - (self.mig_r - self.mig_w if migrating else 0),
+            "log_holes": holes,
+            "migrating": migrating,
+            "migration_remaining": (self.n - self.mig_r) if migrating else 0,
+            "old_index_slots": (self.old_mask + 1) if migrating else 0,
+            "migrations": self.n_migrations,
+            "forced_finishes": self.n_forced,
+            "segments": self.nsegs,
+            "bytes": self.__sizeof__(),
+        }
+
+    def __sizeof__(self):
+        cdef Py_ssize_t size = type(self).__basicsize__
+        size += self.dir_cap * sizeof(Entry*)
+        size += self.log_cap * sizeof(Entry)
+        if self.idx != NULL:
+            size += (self.mask + 1) * sizeof(int32_t)
+        if self.old_idx != NULL:
+            size += (self.old_mask + 1) * sizeof(int32_t)
+        return size
+
+    def _check(self):
+        """Verify every internal invariant; raise AssertionError on the first violation.
+        O(n + index size). For tests."""
+        cdef Py_ssize_t pos = 0, live = 0, slots, s, ident, fill = 0
+        cdef int64_t prev_seq = -1
+        cdef Entry* ep
+        cdef int32_t* slot
+        cdef bint migrating = self.old_idx != NULL
+        cdef int32_t ix
+        if self.idx == NULL:
+            assert self.live == 0 and self.n == 0 and not migrating, "no index but entries"
+            return True
+        assert self.n <= self.log_cap, "log end past allocated segments"
+        if not migrating:
+            assert self.mig_w == 0 and self.mig_r == 0, "cursor set outside a migration"
+        else:
+            assert 0 <= self.mig_w <= self.mig_r <= self.n, "cursor out of order"
+            assert self.old_end <= self.n, "old_end past log end"
+        # the logical log: seq order, live count, each live entry reachable in its index
+        while True:
+            pos = self._next_pos(pos)
+            if pos >= self.n:
+                break
+            ep = self._ent(pos)
+            assert ep.seq > prev_seq, f"seq not increasing at id {pos}"
+            assert ep.seq < self.next_seq, f"seq from the future at id {pos}"
+            prev_seq = ep.seq
+            if ep.key != NULL:
+                live += 1
+                assert ep.value != NULL, f"live entry {pos} without value"
+                assert (<object>ep.key).__hash__ is not None, f"unhashable key at {pos}"
+                slot = self._slot_of(pos)
+                assert slot != NULL, f"entry {pos} not on its probe path"
+                if migrating and self.mig_r <= pos < self.old_end:
+                    assert _find_id(self.idx, self.mask, ep.hash, pos) == NULL, \
+                        f"unmoved entry {pos} also in the new index"
+            else:
+                assert ep.value == NULL, f"hole {pos} with a value"
+            pos += 1
+        assert live == self.live, f"live count {self.live} but {live} live entries"
+        # every slot of the current index: fill count, references only live entries
+        slots = self.mask + 1
+        assert slots & (slots - 1) == 0, "index size not a power of two"
+        for s in range(slots):
+            ix = self.idx[s]
+            if ix != 0:
+                fill += 1
+            if ix > 0:
+                ident = ix - 1
+                assert ident < self.n, f"slot {s} points past the log"
+                assert not (migrating and self.mig_w <= ident < self.mig_r), \
+                    f"slot {s} points into the migration gap"
+                assert not (migrating and self.mig_r <= ident < self.old_end), \
+                    f"new-index slot {s} points into the unvisited region"
+                assert self._ent(ident).key != NULL, f"slot {s} points to a hole"
+            else:
+                assert ix == 0 or ix == DUMMY, f"bad slot value {ix}"
+        assert fill == self.fill, f"fill {self.fill} but {fill} used slots"
+        assert self.fill <= self.usable, "index over its load limit"
+        if migrating:
+            for s in range(self.old_mask + 1):
+                ix = self.old_idx[s]
+                if ix > 0 and self.mig_r <= ix - 1 < self.old_end:
+                    assert self._ent(ix - 1).key != NULL, f"old slot {s} points to a hole"
+        return True
+
+    # ------------------------------------------------------------------ comparisons, repr
+
+    def __eq__(self, other):
+        if not isinstance(other, (HashMap, dict)) and not isinstance(other, _abc.Mapping):
+            return NotImplemented
+        return _mapping_equal(self, other)
+
+    def __ne__(self, other):
+        if not isinstance(other, (HashMap, dict)) and not isinstance(other, _abc.Mapping):
+            return NotImplemented
+        return not _mapping_equal(self, other)
+
+    __hash__ = None
+
+    def __repr__(self):
+        name = type(self).__name__
+        if self.live == 0:
+            return f"{name}()"
+        if Py_ReprEnter(self):
+            return "..."
+        try:
+            parts = []
+            for k, v in _tolerant_items(self):
+                parts.append(f"{k!r}: {v!r}")
+            return f"{name}({{{', '.join(parts)}}})"
+        finally:
+            Py_ReprLeave(self)
+
+    def __reduce__(self):
+        state = getattr(self, "__dict__", None) or None
+        return (type(self), (), state, None, iter(self.items()))
+
+    def __or__(self, other):
+        if not isinstance(other, (HashMap, dict)):
+            return NotImplemented
+        new = self.copy()
+        new.update(other)
+        return new
+
+    def __ror__(self, other):
+        if not isinstance(other, (HashMap, dict)):
+            return NotImplemented
+        new = HashMap(other)
+        new.update(self)
+        return new
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def __class_getitem__(cls, item):
+        return _GenericAlias(cls, item)
+
+
+cdef Py_ssize_t _count_dummies(int32_t* idx, Py_ssize_t slots) noexcept:
+    cdef Py_ssize_t s, c = 0
+    for s in range(slots):
+        if idx[s] == DUMMY:
+            c += 1
+    return c
+
+
+def _copy_via_reduce(obj):
+    import copy
+    return copy._reconstruct(obj, None, *obj.__reduce_ex__(4))
+
+
+def _tolerant_items(HashMap m):
+    """(key, value) pairs in order, like dict's internal iteration: tolerates mutation
+    (never raises for it) and never reads freed memory. Used by ==, repr."""
+    cdef Py_ssize_t pos = 0
+    cdef int64_t last_seq = -1
+    cdef uint64_t layout = m.layout
+    cdef Entry* ep
+    while True:
+        if m.layout != layout:
+            pos = m._relocate_fwd(last_seq)
+            layout = m.layout
+        pos = m._next_pos(pos)
+        if pos >= m.n:
+            return
+        ep = m._ent(pos)
+        pos += 1
+        if ep.key == NULL:
+            continue
+        last_seq = ep.seq
+        k = <object>ep.key
+        v = <object>ep.value
+        yield k, v
+
+
+cdef bint _mapping_equal(HashMap a, object b) except -1:
+    cdef HashMap hb
+    cdef int32_t* slot
+    cdef Py_ssize_t i
+    cdef Py_hash_t h
+    if a.live != len(b):
+        return False
+    for k, v in _tolerant_items(a):
+        if isinstance(b, HashMap):
+            hb = <HashMap>b
+            h = PyObject_Hash(k)
+            i = hb._lookup(k, h, &slot)
+            if i < 0:
+                return False
+            bv = <object>hb._ent(i).value
+        elif isinstance(b, dict):
+            try:
+                bv = dict.__getitem__(b, k)
+            except KeyError:
+                return False
+        else:
+            try:
+                bv = b[k]
+            except KeyError:
+                return False
+        if not (v is bv or PyObject_RichCompareBool(v, bv, Py_EQ)):
+            return False
+    return True
+
+
+_abc.MutableMapping.register(HashMap)
+
+
+# ---------------------------------------------------------------------- iterators
+
+cdef enum IterKind:
+    ITER_KEYS = 0
+    ITER_VALUES = 1
+    ITER_ITEMS = 2
+
+
+@cython.final
+cdef class _HashMapIterator:
+    """Iterator over a HashMap's keys, values or items, forwards or in reverse."""
+    cdef HashMap m             # None once exhausted
+    cdef Py_ssize_t pos
+    cdef int64_t last_seq
+    cdef uint64_t layout
+    cdef Py_ssize_t used
+    cdef Py_ssize_t remaining
+    cdef int kind
+    cdef bint rev
+
+    def __cinit__(self, HashMap m, int kind, bint rev):
+        self.m = m
+        self.kind = kind
+        self.rev = rev
+        self.used = m.live
+        self.remaining = m.live
+        self.layout = m.layout
+        if rev:
+            self.last_seq = m.next_seq
+            self.pos = m.n - 1
+        else:
+            self.last_seq = -1
+            self.pos = 0
+
+    def __iter__(self):
+        return self
+
+    def __length_hint__(self):
+        if self.m is None or self.m.live != self.used:
+            return 0
+        return self.remaining
+
+    def __next__(self):
+        cdef HashMap m = self.m
+        cdef Entry* ep
+        cdef Py_ssize_t pos
+        if m is None:
+            raise StopIteration
+        if m.live != self.used:
+            self.used = -1         # like dict: the error is permanent
+            raise RuntimeError(f"{type(m).__name__} changed size during iteration")
+        if self.rev:
+            if m.layout != self.layout:
+                self.pos = m._relocate_rev(self.last_seq)
+                self.layout = m.layout
+            pos = self.pos
+            while True:
+                if m.old_idx != NULL and m.mig_w <= pos < m.mig_r:
+                    pos = m.mig_w - 1
+                if pos < 0:
+                    self.m = None
+                    raise StopIteration
+                if pos >= m.n:
+                    pos = m.n - 1
+                    continue
+                ep = m._ent(pos)
+                pos -= 1
+                if ep.key != NULL:
+                    break
+        else:
+            if m.layout != self.layout:
+                self.pos = m._relocate_fwd(self.last_seq)
+                self.layout = m.layout
+            pos = self.pos
+            while True:
+                pos = m._next_pos(pos)
+                if pos >= m.n:
+                    self.pos = pos
+                    self.m = None
+                    raise StopIteration
+                ep = m._ent(pos)
+                pos += 1
+                if ep.key != NULL:
+                    break
+        self.pos = pos
+        if self.remaining <= 0:
+            self.remaining = -1
+            raise RuntimeError(f"{type(m).__name__} keys changed during iteration")
+        self.remaining -= 1
+        self.last_seq = ep.seq
+        if self.kind == ITER_KEYS:
+            return <object>ep.key
+        if self.kind == ITER_VALUES:
+            return <object>ep.value
+        return (<object>ep.key, <object>ep.value)
+
+
+# ---------------------------------------------------------------------- views
+
+cdef class _MapView:
+    cdef HashMap _m
+
+    def __cinit__(self, HashMap m):
+        self._m = m
+
+    def __len__(self):
+        return self._m.live
+
+    @property
+    def mapping(self):
+        """A read-only proxy of the underlying map."""
+        return _MappingProxyType(self._m)
+
+    def __repr__(self):
+        return f"{type(self._m).__name__.lower()}_{self._kind_name()}({list(self)!r})"
+
+    def _kind_name(self):
+        raise NotImplementedError  # overridden by every concrete view
+
+
+cdef class _SetView(_MapView):
+    """Set operations shared by the keys and items views (results are sets, as for dict)."""
+
+    def __and__(self, other):
+        r = set(self)
+        r.intersection_update(other)
+        return r
+
+    def __rand__(self, other):
+        r = set(other)
+        r.intersection_update(self)
+        return r
+
+    def __or__(self, other):
+        r = set(self)
+        r.update(other)
+        return r
+
+    def __ror__(self, other):
+        r = set(other)
+        r.update(self)
+        return r
+
+    def __sub__(self, other):
+        r = set(self)
+        r.difference_update(other)
+        return r
+
+    def __rsub__(self, other):
+        r = set(other)
+        r.difference_update(self)
+        return r
+
+    def __xor__(self, other):
+        r = set(self)
+        r.symmetric_difference_update(other)
+        return r
+
+    def __rxor__(self, other):
+        r = set(other)
+        r.symmetric_difference_update(self)
+        return r
+
+    def isdisjoint(self, other):
+        """True if the view and other have no element in common."""
+        for x in other:
+            if x in self:
+                return False
+        return True
+
+    def __richcmp__(self, other, int op):
+        if not isinstance(other, _abc.Set):
+            return NotImplemented
+        ls, lo = len(self), len(other)
+        if op == 2:      # ==
+            return ls == lo and _all_in(self, other)
+        if op == 3:      # !=
+            return not (ls == lo and _all_in(self, other))
+        if op == 0:      # <
+            return ls < lo and _all_in(self, other)
+        if op == 1:      # <=
+            return ls <= lo and _all_in(self, other)
+        if op == 4:      # >
+            return ls > lo and _all_in(other, self)
+        return ls >= lo and _all_in(other, self)   # >=
+
+    __hash__ = None
+
+
+def _all_in(a, b):
+    for x in a:
+        if x not in b:
+            return False
+    return True
+
+
+@cython.final
+cdef class _KeysView(_SetView):
+    def __iter__(self):
+        return _HashMapIterator(self._m, ITER_KEYS, False)
+
+    def __reversed__(self):
+        return _HashMapIterator(self._m, ITER_KEYS, True)
+
+    def __contains__(self, key):
+        return key in self._m
+
+    def _kind_name(self):
+        return "keys"
+
+
+@cython.final
+cdef class _ItemsView(_SetView):
+    def __iter__(self):
+        return _HashMapIterator(self._m, ITER_ITEMS, False)
+
+    def __reversed__(self):
+        return _HashMapIterator(self._m, ITER_ITEMS, True)
+
+    def __contains__(self, item):
+        cdef HashMap m = self._m
+        cdef int32_t* slot
+        cdef Py_ssize_t i
+        if not isinstance(item, tuple) or len(item) != 2:
+            return False
+        key, value = item
+        i = m._lookup(key, PyObject_Hash(key), &slot)
+        if i < 0:
+            return False
+        found = <object>m._ent(i).value
+        return found is value or PyObject_RichCompareBool(found, value, Py_EQ)
+
+    def _kind_name(self):
+        return "items"
+
+
+@cython.final
+cdef class _ValuesView(_MapView):
+    def __iter__(self):
+        return _HashMapIterator(self._m, ITER_VALUES, False)
+
+    def __reversed__(self):
+        return _HashMapIterator(self._m, ITER_VALUES, True)
+
+    def __contains__(self, value):
+        for v in self:
+            if v is value or v == value:
+                return True
+        return False
+
+    def _kind_name(self):
+        return "values"
+
+
+_abc.KeysView.register(_KeysView)
+_abc.ItemsView.register(_ItemsView)
+_abc.ValuesView.register(_ValuesView)
+
+
+# ---------------------------------------------------------------------- cyclic GC
+
+ctypedef int (*fm_traverseproc)(PyObject*, fm_visitproc, void*) noexcept
+ctypedef int (*fm_inquiry)(PyObject*) noexcept
+
+cdef fm_traverseproc _base_traverse = NULL
+cdef fm_inquiry _base_clear = NULL
+
+
+cdef int _hashmap_traverse(PyObject* o, fm_visitproc visit, void* arg) noexcept:
+    """tp_traverse: visit every key and value exactly once (the gap holds none)."""
+    cdef HashMap m = <HashMap>o
+    cdef Py_ssize_t i, n = m.n
+    cdef Entry* ep
+    cdef int r
+    for i in range(n):
+        if m.old_idx != NULL and m.mig_w <= i < m.mig_r:
+            continue
+        ep = m._ent(i)
+        if ep.key != NULL:
+            r = visit(ep.key, arg)
+            if r:
+                return r
+            r = visit(ep.value, arg)
+            if r:
+                return r
+    if _base_traverse != NULL:
+        return _base_traverse(o, visit, arg)
+    return 0
+
+
+cdef int _hashmap_clear(PyObject* o) noexcept:
+    """tp_clear: break reference cycles by clearing the map."""
+    cdef HashMap m = <HashMap>o
+    try:
+        m.clear()
+    except BaseException:
+        pass        # clear() only raises if a key's or value's __del__ does; nothing to do
+    if _base_clear != NULL:
+        return _base_clear(o)
+    return 0
+
+
+cdef PyTypeObject* _tp = <PyTypeObject*>HashMap
+_base_traverse = <fm_traverseproc>_tp.tp_traverse
+_base_clear = <fm_inquiry>_tp.tp_clear
+_tp.tp_traverse = <traverseproc>_hashmap_traverse
+_tp.tp_clear = <inquiry>_hashmap_clear
