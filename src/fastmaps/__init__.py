@@ -2,6 +2,7 @@
 
 * :class:`HashMap`: a drop-in ``dict`` replacement that resizes incrementally.
 """
+from ._hashmap import HashMap
 from ._version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["HashMap", "__version__"]

@@ -242,9 +242,11 @@ cdef class HashMap:
 
     # ------------------------------------------------------------------ storage helpers
 
+    @cython.final
     cdef inline Entry* _ent(self, Py_ssize_t i) noexcept nogil:
         return self.segs[i >> self.seg_shift] + (i & self.seg_mask)
 
+    @cython.final
     cdef int _ensure_log(self, Py_ssize_t need) except -1:
         """Make ids [0, need) addressable. Allocates only; changes no entry."""
         cdef Py_ssize_t seg_size = self.seg_mask + 1
@@ -291,6 +293,7 @@ cdef class HashMap:
             self.log_cap += seg_size
         return 0
 
+    @cython.final
     cdef void _trim_segments(self) noexcept:
         """Free whole segments past the one that holds position n (kept as room to append)."""
         cdef Py_ssize_t keep = (self.n >> self.seg_shift) + 1
@@ -300,6 +303,7 @@ cdef class HashMap:
             self.segs[self.nsegs] = NULL
             self.log_cap -= self.seg_mask + 1
 
+    @cython.final
     cdef void _release_storage(self, bint decref) noexcept:
         """Drop all storage (dealloc). With decref, release every live reference."""
         cdef Py_ssize_t i
@@ -327,6 +331,7 @@ cdef class HashMap:
 
     # ------------------------------------------------------------------ migration protocol
 
+    @cython.final
     cdef int _start_migration(self, Py_ssize_t slots) except -1:
         """Allocate a new index of `slots` slots and begin moving into it. The running
         migration, if any, must have finished. MemoryError leaves the map unchanged."""
@@ -355,6 +360,7 @@ cdef class HashMap:
             self._migrate(PY_SSIZE_T_MAX)
         return 0
 
+    @cython.final
     cdef void _migrate(self, Py_ssize_t budget) noexcept:
         """Advance the running migration by up to `budget` log positions. Calls no user code
         and allocates nothing."""
@@ -391,6 +397,7 @@ cdef class HashMap:
         if r >= n:
             self._finish()
 
+    @cython.final
     cdef void _finish(self) noexcept:
         """The cursor reached the end of the log: drop the old index, cut the log at w."""
         PyMem_RawFree(self.old_idx)
@@ -403,11 +410,13 @@ cdef class HashMap:
         self.stamp += 1
         self._trim_segments()
 
+    @cython.final
     cdef int _complete_migration(self) except -1:
         if self.old_idx != NULL:
             self._migrate(PY_SSIZE_T_MAX)
         return 0
 
+    @cython.final
     cdef Py_ssize_t _target_slots(self, Py_ssize_t extra) noexcept:
         """Index size for a migration starting now, holding live + extra entries plus every
         insert that can happen before the migration (visiting n positions) completes."""
@@ -417,6 +426,7 @@ cdef class HashMap:
             s <<= 1
         return s
 
+    @cython.final
     cdef int _make_room(self) except -1:
         """Called by an insert when the index is full: start the next migration."""
         if self.idx == NULL:
@@ -428,6 +438,7 @@ cdef class HashMap:
             raise MemoryError("HashMap is full")
         return self._start_migration(self._target_slots(0))
 
+    @cython.final
     cdef void _maybe_shrink(self) noexcept:
         """After a delete: start a shrinking migration when the map is under 1/8 full."""
         cdef Py_ssize_t slots
@@ -443,12 +454,14 @@ cdef class HashMap:
         except MemoryError:
             pass            # shrinking is an optimisation; the delete itself succeeded
 
+    @cython.final
     cdef inline void _write_step(self) noexcept:
         if self.old_idx != NULL:
             self._migrate(T_STEP)
 
     # ------------------------------------------------------------------ lookup
 
+    @cython.final
     cdef Py_ssize_t _probe(self, int32_t* idx, size_t mask, object key, Py_hash_t h,
                            Py_ssize_t lo, Py_ssize_t hi, int32_t** slotp,
                            uint64_t stamp) except -2:
@@ -484,6 +497,7 @@ cdef class HashMap:
             perturb >>= 5
             i = (i * 5 + perturb + 1) & mask
 
+    @cython.final
     cdef Py_ssize_t _lookup(self, object key, Py_hash_t h, int32_t** slotp) except -2:
         """Entry id of `key` (and its slot in *slotp), or NOT_FOUND. Restarts when user code
         in __eq__ changed the map's structure."""
@@ -503,6 +517,7 @@ cdef class HashMap:
             if res != RESTART:
                 return res
 
+    @cython.final
     cdef inline int32_t* _slot_of(self, Py_ssize_t ident) noexcept:
         """The index slot referencing live entry `ident` (no user code)."""
         cdef Entry* ep = self._ent(ident)
@@ -512,6 +527,7 @@ cdef class HashMap:
 
     # ------------------------------------------------------------------ core writes
 
+    @cython.final
     cdef int _insert_new(self, object key, Py_hash_t h, object value) except -1:
         """Append a key known to be absent. No user code runs in here."""
         cdef Entry* ep
@@ -538,6 +554,7 @@ cdef class HashMap:
         self._write_step()
         return 0
 
+    @cython.final
     cdef int _set(self, object key, Py_hash_t h, object value) except -1:
         cdef int32_t* slot
         cdef Py_ssize_t i = self._lookup(key, h, &slot)
@@ -553,6 +570,7 @@ cdef class HashMap:
         Py_DECREF(<object>old)       # last: a __del__ may re-enter
         return 0
 
+    @cython.final
     cdef void _unlink(self, Py_ssize_t i, int32_t* slot, PyObject** kp, PyObject** vp) noexcept:
         """Remove live entry i (whose index slot is `slot`); hand its references to the
         caller, who must DECREF them after the map is consistent."""
@@ -569,6 +587,7 @@ cdef class HashMap:
         else:
             self._maybe_shrink()
 
+    @cython.final
     cdef object _get(self, object key, Py_hash_t h, object default):
         cdef int32_t* slot
         cdef Py_ssize_t i = self._lookup(key, h, &slot)
@@ -578,12 +597,14 @@ cdef class HashMap:
 
     # ------------------------------------------------------------------ iteration core
 
+    @cython.final
     cdef inline Py_ssize_t _next_pos(self, Py_ssize_t pos) noexcept:
         """Skip the migration gap: the logical sequence is [0, w) ++ [r, n)."""
         if self.old_idx != NULL and self.mig_w <= pos < self.mig_r:
             return self.mig_r
         return pos
 
+    @cython.final
     cdef Py_ssize_t _search_seq(self, Py_ssize_t lo, Py_ssize_t hi, int64_t seq) noexcept:
         """First id in [lo, hi) whose seq is > seq (hi if none); the range is sorted."""
         cdef Py_ssize_t mid
@@ -595,6 +616,7 @@ cdef class HashMap:
                 lo = mid + 1
         return lo
 
+    @cython.final
     cdef Py_ssize_t _relocate_fwd(self, int64_t last_seq) noexcept:
         """Position of the first entry after `last_seq` in logical order."""
         cdef Py_ssize_t p
@@ -605,6 +627,7 @@ cdef class HashMap:
             return self._search_seq(self.mig_r, self.n, last_seq)
         return self._search_seq(0, self.n, last_seq)
 
+    @cython.final
     cdef Py_ssize_t _relocate_rev(self, int64_t last_seq) noexcept:
         """Position of the last entry before `last_seq` in logical order (-1 if none)."""
         cdef Py_ssize_t p
@@ -735,6 +758,7 @@ cdef class HashMap:
         Py_DECREF(<object>v)
         return result
 
+    @cython.final
     cdef void _unlink_last(self, Py_ssize_t i, int32_t* slot, PyObject** kp, PyObject** vp) noexcept:
         """popitem's removal: entry i is the last position of the log."""
         cdef Entry* ep = self._ent(i)
@@ -845,6 +869,7 @@ cdef class HashMap:
         if kwargs:
             self._update_from(kwargs, False)
 
+    @cython.final
     cdef int _update_from(self, object other, bint presize) except -1:
         cdef Py_ssize_t i
         if isinstance(other, HashMap):
@@ -967,6 +992,7 @@ cdef class HashMap:
             raise ValueError("capacity must be >= 0")
         self._reserve(n)
 
+    @cython.final
     cdef int _reserve(self, Py_ssize_t n) except -1:
         cdef Py_ssize_t slots
         if n > MAX_ENTRIES:
@@ -985,6 +1011,7 @@ cdef class HashMap:
         self._ensure_log(self.n + (n - self.live))
         return 0
 
+    @cython.final
     cdef int _rebuild(self, Py_ssize_t slots) except -1:
         """Synchronous migration into an index of `slots` slots (whole-map calls only)."""
         if self.old_idx != NULL:
@@ -1006,6 +1033,7 @@ cdef class HashMap:
         if self.nsegs == 1 and self.log_cap > 8:
             self._shrink_first_segment()
 
+    @cython.final
     cdef void _shrink_first_segment(self) noexcept:
         cdef Py_ssize_t cap = 8
         cdef Entry* p
