@@ -107,6 +107,7 @@ cdef extern from "Python.h":
     int Py_ReprEnter(object o) except -1
     void Py_ReprLeave(object o)
     const Py_ssize_t PY_SSIZE_T_MAX
+    void PyType_Modified(object t)
 
 ctypedef struct Entry:
     Py_hash_t hash
@@ -1051,8 +1052,15 @@ cdef class HashMap:
         """How many entries the map can hold before its next migration starts."""
         return self.usable - self.fill + self.live
 
+    def _progress(self):
+        """(migrating, positions left to visit, migrations started, forced finishes); O(1).
+        For tests."""
+        if self.old_idx != NULL:
+            return (True, self.n - self.mig_r, self.n_migrations, self.n_forced)
+        return (False, 0, self.n_migrations, self.n_forced)
+
     def stats(self):
-        """A dict describing the internal state:
+        """A dict describing the internal state (O(n): it counts the log's holes):
 
         ``len``, ``capacity``, ``index_slots``, ``index_fill``, ``tombstones`` (DUMMY
         slots + holes in the entry log), ``log_length``, ``migrating``,
@@ -1593,3 +1601,6 @@ _base_traverse = <fm_traverseproc>_tp.tp_traverse
 _base_clear = <fm_inquiry>_tp.tp_clear
 _tp.tp_traverse = <traverseproc>_hashmap_traverse
 _tp.tp_clear = <inquiry>_hashmap_clear
+# A mapping for the match statement (registering with the ABC cannot flag a static type).
+_tp.tp_flags |= (1 << 6)       # Py_TPFLAGS_MAPPING
+PyType_Modified(<object>_tp)
