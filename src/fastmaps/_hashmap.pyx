@@ -839,10 +839,10 @@ cdef class HashMap:
         PyMem_RawFree(idx)
 
     def __iter__(self):
-        return _HashMapIterator(self, 0, False)
+        return _make_iter(self, 0, False)
 
     def __reversed__(self):
-        return _HashMapIterator(self, 0, True)
+        return _make_iter(self, 0, True)
 
     def keys(self):
         """A live, set-like view of the keys, in insertion order."""
@@ -1302,6 +1302,24 @@ cdef enum IterKind:
     ITER_ITEMS = 2
 
 
+cdef _HashMapIterator _make_iter(HashMap m, int kind, bint rev):
+    """Iterator factory (a direct tp_new call: no argument parsing)."""
+    cdef _HashMapIterator it = _HashMapIterator.__new__(_HashMapIterator)
+    it.m = m
+    it.kind = kind
+    it.rev = rev
+    it.used = m.live
+    it.remaining = m.live
+    it.layout = m.layout
+    if rev:
+        it.last_seq = m.next_seq
+        it.pos = m.n - 1
+    else:
+        it.last_seq = -1
+        it.pos = 0
+    return it
+
+
 @cython.final
 cdef class _HashMapIterator:
     """Iterator over a HashMap's keys, values or items, forwards or in reverse."""
@@ -1313,20 +1331,6 @@ cdef class _HashMapIterator:
     cdef Py_ssize_t remaining
     cdef int kind
     cdef bint rev
-
-    def __cinit__(self, HashMap m, int kind, bint rev):
-        self.m = m
-        self.kind = kind
-        self.rev = rev
-        self.used = m.live
-        self.remaining = m.live
-        self.layout = m.layout
-        if rev:
-            self.last_seq = m.next_seq
-            self.pos = m.n - 1
-        else:
-            self.last_seq = -1
-            self.pos = 0
 
     def __iter__(self):
         return self
@@ -1493,10 +1497,10 @@ def _all_in(a, b):
 @cython.final
 cdef class _KeysView(_SetView):
     def __iter__(self):
-        return _HashMapIterator(self._m, ITER_KEYS, False)
+        return _make_iter(self._m, ITER_KEYS, False)
 
     def __reversed__(self):
-        return _HashMapIterator(self._m, ITER_KEYS, True)
+        return _make_iter(self._m, ITER_KEYS, True)
 
     def __contains__(self, key):
         return key in self._m
@@ -1508,10 +1512,10 @@ cdef class _KeysView(_SetView):
 @cython.final
 cdef class _ItemsView(_SetView):
     def __iter__(self):
-        return _HashMapIterator(self._m, ITER_ITEMS, False)
+        return _make_iter(self._m, ITER_ITEMS, False)
 
     def __reversed__(self):
-        return _HashMapIterator(self._m, ITER_ITEMS, True)
+        return _make_iter(self._m, ITER_ITEMS, True)
 
     def __contains__(self, item):
         cdef HashMap m = self._m
@@ -1533,10 +1537,10 @@ cdef class _ItemsView(_SetView):
 @cython.final
 cdef class _ValuesView(_MapView):
     def __iter__(self):
-        return _HashMapIterator(self._m, ITER_VALUES, False)
+        return _make_iter(self._m, ITER_VALUES, False)
 
     def __reversed__(self):
-        return _HashMapIterator(self._m, ITER_VALUES, True)
+        return _make_iter(self._m, ITER_VALUES, True)
 
     def __contains__(self, value):
         for v in self:
