@@ -109,6 +109,22 @@ cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
     void PyType_Modified(object t)
 
+cdef extern from "Python.h":
+    ctypedef struct PyASCIIObject:
+        Py_hash_t hash
+    bint PyUnicode_CheckExact(object o)
+
+
+cdef inline Py_hash_t _hash(object key) except? -1:
+    """hash(key); for an exact str, its cached hash is read directly (as dict does)."""
+    cdef Py_hash_t h
+    if PyUnicode_CheckExact(key):
+        h = (<PyASCIIObject*>key).hash
+        if h != -1:
+            return h
+    return PyObject_Hash(key)
+
+
 ctypedef struct Entry:
     Py_hash_t hash
     PyObject* key          # NULL: a hole (deleted entry) or a vacated position
@@ -645,7 +661,7 @@ cdef class HashMap:
         return self.live
 
     def __getitem__(self, key):
-        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef Py_hash_t h = _hash(key)
         cdef int32_t* slot
         cdef Py_ssize_t i = self._lookup(key, h, &slot)
         if i >= 0:
@@ -657,10 +673,10 @@ cdef class HashMap:
         raise KeyError(key)
 
     def __setitem__(self, key, value):
-        self._set(key, PyObject_Hash(key), value)
+        self._set(key, _hash(key), value)
 
     def __delitem__(self, key):
-        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef Py_hash_t h = _hash(key)
         cdef int32_t* slot
         cdef PyObject* k
         cdef PyObject* v
@@ -672,7 +688,7 @@ cdef class HashMap:
         Py_DECREF(<object>v)
 
     def __contains__(self, key):
-        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef Py_hash_t h = _hash(key)
         cdef int32_t* slot
         return self._lookup(key, h, &slot) >= 0
 
@@ -682,7 +698,7 @@ cdef class HashMap:
         >>> HashMap(a=1).get("b", 0)
         0
         """
-        return self._get(key, PyObject_Hash(key), default)
+        return self._get(key, _hash(key), default)
 
     def setdefault(self, key, default=None):
         """Insert key with a value of default if key is not in the map; return the value
@@ -691,7 +707,7 @@ cdef class HashMap:
         >>> m = HashMap(); m.setdefault("a", []).append(1); m
         HashMap({'a': [1]})
         """
-        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef Py_hash_t h = _hash(key)
         cdef int32_t* slot
         cdef Py_ssize_t i = self._lookup(key, h, &slot)
         if i >= 0:
@@ -713,7 +729,7 @@ cdef class HashMap:
         cdef Py_ssize_t i
         if len(args) > 1:
             raise TypeError(f"pop expected at most 2 arguments, got {1 + len(args)}")
-        h = PyObject_Hash(key)
+        h = _hash(key)
         i = self._lookup(key, h, &slot)
         if i < 0:
             if args:
@@ -877,19 +893,19 @@ cdef class HashMap:
             if presize and self.live == 0:
                 self._reserve(len(other))
             for k, v in (<HashMap>other).items():
-                self._set(k, PyObject_Hash(k), v)
+                self._set(k, _hash(k), v)
             return 0
         if PyDict_CheckExact(other) or (isinstance(other, dict)
                                         and type(other).__iter__ is dict.__iter__):
             if presize and self.live == 0:
                 self._reserve(len(other))
             for k, v in (<dict>other).items():
-                self._set(k, PyObject_Hash(k), v)
+                self._set(k, _hash(k), v)
             return 0
         keys = getattr(other, "keys", None)
         if keys is not None:
             for k in keys():
-                self._set(k, PyObject_Hash(k), other[k])
+                self._set(k, _hash(k), other[k])
             return 0
         i = 0
         for item in other:
@@ -902,7 +918,7 @@ cdef class HashMap:
                 raise ValueError(f"{type(self).__name__} update sequence element #{i} "
                                  f"has length {len(pair)}; 2 is required")
             k, v = pair
-            self._set(k, PyObject_Hash(k), v)
+            self._set(k, _hash(k), v)
             i += 1
         return 0
 
@@ -916,7 +932,7 @@ cdef class HashMap:
         d = cls()
         if type(d) is HashMap:
             for k in iterable:
-                (<HashMap>d)._set(k, PyObject_Hash(k), value)
+                (<HashMap>d)._set(k, _hash(k), value)
         else:
             for k in iterable:
                 d[k] = value
@@ -1271,7 +1287,7 @@ cdef bint _mapping_equal(HashMap a, object b) except -1:
     for k, v in _tolerant_items(a):
         if isinstance(b, HashMap):
             hb = <HashMap>b
-            h = PyObject_Hash(k)
+            h = _hash(k)
             i = hb._lookup(k, h, &slot)
             if i < 0:
                 return False
@@ -1524,7 +1540,7 @@ cdef class _ItemsView(_SetView):
         if not isinstance(item, tuple) or len(item) != 2:
             return False
         key, value = item
-        i = m._lookup(key, PyObject_Hash(key), &slot)
+        i = m._lookup(key, _hash(key), &slot)
         if i < 0:
             return False
         found = <object>m._ent(i).value
