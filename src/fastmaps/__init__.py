@@ -1,7 +1,9 @@
 """fastmaps: high-performance data structures for Python, compiled with Cython.
 
 * :class:`HashMap`: a drop-in ``dict`` replacement that resizes incrementally.
+* :class:`SnapshotMap`: a mapping whose readers never take a lock (immutable snapshots).
 """
 from ._version import __version__
+from ._snapshot import Snapshot, SnapshotMap
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "Snapshot", "SnapshotMap"]
