@@ -1,0 +1,674 @@
+"""SnapshotMap / Snapshot: API, dict key semantics, hostile keys, references and memory."""
+import collections.abc
+import copy
+import gc
+import pickle
+import random
+import sys
+import threading
+import tracemalloc
+import weakref
+
+import pytest
+
+from fastmaps import Snapshot, SnapshotMap
+
+
+class Val:
+    """A weak-referenceable value."""
+
+    def __init__(self, n=0):
+        self.n = n
+
+    def __repr__(self):
+        return f"Val({self.n})"
+
+
+class HKey:
+    """A key with a chosen hash (to force collisions) that compares by `ident`."""
+
+    def __init__(self, ident, h):
+        self.ident = ident
+        self.h = h
+
+    def __hash__(self):
+        return self.h
+
+    def __eq__(self, other):
+        return isinstance(other, HKey) and other.ident == self.ident
+
+    def __repr__(self):
+        return f"HKey({self.ident}, {self.h})"
+
+
+# --------------------------------------------------------------------------- basics
+
+def test_mapping_api_matches_dict():
+    d = {f"k{i}": i for i in range(100)}
+    m = SnapshotMap(d)
+    assert len(m) == 100 and m == d and d == m
+    assert m["k5"] == 5 and m.get("k5") == 5 and m.get("zz") is None and m.get("zz", 7) == 7
+    assert "k99" in m and "k100" not in m
+    assert sorted(m) == sorted(d)
+    assert sorted(m.keys()) == sorted(d.keys())
+    assert sorted(m.values()) == sorted(d.values())
+    assert sorted(m.items()) == sorted(d.items())
+    assert m.keys() == d.keys() and m.items() == d.items()
+    assert ("k1", 1) in m.items() and ("k1", 2) not in m.items() and 3 in m.values()
+    assert m.keys() & {"k1", "x"} == {"k1"}
+    assert isinstance(m, collections.abc.MutableMapping)
+    assert isinstance(m.snapshot(), collections.abc.Mapping)
+    assert not isinstance(m.snapshot(), collections.abc.MutableMapping)
+    m._check(rehash=True)
+
+
+def test_constructor_forms_and_update():
+    assert SnapshotMap() == {} and len(SnapshotMap()) == 0
+    assert SnapshotMap([(1, 2), (3, 4)]) == {1: 2, 3: 4}
+    assert SnapshotMap({1: 2}, a=3) == {1: 2, "a": 3}
+    assert SnapshotMap(SnapshotMap({1: 2})) == {1: 2}
+    assert Snapshot(Snapshot({1: 2}), b=1) == {1: 2, "b": 1}
+    m = SnapshotMap()
+    m.update({1: 1}, x=2)
+    m.update([(2, 2)])
+    m.update(Snapshot({3: 3}))
+    m |= {4: 4}
+    assert m == {1: 1, "x": 2, 2: 2, 3: 3, 4: 4}
+    with pytest.raises(ValueError):
+        SnapshotMap([(1, 2, 3)])
+    with pytest.raises(TypeError):
+        SnapshotMap([1])
+    with pytest.raises(TypeError):
+        SnapshotMap({[]: 1})
+
+
+def test_writes_like_dict():
+    m = SnapshotMap()
+    m["a"] = 1
+    m["b"] = 2
+    assert m.pop("a") == 1 and m.pop("a", None) is None
+    with pytest.raises(KeyError):
+        m.pop("a")
+    assert m.setdefault("b", 9) == 2 and m.setdefault("c", 3) == 3 and m.setdefault("d") is None
+    del m["d"]
+    with pytest.raises(KeyError):
+        del m["d"]
+    k, v = m.popitem()
+    assert (k, v) in {("b", 2), ("c", 3)} and k not in m
+    m.popitem()
+    with pytest.raises(KeyError):
+        m.popitem()
+    m.update(x=1)
+    m.clear()
+    assert m == {} and len(m) == 0
+    m._check()
+
+
+def test_key_semantics():
+    m = SnapshotMap()
+    m[1] = "int"
+    m[1.0] = "float"
+    m[True] = "bool"
+    assert len(m) == 1 and m[1] == "bool"
+    (k,) = list(m)
+    assert type(k) is int                       # first-inserted key object is kept
+    nan = float("nan")
+    m[nan] = "nan"
+    assert m[nan] == "nan" and nan in m         # found by identity
+    assert float("nan") not in m
+    with pytest.raises(KeyError) as ei:
+        m[(1, 2)]
+    assert ei.value.args == ((1, 2),)           # KeyError(key), tuples not unpacked
+    with pytest.raises(TypeError):
+        m[[1]] = 2
+    with pytest.raises(TypeError):
+        [1] in m
+    with pytest.raises(TypeError):
+        m.get({})
+    s = m.snapshot()
+    with pytest.raises(TypeError):
+        s[[]]
+
+
+def test_snapshot_is_o1_immutable_and_versioned():
+    m = SnapshotMap({"a": 1})
+    v0 = m.version
+    s0 = m.snapshot()
+    assert m.snapshot() is s0                   # no writes: the very same object
+    assert s0.version == v0
+    m["b"] = 2
+    assert m.version == v0 + 1 and m.snapshot().version == v0 + 1
+    m["b"] = m["b"]                             # same object: nothing changes, no publish
+    assert m.version == v0 + 1
+    m.pop("zz", None)                           # no-op: no publish
+    assert m.version == v0 + 1
+    assert s0 == {"a": 1} and len(s0) == 1 and "b" not in s0
+    with pytest.raises(TypeError):
+        s0["x"] = 1
+    with pytest.raises(TypeError):
+        s0.__init__({"x": 1})
+    assert s0.copy() is s0 and copy.copy(s0) is s0
+    assert copy.deepcopy(s0) == s0
+
+
+def test_snapshot_equality_hash_pickle():
+    s = Snapshot({1: "a", "b": (1, 2)})
+    assert s == {1: "a", "b": (1, 2)} and s != {1: "a"} and s != {1: "b", "b": (1, 2)}
+    assert s == Snapshot({1.0: "a", "b": (1, 2)})
+    assert hash(s) == hash(Snapshot({1.0: "a", "b": (1, 2)}))
+    assert s != [1] and (s == 3) is False
+    with pytest.raises(TypeError):
+        hash(Snapshot({1: []}))
+    with pytest.raises(TypeError):
+        hash(SnapshotMap())
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        assert pickle.loads(pickle.dumps(s, proto)) == s
+        m = SnapshotMap(s)
+        m2 = pickle.loads(pickle.dumps(m, proto))
+        assert type(m2) is SnapshotMap and m2 == m
+    assert repr(Snapshot()) == "Snapshot()" and repr(Snapshot({1: 2})) == "Snapshot({1: 2})"
+    m = SnapshotMap()
+    m["self"] = m
+    assert repr(m) == "SnapshotMap({'self': SnapshotMap({...})})"
+    c = SnapshotMap({1: 2}).copy()
+    assert c == {1: 2} and type(c) is SnapshotMap
+
+
+def test_views_and_iterators_see_one_version():
+    m = SnapshotMap({i: i for i in range(50)})
+    keys, items, values = m.keys(), m.items(), m.values()
+    it = iter(m)
+    first = next(it)
+    m.clear()
+    m.update({i: -i for i in range(100, 120)})
+    rest = [first] + list(it)
+    assert sorted(rest) == list(range(50))      # the iterator kept its version
+    assert len(keys) == 50 and sorted(values) == list(range(50)) and (3, 3) in items
+    assert it.__length_hint__() == 0
+
+
+def test_items_tuple_reuse_is_safe():
+    m = SnapshotMap({i: str(i) for i in range(100)})
+    kept = [kv for kv in m.items()]              # caller keeps every tuple
+    assert sorted(kept) == sorted((i, str(i)) for i in range(100))
+    assert len({id(t) for t in kept}) == 100
+
+
+def test_large_random_against_dict():
+    rnd = random.Random(7)
+    m, d = SnapshotMap(), {}
+    for step in range(20000):
+        k = rnd.randrange(3000)
+        r = rnd.random()
+        if r < 0.55:
+            m[k] = d[k] = step
+        elif r < 0.9:
+            assert m.pop(k, None) == d.pop(k, None)
+        else:
+            assert m.get(k) == d.get(k)
+        if step % 2500 == 0:
+            m._check(rehash=True)
+            assert m == d
+    assert m == d and len(m) == len(d)
+    m._check(rehash=True)
+
+
+def test_deep_hash_paths_and_inlining():
+    # keys sharing the low 55 bits force deep trie paths; deleting them must re-inline
+    keys = [(i << 55) | 12345 for i in range(1, 300)] + [(i << 30) for i in range(1, 300)]
+    m = SnapshotMap()
+    for k in keys:
+        m[k] = k
+    m._check(rehash=True)
+    rnd = random.Random(3)
+    rnd.shuffle(keys)
+    for i, k in enumerate(keys):
+        del m[k]
+        if i % 37 == 0:
+            m._check(rehash=True)
+    assert len(m) == 0
+    m._check()
+
+
+# --------------------------------------------------------------------------- bulk writes
+
+def test_clear_replace_atomic():
+    m = SnapshotMap({"a": 1})
+    v = m.version
+    m.clear()
+    assert m == {} and m.version == v + 1
+    m.clear()                                  # already empty: no publish
+    assert m.version == v + 1
+    prev = m.replace({"x": 1, "y": 2})
+    assert prev == {} and isinstance(prev, Snapshot) and m == {"x": 1, "y": 2}
+    s = Snapshot({"z": 0})
+    prev = m.replace(s)
+    assert prev == {"x": 1, "y": 2} and m == {"z": 0}
+    assert m.snapshot() == s
+    m.replace(q=1)
+    assert m == {"q": 1}
+    m._check()
+
+
+def test_batch_publishes_together_and_discards_on_error():
+    m = SnapshotMap({"a": 1, "b": 2})
+    v = m.version
+    with m.batch() as b:
+        b["c"] = 3
+        del b["a"]
+        b.update({"d": 4}, e=5)
+        assert b["c"] == 3 and "a" not in b and len(b) == 4 and b.get("d") == 4
+        assert sorted(b) == ["b", "c", "d", "e"]
+        assert m == {"a": 1, "b": 2}            # not published yet
+        assert b.pop("e") == 5 and b.setdefault("b", 9) == 2
+        s = b.snapshot()
+        b["f"] = 6                              # after a snapshot: copy, not in place
+        assert "f" not in s and s == {"b": 2, "c": 3, "d": 4}
+    assert m == {"b": 2, "c": 3, "d": 4, "f": 6} and m.version == v + 1
+    m._check()
+    with pytest.raises(ZeroDivisionError):
+        with m.batch() as b:
+            b.clear()
+            b["zz"] = 1
+            1 / 0
+    assert m == {"b": 2, "c": 3, "d": 4, "f": 6} and m.version == v + 1
+    with m.batch() as b:                       # no writes: no publish
+        b.get("b")
+    assert m.version == v + 1
+    with pytest.raises(RuntimeError):
+        b["late"] = 1                          # outside its block
+    with pytest.raises(RuntimeError):
+        b.__enter__()
+    m._check()
+
+
+def test_batch_large_transient_and_pop_all():
+    m = SnapshotMap({i: i for i in range(500)})
+    keep = m.snapshot()
+    with m.batch() as b:
+        for i in range(5000):
+            b[i] = -i
+        for i in range(0, 5000, 3):
+            del b[i]
+        while len(b) > 100:
+            b.popitem()
+        b.snapshot()._check(rehash=True)
+    assert len(m) == 100
+    m._check(rehash=True)
+    keep._check(rehash=True)
+    assert keep == {i: i for i in range(500)}   # the shared old version is intact
+
+
+def test_batch_inside_batch_and_direct_write_raise():
+    m = SnapshotMap()
+    with m.batch() as b:
+        with pytest.raises(RuntimeError):
+            m["x"] = 1
+        with pytest.raises(RuntimeError):
+            with m.batch():
+                pass
+        with pytest.raises(RuntimeError):
+            m.replace({})
+        b["ok"] = 1
+        assert m.get("ok") is None               # the map still shows the published version
+    assert m == {"ok": 1}
+    m["after"] = 2                               # lock released
+    assert m["after"] == 2
+
+
+def test_batch_from_other_thread_raises():
+    m = SnapshotMap()
+    errors = []
+    with m.batch() as b:
+        def use():
+            try:
+                b["x"] = 1
+            except RuntimeError as e:
+                errors.append(e)
+        t = threading.Thread(target=use)
+        t.start()
+        t.join(10)
+    assert len(errors) == 1 and "x" not in m
+
+
+def test_abandoned_batch_releases_lock():
+    m = SnapshotMap()
+
+    def gen():
+        with m.batch() as b:
+            b["x"] = 1
+            yield
+
+    g = gen()
+    next(g)
+    del g                                       # generator close -> GeneratorExit -> discard
+    gc.collect()
+    m["y"] = 2
+    assert m == {"y": 2}
+
+
+# --------------------------------------------------------------------------- atomics
+
+def test_atomics_return_values():
+    m = SnapshotMap()
+    assert m.load_or_store("k", 1) == (1, False)
+    assert m.load_or_store("k", 2) == (1, True)
+    assert m.swap("k", 3) == (1, True)
+    assert m.swap("n", 4) == (None, False) and m["n"] == 4
+    assert m.load_and_delete("n") == (4, True)
+    assert m.load_and_delete("n") == (None, False)
+    assert m.compare_and_swap("k", 3, 5) is True and m["k"] == 5
+    assert m.compare_and_swap("k", 3, 6) is False and m["k"] == 5
+    assert m.compare_and_swap("missing", None, 1) is False and "missing" not in m
+    assert m.compare_and_delete("k", 4) is False
+    assert m.compare_and_delete("k", 5.0) is True and "k" not in m   # == comparison
+    assert m.compare_and_delete("k", 5) is False
+    nan = float("nan")
+    m["n"] = nan
+    assert m.compare_and_swap("n", nan, 1) is True     # identity first
+    assert m.compare_and_swap("n", float("nan"), 2) is False
+
+
+def test_cas_value_eq_raising_leaves_map_unchanged():
+    class Bad:
+        def __eq__(self, other):
+            raise ValueError("eq")
+    m = SnapshotMap({"k": Bad()})
+    v = m.version
+    with pytest.raises(ValueError):
+        m.compare_and_swap("k", object(), 1)
+    with pytest.raises(ValueError):
+        m.compare_and_delete("k", object())
+    assert m.version == v and "k" in m
+    m["z"] = 1                                   # lock was released
+
+
+# --------------------------------------------------------------------------- hostile keys
+
+def test_full_hash_collisions_use_collision_nodes():
+    keys = [HKey(i, 42) for i in range(200)]
+    m = SnapshotMap()
+    for k in keys:
+        m[k] = k.ident
+    m._check(rehash=True)
+    assert len(m) == 200 and all(m[HKey(i, 42)] == i for i in range(200))
+    assert HKey(500, 42) not in m
+    other = HKey(1000, 42 + (1 << 40))           # same low bits, different hash
+    m[other] = "o"
+    m[HKey(1001, 42 + 32)] = "p"                 # diverges at the second level
+    m._check(rehash=True)
+    snap = m.snapshot()
+    for i in range(0, 200, 2):
+        del m[HKey(i, 42)]
+    m._check(rehash=True)
+    assert len(m) == 102 and snap[HKey(0, 42)] == 0
+    for i in range(1, 199, 2):
+        del m[HKey(i, 42)]
+    m._check(rehash=True)
+    assert m == {HKey(199, 42): 199, other: "o", HKey(1001, 74): "p"}
+    with m.batch() as b:                         # transient path through collision nodes
+        for i in range(50):
+            b[HKey(i, 7)] = i
+        for i in range(0, 50, 2):
+            del b[HKey(i, 7)]
+    m._check(rehash=True)
+    assert len(m) == 28
+
+
+def test_raising_hash_and_eq():
+    class BadHash:
+        def __hash__(self):
+            raise ValueError("hash")
+
+    class BadEq(HKey):
+        __hash__ = HKey.__hash__
+
+        def __eq__(self, other):
+            raise KeyError("eq")                 # even KeyError must propagate unchanged
+
+    m = SnapshotMap({HKey(1, 5): 1})
+    v = m.version
+    for op in (lambda: m.__setitem__(BadHash(), 1), lambda: m[BadHash()],
+               lambda: BadHash() in m, lambda: m.pop(BadHash(), None)):
+        with pytest.raises(ValueError):
+            op()
+    bad = BadEq(2, 5)
+    for op in (lambda: m.__setitem__(bad, 1), lambda: m[bad], lambda: bad in m,
+               lambda: m.pop(bad, None), lambda: m.load_or_store(bad, 1),
+               lambda: m.update({bad: 1})):
+        with pytest.raises(KeyError, match="eq"):
+            op()
+    assert m.version == v and m == {HKey(1, 5): 1}
+    m._check()
+    with m.batch() as b:                         # batch survives a failed op
+        b["x"] = 1
+        with pytest.raises(KeyError):
+            b[bad] = 2
+        with pytest.raises(KeyError):
+            b.update([("y", 1), (bad, 2), ("z", 3)])
+        assert "y" in b and "z" not in b          # like dict.update: applied up to the error
+    assert m == {HKey(1, 5): 1, "x": 1, "y": 1}
+    m._check()
+
+
+def test_reentrant_eq_writing_during_write_raises_no_deadlock():
+    m = SnapshotMap()
+    seen = []
+
+    class Reentrant(HKey):
+        __hash__ = HKey.__hash__
+
+        def __eq__(self, other):
+            try:
+                m["inner"] = 1
+            except RuntimeError as e:
+                seen.append(e)
+                raise
+            return super().__eq__(other)
+
+    m[HKey(1, 9)] = "a"
+    with pytest.raises(RuntimeError, match="re-entrant"):
+        m[Reentrant(2, 9)] = "b"
+    assert m == {HKey(1, 9): "a"} and len(seen) == 1
+    m["after"] = 1                               # not deadlocked, lock released
+    m._check()
+
+
+def test_reentrant_eq_swallowing_error_still_consistent():
+    m = SnapshotMap()
+
+    class Sneaky(HKey):
+        __hash__ = HKey.__hash__
+
+        def __eq__(self, other):
+            try:
+                del m[HKey(1, 9)]
+            except RuntimeError:
+                pass
+            return super().__eq__(other)
+
+    m[HKey(1, 9)] = "a"
+    m[Sneaky(1, 9)] = "b"                        # equal: replaces the value, keeps key
+    assert m[HKey(1, 9)] == "b" and type(next(iter(m))) is HKey
+    m._check()
+
+
+def test_reentrant_eq_during_read_may_write():
+    m = SnapshotMap()
+
+    class Writer(HKey):
+        __hash__ = HKey.__hash__
+
+        def __eq__(self, other):
+            m["written"] = len(m)                # readers hold no lock: allowed
+            return super().__eq__(other)
+
+    m[HKey(1, 3)] = "a"
+    assert m.get(Writer(1, 3)) == "a"
+    assert Writer(2, 3) not in m
+    assert m["written"] == 2
+
+
+def test_reentrant_hash_may_write():
+    m = SnapshotMap()
+
+    class HashWriter:
+        def __hash__(self):
+            m["from_hash"] = 1                   # hashing happens before the lock
+            return 1
+
+    m[HashWriter()] = 2
+    assert m["from_hash"] == 1 and len(m) == 2
+
+
+def test_reentrant_eq_in_batch_raises():
+    m = SnapshotMap()
+
+    class BatchWriter(HKey):
+        __hash__ = HKey.__hash__
+
+        b = None
+
+        def __eq__(self, other):
+            BatchWriter.b["inner"] = 1
+            return super().__eq__(other)
+
+    with m.batch() as b:
+        BatchWriter.b = b
+        b[HKey(1, 4)] = 1
+        with pytest.raises(RuntimeError):
+            b[BatchWriter(2, 4)] = 2
+        with pytest.raises(RuntimeError):
+            b.get(BatchWriter(2, 4))
+        assert len(b) == 1
+    assert m == {HKey(1, 4): 1}
+
+
+def test_value_eq_writing_during_cas_raises():
+    m = SnapshotMap()
+
+    class V:
+        def __eq__(self, other):
+            m["x"] = 1
+            return True
+
+    m["k"] = V()
+    with pytest.raises(RuntimeError):
+        m.compare_and_swap("k", object(), 1)
+    m["y"] = 2
+    assert "x" not in m
+
+
+# --------------------------------------------------------------------------- references / memory
+
+def test_old_versions_freed_when_unreferenced():
+    m = SnapshotMap()
+    v1 = Val(1)
+    r = weakref.ref(v1)
+    m["a"] = v1
+    del v1
+    s = m.snapshot()
+    m["a"] = Val(2)
+    assert r() is not None                       # held by the snapshot
+    del s
+    assert r() is None                           # freed with the old version
+    v3 = Val(3)
+    r3 = weakref.ref(v3)
+    m["b"] = v3
+    del v3
+    it = iter(m.items())
+    m.clear()
+    assert r3() is not None
+    del it
+    assert r3() is None
+    v4 = Val(4)
+    r4 = weakref.ref(v4)
+    m.replace({"c": v4})
+    del v4
+    prev = m.replace({})
+    assert r4() is not None and prev["c"].n == 4
+    del prev
+    assert r4() is None
+
+
+def test_retired_versions_reclaimed_after_readers_leave():
+    m = SnapshotMap()
+    v = Val()
+    r = weakref.ref(v)
+    m["a"] = v
+    del v
+    m._debug_hold_readers(1)                     # a reader "inside the load window"
+    m["a"] = 0
+    assert m._debug_retired() == 1 and r() is not None
+    m["b"] = 1
+    assert m._debug_retired() == 2 and r() is not None
+    m._debug_hold_readers(-1)
+    m["c"] = 2                                   # next writer sees no readers: reclaims
+    assert m._debug_retired() == 0 and r() is None
+
+
+def test_refcounts_stable():
+    key, val = object(), object()
+    k0, v0 = sys.getrefcount(key), sys.getrefcount(val)
+    m = SnapshotMap()
+    for i in range(100):
+        m[key] = val
+        m[i] = val
+        with m.batch() as b:
+            b[key] = i
+            b[key] = val
+            b.pop(i)
+        s = m.snapshot()
+        m.compare_and_swap(key, val, val)
+        m.swap(key, val)
+        m.load_or_store(key, 1)
+        list(s.items())
+        del s
+    assert m == {key: val}
+    del m, b                                     # a finished batch still references its map
+    gc.collect()
+    assert sys.getrefcount(key) == k0 and sys.getrefcount(val) == v0
+
+
+def test_memory_does_not_grow_with_overwrites():
+    vals = [Val(i) for i in range(64)]
+    m = SnapshotMap({i: vals[0] for i in range(2000)})
+    rnd = random.Random(1)
+    tracemalloc.start()
+    try:
+        for i in range(20000):                   # steady state: every node re-allocated
+            m[rnd.randrange(2000)] = vals[i % 64]
+        gc.collect()
+        first = tracemalloc.get_traced_memory()[0]
+        for i in range(20000):
+            m[rnd.randrange(2000)] = vals[i % 64]
+        gc.collect()
+        second = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert first > 0 and abs(second - first) < 16 * 1024, (first, second)
+
+
+def test_cycles_through_map_are_collected():
+    m = SnapshotMap()
+    m["self"] = m
+    m["snap"] = Val()
+    r = weakref.ref(m)
+    rv = weakref.ref(m["snap"])
+    del m
+    gc.collect()
+    assert r() is None and rv() is None
+    s_holder = Val()
+    s = Snapshot({"holder": s_holder})
+    s_holder.snap = s
+    rs = weakref.ref(s_holder)
+    del s, s_holder
+    gc.collect()
+    assert rs() is None
+
+
+def test_deeply_nested_snapshots_dealloc():
+    s = Snapshot()
+    for i in range(100000):
+        s = Snapshot({"x": s})
+    del s                                        # trashcan: no C stack overflow
