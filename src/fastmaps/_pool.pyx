@@ -658,6 +658,9 @@ cdef class ObjectPool:
         pools without ``max_size`` (they never wait). Raises :class:`PoolClosedError`
         once the pool is closed.
         """
+        return self._get_impl(timeout)
+
+    cdef inline object _get_impl(self, object timeout):
         if timeout is None:
             # GIL builds: no lock at all (the C constant folds the branch away).
             if FM_FREE_THREADED:
@@ -811,6 +814,9 @@ cdef class ObjectPool:
         ``ValueError`` if ``obj`` is already idle in this pool (double put) or if no object
         is checked out. After ``close()`` the object is accepted and dropped.
         """
+        self._put_impl(obj)
+
+    cdef inline int _put_impl(self, object obj) except -1:
         cdef int done
         if FM_FREE_THREADED:
             with cython.critical_section(self):
@@ -819,6 +825,7 @@ cdef class ObjectPool:
             done = self._fast_put(obj)
         if not done:
             self._put_slow(obj)
+        return 0
 
     cdef int _st_check_returnable(self, object obj) except -1:
         if _ps_find(&self._idle, _addr(obj)) >= 0:
@@ -885,6 +892,9 @@ cdef class ObjectPool:
         forgets it and, if bounded, can create a replacement. Raises ``ValueError`` if
         ``obj`` is idle in this pool or nothing is checked out.
         """
+        self._discard_impl(obj)
+
+    cdef int _discard_impl(self, object obj) except -1:
         with cython.critical_section(self):
             if _ps_find(&self._idle, _addr(obj)) >= 0:
                 raise ValueError("discard() of an object that is idle in this pool "
@@ -895,6 +905,7 @@ cdef class ObjectPool:
             self._in_use -= 1
             self._discarded += 1
         self._notify()
+        return 0
 
     @cython.binding(False)
     def borrow(self, timeout=None, *, discard_on_error=False):
@@ -1195,13 +1206,15 @@ cdef class Lease:
     def __init__(self):
         raise TypeError("Lease objects are created by ObjectPool.borrow()")
 
+    @cython.binding(False)
     def __enter__(self):
         if self._state != 0:
             raise RuntimeError("a Lease can only be entered once")
-        self._obj = self._pool.get(self._timeout)
+        self._obj = self._pool._get_impl(self._timeout)
         self._state = 1
         return self._obj
 
+    @cython.binding(False)
     def __exit__(self, exc_type, exc, tb):
         if self._state != 1:
             return False
@@ -1209,9 +1222,9 @@ cdef class Lease:
         obj = self._obj
         self._obj = None
         if self._discard or (self._discard_on_error and exc_type is not None):
-            self._pool.discard(obj)
+            self._pool._discard_impl(obj)
         else:
-            self._pool.put(obj)
+            self._pool._put_impl(obj)
         return False
 
     def discard(self):
