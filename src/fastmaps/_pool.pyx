@@ -374,13 +374,11 @@ cdef double _check_timeout(object timeout) except -2.0:
     """None -> -1.0 (wait forever); otherwise a float >= 0."""
     if timeout is None:
         return -1.0
-    if isinstance(timeout, bool):
-        raise TypeError("timeout must be a number of seconds or None, not bool")
-    try:
-        t = float(timeout)
-    except (TypeError, ValueError):
+    if isinstance(timeout, bool) or not (hasattr(type(timeout), "__float__") or
+                                         hasattr(type(timeout), "__index__")):
         raise TypeError(f"timeout must be a number of seconds or None, "
-                        f"not {type(timeout).__name__}") from None
+                        f"not {type(timeout).__name__}")
+    t = float(timeout)
     if not t >= 0.0:  # also rejects NaN
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     return t
@@ -685,8 +683,8 @@ cdef class ObjectPool:
                     raise PoolClosedError("get() on a closed ObjectPool")
                 obj = self._st_take_idle()
                 if obj is not _EMPTY:
-                    self._hits += 1
                     if self._validate is None:
+                        self._hits += 1
                         self._st_handed_out()
                         return obj
                     self._checking += 1
@@ -745,6 +743,7 @@ cdef class ObjectPool:
         with cython.critical_section(self):
             self._checking -= 1
             if ok:
+                self._hits += 1
                 self._st_handed_out()
             else:
                 self._discarded += 1
@@ -1226,6 +1225,10 @@ cdef class Lease:
         else:
             self._pool._put_impl(obj)
         return False
+
+    @classmethod
+    def __class_getitem__(cls, item):
+        return _types.GenericAlias(cls, item)
 
     def discard(self):
         """Drop the object on exit instead of returning it to the pool."""
