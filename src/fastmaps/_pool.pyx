@@ -140,6 +140,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject, PyTypeObject, visitproc
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint64_t, uintptr_t
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.string cimport memset
 
 import gc as _gc
@@ -426,6 +427,9 @@ cdef class ObjectPool:
     # load/store, which stalls on store-forwarding against the other method's 8-byte
     # stores (measured: ~40% of the get/put pair).
     cdef Py_ssize_t _in_use
+    cdef Py_ssize_t _idle_cap       # max_idle, or PY_SSIZE_T_MAX when unbounded
+    cdef bint _fast_get_ok          # not closed, no validate, local cache on
+    cdef bint _fast_put_ok          # not closed, no reset, no waiters, local cache on
     cdef Py_ssize_t _max_idle
     cdef Py_ssize_t _n_local
     cdef Py_ssize_t _max_size
@@ -434,6 +438,7 @@ cdef class ObjectPool:
     cdef unsigned long long _puts
     cdef Py_ssize_t _n_shared
     cdef unsigned long long _hits
+    cdef unsigned long long _fast_hits
     cdef Py_ssize_t _waiters
     cdef Py_ssize_t _high_water
     cdef Py_ssize_t _checking
@@ -513,6 +518,8 @@ cdef class ObjectPool:
         self._gc_generation = gc_generation
         if self._max_size >= 0:
             self._cond = _threading.Condition(_threading.Lock())
+        self._idle_cap = self._max_idle if self._max_idle >= 0 else PY_SSIZE_T_MAX
+        self._update_fast_flags()
         self._initialized = True
         if gc_release:
             _registry.add(self)
@@ -524,6 +531,12 @@ cdef class ObjectPool:
     # ----------------------------------------------------------------- state helpers
     # All helpers named _st_* must be called inside `with cython.critical_section(self)`
     # (a no-op on GIL builds). They call no Python code and drop no last reference.
+
+    cdef void _update_fast_flags(self) noexcept:
+        self._fast_get_ok = (not self._closed and self._validate is None and
+                             self._local_cache > 0)
+        self._fast_put_ok = (not self._closed and self._reset is None and
+                             self._waiters == 0 and self._local_cache > 0)
 
     cdef inline void _st_handed_out(self) noexcept:
         self._in_use += 1
@@ -635,14 +648,13 @@ cdef class ObjectPool:
     cdef inline object _fast_get(self):
         """The get() fast path: pop from the calling thread's cache slot, or _EMPTY."""
         cdef Py_ssize_t slot
-        if self._closed or self._validate is not None or not self._local_cache:
+        if not self._fast_get_ok:
             return _EMPTY
         slot = fm_thread_slot()
         if not self._slot_n[slot]:
             return _EMPTY
         obj = self._st_slot_pop(slot)
-        self._gets += 1
-        self._hits += 1
+        self._fast_hits += 1  # counts as a get and a hit (see stats())
         self._st_handed_out()
         return obj
 
@@ -760,6 +772,7 @@ cdef class ObjectPool:
         with cond:
             with cython.critical_section(self):
                 self._waiters += 1
+                self._update_fast_flags()
                 ready = (self._closed or self._idle.used > 0 or self._st_has_capacity())
             try:
                 if ready:
@@ -781,15 +794,15 @@ cdef class ObjectPool:
             finally:
                 with cython.critical_section(self):
                     self._waiters -= 1
+                    self._update_fast_flags()
 
     # ----------------------------------------------------------------------- put
     cdef inline int _fast_put(self, object obj) except -1:
         """The put() fast path: push onto the calling thread's cache slot.
         1: done; 0: take the slow path; raises ValueError on a double put."""
         cdef Py_ssize_t slot
-        if (self._reset is not None or self._waiters or not self._local_cache or
-                self._closed or self._in_use <= 0 or
-                (self._max_idle >= 0 and self._idle.used >= self._max_idle)):
+        if (not self._fast_put_ok or self._in_use <= 0 or
+                self._idle.used >= self._idle_cap):
             return 0
         slot = fm_thread_slot()
         if self._slot_n[slot] >= self._local_cache:
@@ -993,6 +1006,7 @@ cdef class ObjectPool:
         """
         with cython.critical_section(self):
             self._closed = True
+            self._update_fast_flags()
             dropped = self._st_detach_all()
         _registry.discard(self)
         self._notify(True)
@@ -1065,8 +1079,8 @@ cdef class ObjectPool:
         """
         with cython.critical_section(self):
             return {
-                "gets": self._gets, "puts": self._puts,
-                "hits": self._hits, "misses": self._misses,
+                "gets": self._gets + self._fast_hits, "puts": self._puts,
+                "hits": self._hits + self._fast_hits, "misses": self._misses,
                 "created": self._created, "discarded": self._discarded,
                 "invalid": self._invalid, "gc_released": self._gc_released,
                 "callback_errors": self._cb_errors,
@@ -1141,7 +1155,7 @@ cdef class ObjectPool:
                     f"{self._discarded}")
             if self._closed and self._idle.used:
                 raise AssertionError("closed pool holds idle objects")
-            if self._hits + self._misses > self._gets:
+            if self._hits + self._misses > self._gets:  # (fast hits count in neither)
                 raise AssertionError("hits + misses > gets")
         return True
 
