@@ -152,6 +152,7 @@ from time import monotonic as _monotonic
 cdef extern from *:
     """
     #include "pythread.h"
+    #define __Pyx_NewRef_Steal(p) (p)
     /* Move the reference held by list[i] to the caller, leaving None behind. */
     static inline PyObject* fm_list_take(PyObject* list, Py_ssize_t i) {
         PyObject* o = PyList_GET_ITEM(list, i);
@@ -192,6 +193,8 @@ cdef extern from *:
     const int FM_FREE_THREADED
     Py_ssize_t fm_ptr_home(uintptr_t p, int shift) noexcept nogil
     Py_ssize_t fm_thread_slot() noexcept nogil
+    object fm_steal "__Pyx_NewRef_Steal"(PyObject* p)  # takes over a new reference
+    void fm_incref "Py_INCREF"(PyObject* p) noexcept
     ctypedef int (*fm_traverseproc "traverseproc")(PyObject*, visitproc, void*) noexcept
     ctypedef int (*fm_inquiry "inquiry")(PyObject*) noexcept
     ctypedef struct fm_gc_slots "PyTypeObject":
@@ -305,6 +308,22 @@ cdef inline int _ps_add(_PtrSet* s, uintptr_t p) except -1:
     s.slots[i] = p
     s.used += 1
     return 1
+
+
+cdef inline bint _ps_add_nogrow(_PtrSet* s, uintptr_t p) noexcept:
+    """Insert p (the caller has checked there is room). False if already present."""
+    cdef Py_ssize_t i = fm_ptr_home(p, s.shift)
+    cdef uintptr_t v
+    while True:
+        v = s.slots[i]
+        if v == p:
+            return False
+        if v == 0:
+            break
+        i = (i + 1) & s.mask
+    s.slots[i] = p
+    s.used += 1
+    return True
 
 
 cdef inline bint _ps_remove(_PtrSet* s, uintptr_t p) noexcept:
@@ -645,18 +664,27 @@ cdef class ObjectPool:
                     self._cond.notify()
 
     # ----------------------------------------------------------------------- get
-    cdef inline object _fast_get(self):
-        """The get() fast path: pop from the calling thread's cache slot, or _EMPTY."""
-        cdef Py_ssize_t slot
+    cdef inline PyObject* _fast_get(self) noexcept:
+        """The get() fast path: pop from the calling thread's cache slot. Returns a new
+        reference, moved out of the slot without touching the refcount, or NULL."""
+        cdef Py_ssize_t slot, n, k
+        cdef PyObject* p
         if not self._fast_get_ok:
-            return _EMPTY
+            return NULL
         slot = fm_thread_slot()
-        if not self._slot_n[slot]:
-            return _EMPTY
-        obj = self._st_slot_pop(slot)
+        n = self._slot_n[slot]
+        if not n:
+            return NULL
+        n -= 1
+        k = slot * self._local_cache + n
+        p = self._slot_items[k]
+        self._slot_items[k] = NULL
+        self._slot_n[slot] = n
+        self._n_local -= 1
+        _ps_remove(&self._idle, <uintptr_t>p)
         self._fast_hits += 1  # counts as a get and a hit (see stats())
         self._st_handed_out()
-        return obj
+        return p
 
     @cython.binding(False)
     def get(self, timeout=None):
@@ -671,15 +699,16 @@ cdef class ObjectPool:
         return self._get_impl(timeout)
 
     cdef inline object _get_impl(self, object timeout):
+        cdef PyObject* p
         if timeout is None:
             # GIL builds: no lock at all (the C constant folds the branch away).
             if FM_FREE_THREADED:
                 with cython.critical_section(self):
-                    obj = self._fast_get()
+                    p = self._fast_get()
             else:
-                obj = self._fast_get()
-            if obj is not _EMPTY:
-                return obj
+                p = self._fast_get()
+            if p != NULL:
+                return fm_steal(p)
         return self._get_slow(timeout)
 
     cdef object _get_slow(self, object timeout):
@@ -797,20 +826,24 @@ cdef class ObjectPool:
                     self._update_fast_flags()
 
     # ----------------------------------------------------------------------- put
-    cdef inline int _fast_put(self, object obj) except -1:
+    cdef inline int _fast_put(self, PyObject* o) noexcept:
         """The put() fast path: push onto the calling thread's cache slot.
-        1: done; 0: take the slow path; raises ValueError on a double put."""
-        cdef Py_ssize_t slot
+        1: done; 0: take the slow path (which also reports a double put)."""
+        cdef Py_ssize_t slot, n
         if (not self._fast_put_ok or self._in_use <= 0 or
-                self._idle.used >= self._idle_cap):
+                self._idle.used >= self._idle_cap or
+                (self._idle.used + 1) * 2 > self._idle.mask + 1):
             return 0
         slot = fm_thread_slot()
-        if self._slot_n[slot] >= self._local_cache:
+        n = self._slot_n[slot]
+        if n >= self._local_cache:
             return 0
-        if not _ps_add(&self._idle, _addr(obj)):
-            raise ValueError("put() of an object that is already idle in this pool "
-                             "(double put)")
-        self._st_slot_push(slot, obj)
+        if not _ps_add_nogrow(&self._idle, <uintptr_t>o):
+            return 0  # already idle: the slow path raises ValueError
+        fm_incref(o)
+        self._slot_items[slot * self._local_cache + n] = o
+        self._slot_n[slot] = n + 1
+        self._n_local += 1
         self._in_use -= 1
         self._puts += 1
         return 1
@@ -832,9 +865,9 @@ cdef class ObjectPool:
         cdef int done
         if FM_FREE_THREADED:
             with cython.critical_section(self):
-                done = self._fast_put(obj)
+                done = self._fast_put(<PyObject*>obj)
         else:
-            done = self._fast_put(obj)
+            done = self._fast_put(<PyObject*>obj)
         if not done:
             self._put_slow(obj)
         return 0
