@@ -5,7 +5,9 @@ process, GC off while timing, median of the repeats). Results: benchmarks/result
 
 Cases
 * pair:        ``x = pool.get(); pool.put(x)``          vs ``x = lst.pop(); lst.append(x)``
-* borrow:      ``with pool.borrow() as x: pass``       vs the same list pair
+* borrow:      ``with pool.borrow() as x: pass``       vs the same list pair; for context,
+  ``with lock: pass`` on a threading.Lock (what any ``with`` block on a C-level context
+  manager costs in CPython) vs the list pair
 * SimpleQueue: a queue.SimpleQueue used as a pool (get_nowait/put) vs the list pair, and
   queue.LifoQueue (get/put, the usual stdlib "pool") vs the list pair
 * buffers:     a request that fills ``touch`` bytes of a 64 KiB buffer: through the pool
@@ -67,6 +69,17 @@ def borrow_pool(n):
     def run():
         for _ in repeat(None, n):
             with pool.borrow() as x:
+                pass
+    return run
+
+
+def with_lock(n):
+    """Context for borrow: the cost of a `with` block on a stdlib C context manager."""
+    lock = threading.Lock()
+
+    def run():
+        for _ in repeat(None, n):
+            with lock:
                 pass
     return run
 
@@ -217,6 +230,8 @@ def main(argv=None) -> int:
 
     row("pair", "lst.pop+append", pair_ref(n), "pool.get+put", pair_pool(n), n)
     row("borrow", "lst.pop+append", pair_ref(n), "with pool.borrow()", borrow_pool(n), n)
+    row("with threading.Lock (context)", "lst.pop+append", pair_ref(n), "with lock: pass",
+        with_lock(n), n)
     row("SimpleQueue pool", "lst.pop+append", pair_ref(n), "SimpleQueue get_nowait+put",
         simplequeue_pool(n), n)
     row("LifoQueue pool", "lst.pop+append", pair_ref(n), "LifoQueue get+put",

@@ -131,6 +131,20 @@ Invariants (checked by ``_check()``)
   given that only objects handed out by this pool are ``put`` back);
 * a closed pool holds no idle object.
 
+Fast path and its cost
+----------------------
+``get()``/``put()`` first try ``_fast_get``/``_fast_put``: precomputed flags
+(``_fast_get_ok``: open, no ``validate``, cache on; ``_fast_put_ok``: open, no ``reset``,
+no waiter, cache on) and one compare against ``_idle_cap`` decide whether the caller's slot
+can be used; the object's reference is then moved between the slot and the caller without
+touching its refcount on ``get()``, and the idle set is updated. Everything else (callbacks,
+bounds, waiting, double-put errors, set growth) goes to the slow paths. Measured on
+CPython 3.11 (x86-64, ``perf stat`` cycles per loop iteration): a list pop+append pair
+~79 cycles, an empty Cython get/put method pair ~88, the pool pair ~110, of which the
+idle-set insert+remove (the double-put check) is ~16. ``with pool.borrow()`` is bounded
+below by the ``with`` statement itself (a no-op C-level context manager costs ~3x the list
+pair on 3.11).
+
 Limits: the pool counts checked-out objects but does not track them (that would need a
 reference or a weakref per loan), so a ``put()`` of an object someone else currently holds
 cannot be detected; a ``put()`` when nothing is checked out is rejected.
