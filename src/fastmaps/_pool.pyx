@@ -19,9 +19,10 @@ Capacity reservations that do not hold an object yet are counted in ``creating``
 
 Data structures
 ---------------
-* **Per-thread cache.** ``_slot_items`` is one C array of ``64 * local_cache`` object
-  pointers (strong references): 64 cache slots of ``local_cache`` entries each, with the
-  fill level of each slot in the C array ``_slot_n``. A thread uses the slot chosen by a
+* **Per-thread cache.** ``_slot_items`` is one C array of object pointers (strong
+  references): 64 cache slots of ``local_cache`` entries each (the slot stride is rounded up
+  to a power of two, so indexing is a shift), with the fill level of each slot in the C
+  array ``_slot_n``. A thread uses the slot chosen by a
   multiplicative hash of its C-level thread id (``PyThread_get_thread_ident()``, no
   ``threading.local`` lookup). ``get()`` pops from, and ``put()`` pushes to, the calling
   thread's slot: that is the fast path. Two threads whose ids collide simply share a slot
@@ -29,8 +30,8 @@ Data structures
   slot of a thread that has exited are found by stealing (below), by the GC victim rotation
   and by ``clear()``, so nothing is stranded.
 * **Shared stack.** ``_shared`` (a list used as a LIFO stack; its first ``_n_shared``
-  entries are live, the rest ``None``, so it never shrinks in steady state) takes objects when the
-  caller's slot is full, objects made by ``prefill()``, and every ``put()`` while some
+  entries are live, the rest ``None``, so it never shrinks in steady state) takes objects
+  when the caller's slot is full, objects made by ``prefill()``, and every ``put()`` while some
   ``get()`` is waiting (so the waiter can find it).
 * **Victim tier.** ``_victim`` (LIFO list) holds the objects that were idle at the last
   garbage-collection cycle (see below).
@@ -451,6 +452,7 @@ cdef class ObjectPool:
     cdef list _shared
     cdef list _victim
     cdef PyObject** _slot_items
+    cdef int _slot_shift
     cdef Py_ssize_t _slot_n[_NSLOTS_C]
     cdef object _cond
     cdef object __weakref__
@@ -508,8 +510,8 @@ cdef class ObjectPool:
             return
         for i in range(FM_NSLOTS):
             for j in range(self._slot_n[i]):
-                o = self._slot_items[i * lc + j]
-                self._slot_items[i * lc + j] = NULL
+                o = self._slot_items[(i << self._slot_shift) + j]
+                self._slot_items[(i << self._slot_shift) + j] = NULL
                 _ps_remove(&self._idle, <uintptr_t>o)
                 self._discarded += 1
                 Py_XDECREF(o)
@@ -543,10 +545,14 @@ cdef class ObjectPool:
         self._validate = validate
         self._local_cache = lc
         if lc:
-            self._slot_items = <PyObject**>PyMem_Malloc(FM_NSLOTS * lc * sizeof(PyObject*))
+            sh = 0
+            while (1 << sh) < lc:
+                sh += 1
+            self._slot_shift = sh  # slot stride: a power of two >= local_cache
+            self._slot_items = <PyObject**>PyMem_Malloc((FM_NSLOTS << sh) * sizeof(PyObject*))
             if self._slot_items == NULL:
                 raise MemoryError()
-            memset(self._slot_items, 0, FM_NSLOTS * lc * sizeof(PyObject*))
+            memset(self._slot_items, 0, (FM_NSLOTS << sh) * sizeof(PyObject*))
         self._gc_release = gc_release
         self._gc_generation = gc_generation
         if self._max_size >= 0:
@@ -579,8 +585,8 @@ cdef class ObjectPool:
     cdef inline object _st_slot_pop(self, Py_ssize_t slot):
         """Pop from a non-empty cache slot; removes the object from the idle set."""
         cdef Py_ssize_t n = self._slot_n[slot] - 1
-        cdef PyObject* p = self._slot_items[slot * self._local_cache + n]
-        self._slot_items[slot * self._local_cache + n] = NULL
+        cdef PyObject* p = self._slot_items[(slot << self._slot_shift) + n]
+        self._slot_items[(slot << self._slot_shift) + n] = NULL
         obj = <object>p   # takes a new reference ...
         Py_DECREF(obj)    # ... and gives back the one the slot held
         self._slot_n[slot] = n
@@ -592,7 +598,7 @@ cdef class ObjectPool:
         """Push to a cache slot with room; the caller has added obj to the idle set."""
         cdef Py_ssize_t n = self._slot_n[slot]
         Py_INCREF(obj)
-        self._slot_items[slot * self._local_cache + n] = <PyObject*>obj
+        self._slot_items[(slot << self._slot_shift) + n] = <PyObject*>obj
         self._slot_n[slot] = n + 1
         self._n_local += 1
 
@@ -624,8 +630,8 @@ cdef class ObjectPool:
             for i in range(FM_NSLOTS):
                 n = self._slot_n[i]
                 for j in range(n):
-                    p = self._slot_items[i * self._local_cache + j]
-                    self._slot_items[i * self._local_cache + j] = NULL
+                    p = self._slot_items[(i << self._slot_shift) + j]
+                    self._slot_items[(i << self._slot_shift) + j] = NULL
                     out.append(<object>p)
                     Py_DECREF(<object>p)
                 self._slot_n[i] = 0
@@ -690,7 +696,7 @@ cdef class ObjectPool:
         if not n:
             return NULL
         n -= 1
-        k = slot * self._local_cache + n
+        k = (slot << self._slot_shift) + n
         p = self._slot_items[k]
         self._slot_items[k] = NULL
         self._slot_n[slot] = n
@@ -855,7 +861,7 @@ cdef class ObjectPool:
         if not _ps_add_nogrow(&self._idle, <uintptr_t>o):
             return 0  # already idle: the slow path raises ValueError
         fm_incref(o)
-        self._slot_items[slot * self._local_cache + n] = o
+        self._slot_items[(slot << self._slot_shift) + n] = o
         self._slot_n[slot] = n + 1
         self._n_local += 1
         self._in_use -= 1
@@ -1141,7 +1147,7 @@ cdef class ObjectPool:
     def _check(self):
         """Verify the internal invariants (see the module docstring); raise AssertionError
         on the first violation. For tests; O(idle objects)."""
-        cdef Py_ssize_t n_local = 0, n, cap, i, j, lc = self._local_cache
+        cdef Py_ssize_t n_local = 0, n, cap, i, j, base, lc = self._local_cache
         with cython.critical_section(self):
             seen = set()
             if lc and self._slot_items == NULL:
@@ -1155,12 +1161,13 @@ cdef class ObjectPool:
                 n = self._slot_n[i]
                 if not 0 <= n <= lc:
                     raise AssertionError(f"slot {i} holds {n} objects, local_cache={lc}")
-                if any(self._slot_items[i * lc + j] != NULL for j in range(n, lc)):
+                base = i << self._slot_shift
+                if any(self._slot_items[base + j] != NULL for j in range(n, lc)):
                     raise AssertionError(f"slot {i}: live object beyond its fill level")
-                if any(self._slot_items[i * lc + j] == NULL for j in range(n)):
+                if any(self._slot_items[base + j] == NULL for j in range(n)):
                     raise AssertionError(f"slot {i}: NULL below its fill level")
                 n_local += n
-                tiers.append((f"slot {i}", [<object>self._slot_items[i * lc + j]
+                tiers.append((f"slot {i}", [<object>self._slot_items[base + j]
                                             for j in range(n)]))
             if n_local != self._n_local:
                 raise AssertionError(f"_n_local={self._n_local} but slots hold {n_local}")
@@ -1228,7 +1235,7 @@ cdef int _pool_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
     if self._slot_items != NULL and self._n_local:
         for i in range(FM_NSLOTS):
             for j in range(self._slot_n[i]):
-                r = visit(self._slot_items[i * lc + j], arg)
+                r = visit(self._slot_items[(i << self._slot_shift) + j], arg)
                 if r:
                     return r
     return 0
