@@ -22,9 +22,9 @@ Data structures
 * **Per-thread cache.** ``_slot_items`` is one C array of object pointers (strong
   references): 64 cache slots of ``local_cache`` entries each (the slot stride is rounded up
   to a power of two, so indexing is a shift), with the fill level of each slot in the C
-  array ``_slot_n``. A thread uses the slot chosen by a
-  multiplicative hash of its C-level thread id (``PyThread_get_thread_ident()``, no
-  ``threading.local`` lookup). ``get()`` pops from, and ``put()`` pushes to, the calling
+  array ``_slot_n``. A thread uses the slot chosen by a multiplicative hash of a C-level
+  per-thread key: the thread pointer (``__builtin_thread_pointer()``, one instruction, GCC
+  on x86-64/aarch64), else ``PyThread_get_thread_ident()``; no ``threading.local`` lookup. ``get()`` pops from, and ``put()`` pushes to, the calling
   thread's slot: that is the fast path. Two threads whose ids collide simply share a slot
   (correct, only less local). Slots are not tied to thread lifetime: objects left in the
   slot of a thread that has exited are found by stealing (below), by the GC victim rotation
@@ -37,7 +37,7 @@ Data structures
   garbage-collection cycle (see below).
 * **Idle set.** ``_idle`` is an open-addressing hash set (linear probing, backward-shift
   deletion, load <= 1/2) of the *addresses* of all idle objects. It holds no references:
-  an idle object is kept alive by its tier list, so its address cannot be reused while it
+  an idle object is kept alive by its tier, so its address cannot be reused while it
   is in the set. It makes the double-put check O(1) (``put`` of an object that is already
   idle raises ``ValueError``), and it is what guarantees that the pool never holds the same
   object twice and therefore never hands one object to two borrowers.
