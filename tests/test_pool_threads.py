@@ -1,0 +1,309 @@
+"""ObjectPool under threads: no object is ever held by two borrowers at once, every
+counter adds up exactly afterwards, and a max_size pool never exceeds its bound."""
+import gc
+import random
+import sys
+import threading
+import time
+
+import pytest
+
+from fastmaps import ObjectPool, PoolClosedError
+
+
+class Obj:
+    __slots__ = ("__weakref__", "n")
+
+    def __init__(self):
+        self.n = 0
+
+
+class Tracker:
+    """Records who holds what; detects an object handed to two holders at once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.held = set()
+        self.errors = []
+        self.concurrent = 0
+        self.max_concurrent = 0
+
+    def acquired(self, obj):
+        with self.lock:
+            if id(obj) in self.held:
+                self.errors.append(f"{obj!r} handed out twice")
+            self.held.add(id(obj))
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+
+    def released(self, obj):
+        with self.lock:
+            self.held.discard(id(obj))
+            self.concurrent -= 1
+
+
+@pytest.fixture(autouse=True)
+def fast_switching():
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # many more thread switches inside pool operations
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+def run_threads(n, target, *args):
+    errors = []
+
+    def wrapper(i):
+        try:
+            target(i, *args)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=wrapper, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a worker hung"
+    assert not errors, errors
+
+
+def mixed_worker(i, pool, tracker, ops, seed, counts):
+    rnd = random.Random(seed * 1000 + i)
+    mine = []
+    c = counts[i]
+    for _ in range(ops):
+        r = rnd.random()
+        if r < 0.45 or not mine:
+            o = pool.get()
+            tracker.acquired(o)
+            o.n += 1
+            mine.append(o)
+            c["get"] += 1
+        elif r < 0.85:
+            o = mine.pop()
+            tracker.released(o)
+            pool.put(o)
+            c["put"] += 1
+        elif r < 0.92:
+            o = mine.pop()
+            tracker.released(o)
+            pool.discard(o)
+            c["discard"] += 1
+        else:
+            lease = pool.borrow()
+            with lease as o:
+                tracker.acquired(o)
+                tracker.released(o)
+                if rnd.random() < 0.3:
+                    lease.discard()
+                    c["lease_discard"] += 1
+                else:
+                    c["lease_put"] += 1
+    for o in mine:
+        tracker.released(o)
+        pool.put(o)
+        c["put"] += 1
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"local_cache": 0},
+    {"local_cache": 1, "max_idle": 5},
+    {"reset": lambda o: None, "validate": lambda o: o.n % 7 != 3},
+])
+def test_stress_counts_add_up(kwargs):
+    seed = 20240611
+    nthreads, ops = 6, 15000
+    pool = ObjectPool(Obj, **kwargs)
+    tracker = Tracker()
+    counts = [dict(get=0, put=0, discard=0, lease_put=0, lease_discard=0)
+              for _ in range(nthreads)]
+    run_threads(nthreads, mixed_worker, pool, tracker, ops, seed, counts)
+    assert tracker.errors == []
+    pool._check()
+    s = pool.stats()
+    total = {k: sum(c[k] for c in counts) for k in counts[0]}
+    gets = total["get"] + total["lease_put"] + total["lease_discard"]
+    puts = total["put"] + total["lease_put"]
+    discards = total["discard"] + total["lease_discard"]
+    assert s["gets"] == gets
+    assert s["puts"] == puts
+    assert s["in_use"] == 0 and s["waiting"] == 0
+    assert s["hits"] + s["misses"] == gets
+    assert s["misses"] == s["created"]  # no factory failures here
+    assert s["created"] == s["idle"] + s["discarded"]
+    # every discard reason accounted for: explicit discards, invalid, GC release, and
+    # drops over max_idle (the only other reason in this test)
+    over_max_idle = s["discarded"] - discards - s["invalid"] - s["gc_released"]
+    assert over_max_idle >= 0
+    if "max_idle" not in kwargs:
+        assert over_max_idle == 0
+    assert len(pool) == s["idle"]
+    if "max_idle" in kwargs:
+        assert len(pool) <= kwargs["max_idle"]
+
+
+def bounded_worker(i, pool, tracker, ops, seed, bound_violations, timeouts):
+    rnd = random.Random(seed + i)
+    for _ in range(ops):
+        try:
+            with pool.borrow(timeout=10) as o:
+                tracker.acquired(o)
+                if pool.stats()["in_use"] > pool.max_size:
+                    bound_violations.append(pool.stats())
+                if rnd.random() < 0.2:
+                    time.sleep(0)  # yield while holding
+                tracker.released(o)
+        except TimeoutError:  # pragma: no cover - would fail the test below
+            timeouts.append(i)
+
+
+def test_max_size_never_exceeded_under_contention():
+    seed = 7
+    nthreads, ops, bound = 8, 4000, 3
+    created = []
+
+    def factory():
+        o = Obj()
+        created.append(o)
+        return o
+
+    pool = ObjectPool(factory, max_size=bound)
+    tracker = Tracker()
+    violations, timeouts = [], []
+    run_threads(nthreads, bounded_worker, pool, tracker, ops, seed, violations, timeouts)
+    assert tracker.errors == [] and violations == [] and timeouts == []
+    assert tracker.max_concurrent <= bound
+    pool._check()
+    s = pool.stats()
+    assert s["high_water"] <= bound
+    assert s["created"] == len(created) <= bound  # nothing discarded: never more than 3
+    assert s["gets"] == s["puts"] == nthreads * ops
+    assert s["in_use"] == 0 and s["waiting"] == 0
+    assert s["waits"] > 0  # contention actually happened
+    assert s["timeouts"] == 0
+
+
+def test_max_size_with_discards_and_failing_factory():
+    seed = 99
+    bound = 2
+    fail_every = 5
+    calls = [0]
+    lock = threading.Lock()
+
+    def factory():
+        with lock:
+            calls[0] += 1
+            n = calls[0]
+        if n % fail_every == 0:
+            raise OSError("flaky factory")
+        return Obj()
+
+    pool = ObjectPool(factory, max_size=bound)
+    tracker = Tracker()
+    factory_errors = []
+
+    def worker(i):
+        rnd = random.Random(seed + i)
+        for _ in range(800):
+            try:
+                lease = pool.borrow(timeout=10)
+                with lease as o:
+                    tracker.acquired(o)
+                    assert tracker.concurrent <= bound
+                    tracker.released(o)
+                    if rnd.random() < 0.1:
+                        lease.discard()
+            except OSError:
+                factory_errors.append(i)
+
+    run_threads(5, worker)
+    assert tracker.errors == []
+    pool._check()
+    s = pool.stats()
+    assert s["callback_errors"] == len(factory_errors) > 0
+    assert s["misses"] == s["created"] + s["callback_errors"]
+    assert s["in_use"] == 0 and s["created"] <= s["discarded"] + bound
+    assert s["high_water"] <= bound and tracker.max_concurrent <= bound
+
+
+def test_gc_rotation_concurrent_with_threads():
+    pool = ObjectPool(Obj)
+    tracker = Tracker()
+    stop = threading.Event()
+
+    def collector():
+        while not stop.is_set():
+            gc.collect()
+            time.sleep(0.001)
+
+    c = threading.Thread(target=collector)
+    c.start()
+    try:
+        counts = [dict(get=0, put=0, discard=0, lease_put=0, lease_discard=0)
+                  for _ in range(4)]
+        run_threads(4, mixed_worker, pool, tracker, 3000, 5, counts)
+    finally:
+        stop.set()
+        c.join(30)
+    assert tracker.errors == []
+    pool._check()
+    s = pool.stats()
+    assert s["in_use"] == 0
+    assert s["created"] == s["idle"] + s["discarded"]
+
+
+def test_close_while_threads_work():
+    pool = ObjectPool(Obj, max_size=2)
+    outcomes = []
+    lock = threading.Lock()
+    started = threading.Barrier(5)
+
+    def worker(i):
+        started.wait()
+        n = 0
+        while True:
+            try:
+                with pool.borrow(timeout=10):
+                    n += 1
+                    time.sleep(0)
+            except PoolClosedError:
+                with lock:
+                    outcomes.append(n)
+                return
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.05)
+    pool.close()
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)
+    assert len(outcomes) == 4
+    pool._check()
+    s = pool.stats()
+    assert s["in_use"] == 0 and s["idle"] == 0 and s["waiting"] == 0
+
+
+def test_timeouts_under_contention_are_counted():
+    pool = ObjectPool(Obj, max_size=1)
+    held = pool.get()
+    n_timeouts = []
+
+    def worker(i):
+        try:
+            pool.get(timeout=0.05)
+        except TimeoutError:
+            n_timeouts.append(i)
+
+    run_threads(4, worker)
+    assert len(n_timeouts) == 4
+    s = pool.stats()
+    assert s["timeouts"] == 4 and s["waits"] == 4 and s["waiting"] == 0
+    pool.put(held)
+    pool._check()
