@@ -108,6 +108,11 @@ cdef extern from "Python.h":
     void Py_ReprLeave(object o)
     const Py_ssize_t PY_SSIZE_T_MAX
     void PyType_Modified(object t)
+    Py_ssize_t Py_REFCNT(object o)
+    PyObject* PyTuple_GET_ITEM(object t, Py_ssize_t i)
+    void PyTuple_SET_ITEM(object t, Py_ssize_t i, object o)   # steals (we INCREF first)
+    int PyObject_GC_IsTracked(object o)
+    void PyObject_GC_Track(object o)
 
 cdef extern from "Python.h":
     ctypedef struct PyASCIIObject:
@@ -692,6 +697,7 @@ cdef class HashMap:
         cdef int32_t* slot
         return self._lookup(key, h, &slot) >= 0
 
+    @cython.binding(False)
     def get(self, key, default=None):
         """Return the value for key if key is in the map, else default. O(1).
 
@@ -1347,6 +1353,7 @@ cdef class _HashMapIterator:
     cdef Py_ssize_t remaining
     cdef int kind
     cdef bint rev
+    cdef tuple result          # reused items result, see _item
 
     def __iter__(self):
         return self
@@ -1408,7 +1415,29 @@ cdef class _HashMapIterator:
             return <object>ep.key
         if self.kind == ITER_VALUES:
             return <object>ep.value
-        return (<object>ep.key, <object>ep.value)
+        return self._item(ep.key, ep.value)
+
+    cdef inline object _item(self, PyObject* k, PyObject* v):
+        """(k, v), reusing the previous result tuple when the caller has dropped it (as
+        dict's items iterator does): no allocation per item in `for k, v in m.items()`."""
+        cdef PyObject* res = <PyObject*>self.result
+        cdef PyObject* old_k
+        cdef PyObject* old_v
+        if self.result is not None and Py_REFCNT(<object>res) == 1:
+            old_k = PyTuple_GET_ITEM(<object>res, 0)
+            old_v = PyTuple_GET_ITEM(<object>res, 1)
+            Py_INCREF(<object>k)
+            Py_INCREF(<object>v)
+            PyTuple_SET_ITEM(<object>res, 0, <object>k)
+            PyTuple_SET_ITEM(<object>res, 1, <object>v)
+            if not PyObject_GC_IsTracked(<object>res):
+                PyObject_GC_Track(<object>res)   # the GC may have untracked it
+            Py_DECREF(<object>old_k)            # after the tuple is consistent again
+            Py_DECREF(<object>old_v)
+            return self.result
+        result = (<object>k, <object>v)
+        self.result = result
+        return result
 
 
 # ---------------------------------------------------------------------- views
