@@ -8,16 +8,14 @@ Layout
 ------
 Like CPython's compact dict, the map is two structures:
 
-* the **entry log**: entries ``{hash, key, value, seq}`` (32 bytes) stored in insertion order
+* the **entry log**: entries ``{hash, key, value}`` (24 bytes) stored in insertion order
   and addressed by a dense integer *id*. The log is split into fixed-size **segments** of
   ``2**seg_shift`` entries (2048 by default, 64 KiB) reached through a small directory, so
   appending never copies existing entries: growing the log allocates one segment (and, once
   in a while, doubles the directory of segment pointers: n/2048 pointers, 16 KiB at 4M
   entries). Only the first segment of a small map grows by doubling (8, 16, ..., 2048
   entries), which keeps small maps small and bounds that copy by one segment.
-  A deleted entry becomes a *hole* (key == NULL) that keeps its hash and seq.
-  ``seq`` is a 64-bit insertion counter: the log is always sorted by seq, which lets an
-  iterator find its place again after entries have been moved (see Iteration).
+  A deleted entry becomes a *hole* (key == NULL).
 * the **index**: a power-of-two array of int32 slots. 0 = EMPTY (so an index comes from
   ``calloc`` and large ones are zeroed lazily by the OS, not by a memset pause), -1 = DUMMY
   (a deleted slot that probe chains must step over), k > 0 = entry id k-1.
@@ -72,18 +70,19 @@ reduces to the same reentrancy rules: no crash, no corruption.
 
 Iteration
 ---------
-An iterator holds a position (an id), the seq of the last entry it produced and the map's
-``layout`` counter (bumped whenever entry ids change: moves, trims, clear). If ``layout``
-changed, it binary-searches the logical sequence ``[0, w) ++ [r, n)`` for the first entry
-with a larger seq: O(log n), exact, and needs no registry of live iterators. As in dict,
-a change of size raises RuntimeError, and more items than expected raises "keys changed".
+An iterator holds a position (an id), the address and hash of the last key it produced
+and the map's ``layout`` counter (bumped whenever entry ids change: moves, trims, clear).
+If ``layout`` changed, it finds that key's entry again by probing the index with the
+stored hash and comparing addresses only (never dereferencing the old key, so a freed key
+is harmless) and continues after it: O(1), exact, and needs no registry of live
+iterators. If the key is gone, the map's keys changed during iteration and, as in dict,
+RuntimeError is raised (a change of size raises it earlier, as in dict).
 
 Invariants (checked by ``_check()``)
 ------------------------------------
 * every live entry is referenced by exactly one slot, in the index that owns its id;
   no slot references a hole or the gap; every referenced entry is on its hash's probe path;
 * ``live`` = number of live entries; ``fill`` = non-EMPTY slots of the new/current index;
-* seq strictly increases along ``[0, w) ++ [r, n)``;
 * no migration: ``w = r = 0`` and ``old_idx`` is NULL.
 """
 
@@ -134,7 +133,6 @@ ctypedef struct Entry:
     Py_hash_t hash
     PyObject* key          # NULL: a hole (deleted entry) or a vacated position
     PyObject* value
-    int64_t seq            # insertion counter: strictly increasing along the log
 
 cdef int32_t DUMMY = -1
 cdef Py_ssize_t MIN_SLOTS = 8
@@ -229,7 +227,6 @@ cdef class HashMap:
     cdef Py_ssize_t seg_mask
     cdef Py_ssize_t n          # log end: ids [0, n) are in use (live, holes, or the gap)
     cdef Py_ssize_t live       # len(self)
-    cdef int64_t next_seq
     # current (during a migration: new) index
     cdef int32_t* idx
     cdef size_t mask
@@ -241,7 +238,7 @@ cdef class HashMap:
     cdef Py_ssize_t mig_w, mig_r, old_end
     # change counters
     cdef uint64_t stamp        # structural changes: lookups restart if it moved under them
-    cdef uint64_t layout       # entry ids changed: iterators relocate by seq
+    cdef uint64_t layout       # entry ids changed: iterators relocate by key identity
     # statistics
     cdef Py_ssize_t n_migrations, n_forced
     cdef object __weakref__
@@ -564,8 +561,6 @@ cdef class HashMap:
         ep.hash = h
         ep.key = <PyObject*>key
         ep.value = <PyObject*>value
-        ep.seq = self.next_seq
-        self.next_seq += 1
         slot = _find_free(self.idx, self.mask, h)
         if slot[0] == 0:
             self.fill += 1
@@ -627,38 +622,38 @@ cdef class HashMap:
         return pos
 
     @cython.final
-    cdef Py_ssize_t _search_seq(self, Py_ssize_t lo, Py_ssize_t hi, int64_t seq) noexcept:
-        """First id in [lo, hi) whose seq is > seq (hi if none); the range is sorted."""
-        cdef Py_ssize_t mid
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if self._ent(mid).seq > seq:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
-
-    @cython.final
-    cdef Py_ssize_t _relocate_fwd(self, int64_t last_seq) noexcept:
-        """Position of the first entry after `last_seq` in logical order."""
-        cdef Py_ssize_t p
-        if self.old_idx != NULL:
-            p = self._search_seq(0, self.mig_w, last_seq)
-            if p < self.mig_w:
-                return p
-            return self._search_seq(self.mig_r, self.n, last_seq)
-        return self._search_seq(0, self.n, last_seq)
-
-    @cython.final
-    cdef Py_ssize_t _relocate_rev(self, int64_t last_seq) noexcept:
-        """Position of the last entry before `last_seq` in logical order (-1 if none)."""
-        cdef Py_ssize_t p
-        if self.old_idx != NULL:
-            p = self._search_seq(self.mig_r, self.n, last_seq - 1) - 1
-            if p >= self.mig_r:
-                return p
-            return self._search_seq(0, self.mig_w, last_seq - 1) - 1
-        return self._search_seq(0, self.n, last_seq - 1) - 1
+    cdef Py_ssize_t _find_key_id(self, PyObject* key, Py_hash_t h) noexcept:
+        """Id of the live entry whose key *is* `key` (address comparison only, no user
+        code, `key` is never dereferenced), or -1."""
+        cdef int32_t* idx = self.idx
+        cdef size_t mask = self.mask
+        cdef size_t perturb, i
+        cdef int32_t ix
+        cdef Py_ssize_t ident, lo = 0, hi = PY_SSIZE_T_MAX
+        cdef int which
+        if idx == NULL:
+            return -1
+        for which in range(2):
+            if which == 1:
+                if self.old_idx == NULL:
+                    return -1
+                idx = self.old_idx
+                mask = self.old_mask
+                lo = self.mig_r
+                hi = self.old_end
+            perturb = <size_t>h
+            i = <size_t>h & mask
+            while True:
+                ix = idx[i]
+                if ix == 0:
+                    break
+                if ix > 0:
+                    ident = ix - 1
+                    if lo <= ident < hi and self._ent(ident).key == key:
+                        return ident
+                perturb >>= 5
+                i = (i * 5 + perturb + 1) & mask
+        return -1
 
     # ------------------------------------------------------------------ mapping protocol
 
@@ -973,8 +968,6 @@ cdef class HashMap:
             dst.hash = ep.hash
             dst.key = ep.key
             dst.value = ep.value
-            dst.seq = new.next_seq
-            new.next_seq += 1
             slot = _find_free(new.idx, new.mask, ep.hash)
             if slot[0] == 0:
                 new.fill += 1
@@ -1130,7 +1123,6 @@ cdef class HashMap:
         """Verify every internal invariant; raise AssertionError on the first violation.
         O(n + index size). For tests."""
         cdef Py_ssize_t pos = 0, live = 0, slots, s, ident, fill = 0
-        cdef int64_t prev_seq = -1
         cdef Entry* ep
         cdef int32_t* slot
         cdef bint migrating = self.old_idx != NULL
@@ -1144,15 +1136,12 @@ cdef class HashMap:
         else:
             assert 0 <= self.mig_w <= self.mig_r <= self.n, "cursor out of order"
             assert self.old_end <= self.n, "old_end past log end"
-        # the logical log: seq order, live count, each live entry reachable in its index
+        # the logical log: live count, each live entry reachable in its index
         while True:
             pos = self._next_pos(pos)
             if pos >= self.n:
                 break
             ep = self._ent(pos)
-            assert ep.seq > prev_seq, f"seq not increasing at id {pos}"
-            assert ep.seq < self.next_seq, f"seq from the future at id {pos}"
-            prev_seq = ep.seq
             if ep.key != NULL:
                 live += 1
                 assert ep.value != NULL, f"live entry {pos} without value"
@@ -1261,15 +1250,20 @@ def _copy_via_reduce(obj):
 
 def _tolerant_items(HashMap m):
     """(key, value) pairs in order, like dict's internal iteration: tolerates mutation
-    (never raises for it) and never reads freed memory. Used by ==, repr."""
-    cdef Py_ssize_t pos = 0
-    cdef int64_t last_seq = -1
+    (never raises for it, may then skip or repeat) and never reads freed memory. Used by
+    ==, repr."""
+    cdef Py_ssize_t pos = 0, found
+    cdef PyObject* last_key = NULL
+    cdef Py_hash_t last_hash = 0
     cdef uint64_t layout = m.layout
     cdef Entry* ep
     while True:
         if m.layout != layout:
-            pos = m._relocate_fwd(last_seq)
             layout = m.layout
+            if last_key != NULL:
+                found = m._find_key_id(last_key, last_hash)
+                if found >= 0:
+                    pos = found + 1
         pos = m._next_pos(pos)
         if pos >= m.n:
             return
@@ -1277,7 +1271,8 @@ def _tolerant_items(HashMap m):
         pos += 1
         if ep.key == NULL:
             continue
-        last_seq = ep.seq
+        last_key = ep.key
+        last_hash = ep.hash
         k = <object>ep.key
         v = <object>ep.value
         yield k, v
@@ -1333,12 +1328,8 @@ cdef _HashMapIterator _make_iter(HashMap m, int kind, bint rev):
     it.used = m.live
     it.remaining = m.live
     it.layout = m.layout
-    if rev:
-        it.last_seq = m.next_seq
-        it.pos = m.n - 1
-    else:
-        it.last_seq = -1
-        it.pos = 0
+    it.last_key = NULL
+    it.pos = m.n - 1 if rev else 0
     return it
 
 
@@ -1347,7 +1338,8 @@ cdef class _HashMapIterator:
     """Iterator over a HashMap's keys, values or items, forwards or in reverse."""
     cdef HashMap m             # None once exhausted
     cdef Py_ssize_t pos
-    cdef int64_t last_seq
+    cdef PyObject* last_key    # address of the last key produced (never dereferenced)
+    cdef Py_hash_t last_hash
     cdef uint64_t layout
     cdef Py_ssize_t used
     cdef Py_ssize_t remaining
@@ -1372,10 +1364,9 @@ cdef class _HashMapIterator:
         if m.live != self.used:
             self.used = -1         # like dict: the error is permanent
             raise RuntimeError(f"{type(m).__name__} changed size during iteration")
+        if m.layout != self.layout:
+            self._relocate(m)
         if self.rev:
-            if m.layout != self.layout:
-                self.pos = m._relocate_rev(self.last_seq)
-                self.layout = m.layout
             pos = self.pos
             while True:
                 if m.old_idx != NULL and m.mig_w <= pos < m.mig_r:
@@ -1391,9 +1382,6 @@ cdef class _HashMapIterator:
                 if ep.key != NULL:
                     break
         else:
-            if m.layout != self.layout:
-                self.pos = m._relocate_fwd(self.last_seq)
-                self.layout = m.layout
             pos = self.pos
             while True:
                 pos = m._next_pos(pos)
@@ -1410,12 +1398,28 @@ cdef class _HashMapIterator:
             self.remaining = -1
             raise RuntimeError(f"{type(m).__name__} keys changed during iteration")
         self.remaining -= 1
-        self.last_seq = ep.seq
+        self.last_key = ep.key
+        self.last_hash = ep.hash
         if self.kind == ITER_KEYS:
             return <object>ep.key
         if self.kind == ITER_VALUES:
             return <object>ep.value
         return self._item(ep.key, ep.value)
+
+    cdef int _relocate(self, HashMap m) except -1:
+        """Entries moved since the last step: continue next to the last key produced."""
+        cdef Py_ssize_t found
+        self.layout = m.layout
+        if self.last_key == NULL:
+            self.pos = m.n - 1 if self.rev else 0
+            return 0
+        found = m._find_key_id(self.last_key, self.last_hash)
+        if found < 0:
+            self.remaining = -1
+            self.m = None
+            raise RuntimeError(f"{type(m).__name__} keys changed during iteration")
+        self.pos = found - 1 if self.rev else found + 1
+        return 0
 
     cdef inline object _item(self, PyObject* k, PyObject* v):
         """(k, v), reusing the previous result tuple when the caller has dropped it (as
