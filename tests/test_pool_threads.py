@@ -174,14 +174,20 @@ def test_max_size_never_exceeded_under_contention():
     pool = ObjectPool(factory, max_size=bound)
     tracker = Tracker()
     violations, timeouts = [], []
+    # Hold every object while the workers start, so that contention certainly happens
+    # (on a loaded machine the workers might otherwise never overlap).
+    held = [pool.get() for _ in range(bound)]
+    release = threading.Timer(0.2, lambda: [pool.put(o) for o in held])
+    release.start()
     run_threads(nthreads, bounded_worker, pool, tracker, ops, seed, violations, timeouts)
+    release.join()
     assert tracker.errors == [] and violations == [] and timeouts == []
     assert tracker.max_concurrent <= bound
     pool._check()
     s = pool.stats()
     assert s["high_water"] <= bound
     assert s["created"] == len(created) <= bound  # nothing discarded: never more than 3
-    assert s["gets"] == s["puts"] == nthreads * ops
+    assert s["gets"] == s["puts"] == nthreads * ops + bound
     assert s["in_use"] == 0 and s["waiting"] == 0
     assert s["waits"] > 0  # contention actually happened
     assert s["timeouts"] == 0
