@@ -481,7 +481,7 @@ cdef class HashMap:
     # ------------------------------------------------------------------ lookup
 
     @cython.final
-    cdef Py_ssize_t _probe(self, int32_t* idx, size_t mask, object key, Py_hash_t h,
+    cdef inline Py_ssize_t _probe(self, int32_t* idx, size_t mask, object key, Py_hash_t h,
                            Py_ssize_t lo, Py_ssize_t hi, int32_t** slotp,
                            uint64_t stamp) except -2:
         cdef size_t perturb = <size_t>h
@@ -517,7 +517,7 @@ cdef class HashMap:
             i = (i * 5 + perturb + 1) & mask
 
     @cython.final
-    cdef Py_ssize_t _lookup(self, object key, Py_hash_t h, int32_t** slotp) except -2:
+    cdef inline Py_ssize_t _lookup(self, object key, Py_hash_t h, int32_t** slotp) except -2:
         """Entry id of `key` (and its slot in *slotp), or NOT_FOUND. Restarts when user code
         in __eq__ changed the map's structure."""
         cdef Py_ssize_t res
