@@ -443,3 +443,15 @@ def test_iterator_whose_last_key_vanished_while_entries_moved_raises(tiny):
     m["new"] = 2
     with pytest.raises(RuntimeError, match="keys changed"):
         list(it)
+
+
+def test_popitem_after_a_long_run_of_trailing_holes():
+    m, d = HashMap(), {}
+    for i in range(50000):
+        m[i] = d[i] = i
+    for i in range(1000, 50000):          # a long run of holes, not at the tail until the end
+        del m[i], d[i]
+    for _ in range(10):
+        assert m.popitem() == d.popitem()
+    m._check()
+    assert list(m.items()) == list(d.items())

@@ -134,6 +134,11 @@ ctypedef struct Entry:
     PyObject* key          # NULL: a hole (deleted entry) or a vacated position
     PyObject* value
 
+
+ctypedef struct Seg:
+    Entry* p               # 2**seg_shift entries (the first segment of a small map: fewer)
+    Py_ssize_t live        # live entries in this segment: lets scans skip empty segments
+
 cdef int32_t DUMMY = -1
 cdef Py_ssize_t MIN_SLOTS = 8
 cdef Py_ssize_t MAX_SLOTS = (<Py_ssize_t>1) << 31   # ids must fit in an int32 slot
@@ -219,7 +224,7 @@ cdef class HashMap:
     [('a', 1), ('b', 2)]
     """
     # entry log
-    cdef Entry** segs          # directory of segments (each 2**seg_shift entries; seg 0 may be smaller)
+    cdef Seg* segs             # directory of segments (each 2**seg_shift entries; seg 0 may be smaller)
     cdef Py_ssize_t dir_cap    # allocated directory slots
     cdef Py_ssize_t nsegs      # allocated segments
     cdef Py_ssize_t log_cap    # entries addressable without allocating (sum of segment sizes)
@@ -263,7 +268,7 @@ cdef class HashMap:
 
     @cython.final
     cdef inline Entry* _ent(self, Py_ssize_t i) noexcept nogil:
-        return self.segs[i >> self.seg_shift] + (i & self.seg_mask)
+        return self.segs[i >> self.seg_shift].p + (i & self.seg_mask)
 
     @cython.final
     cdef int _ensure_log(self, Py_ssize_t need) except -1:
@@ -271,7 +276,7 @@ cdef class HashMap:
         cdef Py_ssize_t seg_size = self.seg_mask + 1
         cdef Py_ssize_t cap, new_dir
         cdef Entry* p
-        cdef Entry** d
+        cdef Seg* d
         while self.log_cap < need:
             if self.nsegs == 0 or (self.nsegs == 1 and self.log_cap < seg_size):
                 # the first segment grows by doubling up to a full segment
@@ -281,16 +286,15 @@ cdef class HashMap:
                 if cap > seg_size:
                     cap = seg_size
                 if self.dir_cap == 0:
-                    d = <Entry**>PyMem_RawMalloc(4 * sizeof(Entry*))
+                    d = <Seg*>PyMem_RawCalloc(4, sizeof(Seg))
                     if d == NULL:
                         raise MemoryError()
                     self.segs = d
                     self.dir_cap = 4
-                    self.segs[0] = NULL
-                p = <Entry*>PyMem_RawRealloc(self.segs[0], cap * sizeof(Entry))
+                p = <Entry*>PyMem_RawRealloc(self.segs[0].p, cap * sizeof(Entry))
                 if p == NULL:
                     raise MemoryError()
-                self.segs[0] = p
+                self.segs[0].p = p
                 self.nsegs = 1
                 self.log_cap = cap
                 self.stamp += 1      # entry addresses may have moved
@@ -299,7 +303,7 @@ cdef class HashMap:
                 raise MemoryError("HashMap is full")
             if self.nsegs == self.dir_cap:
                 new_dir = self.dir_cap * 2
-                d = <Entry**>PyMem_RawRealloc(self.segs, new_dir * sizeof(Entry*))
+                d = <Seg*>PyMem_RawRealloc(self.segs, new_dir * sizeof(Seg))
                 if d == NULL:
                     raise MemoryError()
                 self.segs = d
@@ -307,7 +311,8 @@ cdef class HashMap:
             p = <Entry*>PyMem_RawMalloc(seg_size * sizeof(Entry))
             if p == NULL:
                 raise MemoryError()
-            self.segs[self.nsegs] = p
+            self.segs[self.nsegs].p = p
+            self.segs[self.nsegs].live = 0
             self.nsegs += 1
             self.log_cap += seg_size
         return 0
@@ -318,8 +323,8 @@ cdef class HashMap:
         cdef Py_ssize_t keep = (self.n >> self.seg_shift) + 1
         while self.nsegs > keep and self.nsegs > 1:
             self.nsegs -= 1
-            PyMem_RawFree(self.segs[self.nsegs])
-            self.segs[self.nsegs] = NULL
+            PyMem_RawFree(self.segs[self.nsegs].p)
+            self.segs[self.nsegs].p = NULL
             self.log_cap -= self.seg_mask + 1
 
     @cython.final
@@ -336,7 +341,7 @@ cdef class HashMap:
                     Py_DECREF(<object>ep.key)
                     Py_DECREF(<object>ep.value)
         for i in range(self.nsegs):
-            PyMem_RawFree(self.segs[i])
+            PyMem_RawFree(self.segs[i].p)
         PyMem_RawFree(self.segs)
         PyMem_RawFree(self.idx)
         PyMem_RawFree(self.old_idx)
@@ -387,9 +392,14 @@ cdef class HashMap:
         cdef Entry* src
         cdef int32_t* slot
         cdef bint moved = False
+        cdef Py_ssize_t seg_size = self.seg_mask + 1
         if self.old_idx == NULL:
             return
         while budget > 0 and r < n:
+            if (r & self.seg_mask) == 0 and r + seg_size <= n and self.segs[r >> self.seg_shift].live == 0:
+                r += seg_size          # a segment without live entries costs one step
+                budget -= 1
+                continue
             src = self._ent(r)
             if src.key != NULL:
                 if r < old_end:
@@ -404,6 +414,8 @@ cdef class HashMap:
                     self._ent(w)[0] = src[0]
                     src.key = NULL
                     src.value = NULL
+                    self.segs[r >> self.seg_shift].live -= 1
+                    self.segs[w >> self.seg_shift].live += 1
                     moved = True
                 w += 1
             r += 1
@@ -561,6 +573,7 @@ cdef class HashMap:
         ep.hash = h
         ep.key = <PyObject*>key
         ep.value = <PyObject*>value
+        self.segs[self.n >> self.seg_shift].live += 1
         slot = _find_free(self.idx, self.mask, h)
         if slot[0] == 0:
             self.fill += 1
@@ -597,6 +610,7 @@ cdef class HashMap:
         ep.key = NULL
         ep.value = NULL
         slot[0] = DUMMY
+        self.segs[i >> self.seg_shift].live -= 1
         self.live -= 1
         self.stamp += 1
         if self.old_idx != NULL:
@@ -756,17 +770,13 @@ cdef class HashMap:
         if self.live == 0:
             raise KeyError(f"popitem(): {type(self).__name__} is empty")
         if self.old_idx != NULL:
-            i = self.n - 1
-            while i >= self.mig_r and self._ent(i).key == NULL:
-                i -= 1
+            i = self._last_live(self.n - 1, self.mig_r)
             if i < self.mig_r:
                 # the unvisited region holds only holes: the migration is complete
                 self.mig_r = self.n
                 self._finish()
         if self.old_idx == NULL:
-            i = self.n - 1
-            while self._ent(i).key == NULL:
-                i -= 1
+            i = self._last_live(self.n - 1, 0)
         slot = self._slot_of(i)
         # cut the log at i (the entry and any trailing holes) before unlinking
         self.n = i + 1
@@ -777,6 +787,19 @@ cdef class HashMap:
         return result
 
     @cython.final
+    cdef Py_ssize_t _last_live(self, Py_ssize_t i, Py_ssize_t lo) noexcept:
+        """The highest live id in [lo, i], or lo - 1. Skips segments without live
+        entries, so a long run of holes costs O(run / 2048 + 2048), not O(run)."""
+        while i >= lo:
+            if self.segs[i >> self.seg_shift].live == 0:
+                i = ((i >> self.seg_shift) << self.seg_shift) - 1
+                continue
+            if self._ent(i).key != NULL:
+                return i
+            i -= 1
+        return lo - 1
+
+    @cython.final
     cdef void _unlink_last(self, Py_ssize_t i, int32_t* slot, PyObject** kp, PyObject** vp) noexcept:
         """popitem's removal: entry i is the last position of the log."""
         cdef Entry* ep = self._ent(i)
@@ -785,6 +808,7 @@ cdef class HashMap:
         ep.key = NULL
         ep.value = NULL
         slot[0] = DUMMY
+        self.segs[i >> self.seg_shift].live -= 1
         self.live -= 1
         self.n = i
         if self.old_idx != NULL and self.old_end > i:
@@ -807,7 +831,7 @@ cdef class HashMap:
         >>> m.clear(keep_capacity=True); len(m), m.capacity >= 1000
         (0, True)
         """
-        cdef Entry** segs = self.segs
+        cdef Seg* segs = self.segs
         cdef Py_ssize_t nsegs = self.nsegs, dir_cap = self.dir_cap, log_cap = self.log_cap
         cdef Py_ssize_t n = self.n, w = self.mig_w, r = self.mig_r
         cdef bint migrating = self.old_idx != NULL
@@ -831,7 +855,7 @@ cdef class HashMap:
         for i in range(n):
             if migrating and w <= i < r:
                 continue
-            ep = segs[i >> self.seg_shift] + (i & self.seg_mask)
+            ep = segs[i >> self.seg_shift].p + (i & self.seg_mask)
             k = ep.key
             if k != NULL:
                 v = ep.value
@@ -841,6 +865,8 @@ cdef class HashMap:
                 Py_DECREF(<object>v)
         if keep_capacity and self.segs == NULL and self.idx == NULL and idx != NULL:
             memset(idx, 0, (mask + 1) * sizeof(int32_t))
+            for i in range(nsegs):
+                segs[i].live = 0
             self.segs = segs
             self.nsegs = nsegs
             self.dir_cap = dir_cap
@@ -851,7 +877,7 @@ cdef class HashMap:
             self.stamp += 1
             return
         for i in range(nsegs):
-            PyMem_RawFree(segs[i])
+            PyMem_RawFree(segs[i].p)
         PyMem_RawFree(segs)
         PyMem_RawFree(idx)
 
@@ -972,6 +998,7 @@ cdef class HashMap:
             if slot[0] == 0:
                 new.fill += 1
             slot[0] = <int32_t>(new.n + 1)
+            new.segs[new.n >> new.seg_shift].live += 1
             new.n += 1
             new.live += 1
         return new
@@ -1056,9 +1083,9 @@ cdef class HashMap:
         while cap < self.n:
             cap *= 2
         if cap < self.log_cap:
-            p = <Entry*>PyMem_RawRealloc(self.segs[0], cap * sizeof(Entry))
+            p = <Entry*>PyMem_RawRealloc(self.segs[0].p, cap * sizeof(Entry))
             if p != NULL:
-                self.segs[0] = p
+                self.segs[0].p = p
                 self.log_cap = cap
                 self.stamp += 1
 
@@ -1111,7 +1138,7 @@ cdef class HashMap:
 
     def __sizeof__(self):
         cdef Py_ssize_t size = type(self).__basicsize__
-        size += self.dir_cap * sizeof(Entry*)
+        size += self.dir_cap * sizeof(Seg)
         size += self.log_cap * sizeof(Entry)
         if self.idx != NULL:
             size += (self.mask + 1) * sizeof(int32_t)
@@ -1155,6 +1182,12 @@ cdef class HashMap:
                 assert ep.value == NULL, f"hole {pos} with a value"
             pos += 1
         assert live == self.live, f"live count {self.live} but {live} live entries"
+        for s in range(self.nsegs):
+            ident = 0
+            for pos in range(s << self.seg_shift, min(self.n, (s + 1) << self.seg_shift)):
+                if self._ent(pos).key != NULL:
+                    ident += 1
+            assert ident == self.segs[s].live, f"segment {s}: count {self.segs[s].live}, {ident} live"
         # every slot of the current index: fill count, references only live entries
         slots = self.mask + 1
         assert slots & (slots - 1) == 0, "index size not a power of two"
