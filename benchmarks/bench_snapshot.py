@@ -8,6 +8,7 @@ Ratios are candidate / reference medians, measured interleaved in one run (see h
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import sys
@@ -116,6 +117,30 @@ def bench_size(res: Results, n: int, kind: str, keys: list, repeats: int) -> Non
 
     row("iterate items", "dict", *compare(d_items, s_items, ops, repeats), 1.5)
 
+    # insertion order after churn: 10% of the keys deleted and re-inserted (they move to
+    # the end, leaving holes in the log that iteration skips), the same ops on a dict
+    dc = dict(d)
+    mc = SnapshotMap(d)
+    for k in shuffled[: max(1, ops // 10)]:
+        del dc[k]
+        dc[k] = 1
+        del mc[k]
+        mc[k] = 1
+    sc = mc.snapshot()
+    assert list(sc) == list(dc), "iteration order differs from dict's"
+
+    def dc_iter():
+        for k in dc:
+            pass
+
+    def sc_iter():
+        for k in sc:
+            pass
+
+    row("iterate keys after 10% del+reinsert", "dict", *compare(dc_iter, sc_iter, ops, repeats),
+        1.5, note="same order as dict (checked)")
+    del dc, mc, sc
+
     # snapshot() cost
     def snaps():
         for _ in range(1000):
@@ -212,6 +237,64 @@ def bench_snapshot_scaling(res: Results, sizes, repeats):
     progress(f"  snapshot() at {big}: {ratio:.2f}x its time at 1e3")
 
 
+def bench_worst_write(res: Results, n: int) -> None:
+    """Worst single-write latency: the amortised O(n) steps.  Inserts n//2 new keys one at a
+    time into a map of n (crossing an index rebuild), then deletes the oldest keys until the
+    log is compacted; the same sequence on dict+Lock (whose resizes are O(n) too)."""
+    keys = int_keys(n)
+    new = [k + (1 << 42) for k in keys[: n // 2]]
+    lock = threading.Lock()
+    ns = time.perf_counter_ns
+
+    def run_map():
+        m = SnapshotMap(dict.fromkeys(keys, 1))
+        ins, dels = [], []
+        for k in new:
+            t0 = ns()
+            m[k] = 2
+            ins.append(ns() - t0)
+        for k in keys:                       # delete the oldest: holes at the front
+            t0 = ns()
+            del m[k]
+            dels.append(ns() - t0)
+        return ins, dels
+
+    def run_dict():
+        d = dict.fromkeys(keys, 1)
+        ins, dels = [], []
+        for k in new:
+            t0 = ns()
+            with lock:
+                d[k] = 2
+            ins.append(ns() - t0)
+        for k in keys:
+            t0 = ns()
+            with lock:
+                del d[k]
+            dels.append(ns() - t0)
+        return ins, dels
+
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        d_ins, d_dels = run_dict()
+        m_ins, m_dels = run_map()
+    finally:
+        if gc_was:
+            gc.enable()
+    for op, cand, ref in (("worst single insert (index rebuild)", m_ins, d_ins),
+                          ("worst single delete (log compaction)", m_dels, d_dels)):
+        cw, rw = max(cand), max(ref)
+        cand.sort()
+        ref.sort()
+        p999c, p999r = cand[int(len(cand) * 0.999)], ref[int(len(ref) * 0.999)]
+        res.add(n=n, keys="int", op=op, reference="dict+Lock", ref_ns=float(rw),
+                cand_ns=float(cw), ratio=cw / rw, target=None, met=None,
+                note=f"max {cw / 1e6:.2f} ms vs {rw / 1e6:.2f} ms; p99.9 {p999c} ns vs {p999r} ns")
+        progress(f"  {op}: max {cw / 1e6:.2f} ms (dict+Lock {rw / 1e6:.2f} ms), "
+                 f"p99.9 {p999c} ns vs {p999r} ns")
+
+
 def bench_reads_under_writer(res: Results, n: int, duration: float = 1.0):
     keys = int_keys(n)
     rnd = random.Random(9)
@@ -293,6 +376,7 @@ def main(argv=None) -> int:
             progress(f"n={n} {kind}")
             bench_size(res, n, kind, keys, repeats if n < 1_000_000 else 3)
     bench_snapshot_scaling(res, sizes, repeats)
+    bench_worst_write(res, max(sizes))
     bench_reads_under_writer(res, 100_000)
     print_table(res)
     if not args.quick:

@@ -49,10 +49,11 @@ def test_mapping_api_matches_dict():
     assert len(m) == 100 and m == d and d == m
     assert m["k5"] == 5 and m.get("k5") == 5 and m.get("zz") is None and m.get("zz", 7) == 7
     assert "k99" in m and "k100" not in m
-    assert sorted(m) == sorted(d)
-    assert sorted(m.keys()) == sorted(d.keys())
-    assert sorted(m.values()) == sorted(d.values())
-    assert sorted(m.items()) == sorted(d.items())
+    assert list(m) == list(d)                    # insertion order, like dict
+    assert list(m.keys()) == list(d.keys())
+    assert list(m.values()) == list(d.values())
+    assert list(m.items()) == list(d.items())
+    assert list(reversed(m)) == list(reversed(d))
     assert m.keys() == d.keys() and m.items() == d.items()
     assert ("k1", 1) in m.items() and ("k1", 2) not in m.items() and 3 in m.values()
     assert m.keys() & {"k1", "x"} == {"k1"}
@@ -93,9 +94,8 @@ def test_writes_like_dict():
     del m["d"]
     with pytest.raises(KeyError):
         del m["d"]
-    k, v = m.popitem()
-    assert (k, v) in {("b", 2), ("c", 3)} and k not in m
-    m.popitem()
+    assert m.popitem() == ("c", 3)             # LIFO, like dict
+    assert m.popitem() == ("b", 2)
     with pytest.raises(KeyError):
         m.popitem()
     m.update(x=1)
@@ -182,15 +182,15 @@ def test_views_and_iterators_see_one_version():
     m.clear()
     m.update({i: -i for i in range(100, 120)})
     rest = [first] + list(it)
-    assert sorted(rest) == list(range(50))      # the iterator kept its version
-    assert len(keys) == 50 and sorted(values) == list(range(50)) and (3, 3) in items
+    assert rest == list(range(50))              # the iterator kept its version (and order)
+    assert len(keys) == 50 and list(values) == list(range(50)) and (3, 3) in items
     assert it.__length_hint__() == 0
 
 
 def test_items_tuple_reuse_is_safe():
     m = SnapshotMap({i: str(i) for i in range(100)})
     kept = [kv for kv in m.items()]              # caller keeps every tuple
-    assert sorted(kept) == sorted((i, str(i)) for i in range(100))
+    assert kept == [(i, str(i)) for i in range(100)]
     assert len({id(t) for t in kept}) == 100
 
 
@@ -208,9 +208,74 @@ def test_large_random_against_dict():
             assert m.get(k) == d.get(k)
         if step % 2500 == 0:
             m._check(rehash=True)
-            assert m == d
-    assert m == d and len(m) == len(d)
+            assert m == d and list(m.items()) == list(d.items())
+    assert m == d and len(m) == len(d) and list(m.items()) == list(d.items())
     m._check(rehash=True)
+    while d:                                     # LIFO popitem down to empty
+        assert m.popitem() == d.popitem()
+    m._check()
+
+
+def test_insertion_order_like_dict():
+    m, d = SnapshotMap(), {}
+    for k in ["b", "a", "c", 3, 1.5, "z"]:
+        m[k] = d[k] = k
+    m["a"] = d["a"] = "updated"                  # an update keeps the key's place
+    del m["b"], d["b"]
+    m["b"] = d["b"] = "back"                     # a re-inserted key goes to the end
+    m.update([("c", 0), ("new", 1)])
+    d.update([("c", 0), ("new", 1)])
+    assert list(m.items()) == list(d.items())
+    assert list(m.snapshot().to_dict().items()) == list(d.items())
+    assert list(pickle.loads(pickle.dumps(m)).items()) == list(d.items())
+    assert list(Snapshot(m.snapshot()).items()) == list(d.items())
+    assert repr(SnapshotMap({"x": 1, "a": 2})) == "SnapshotMap({'x': 1, 'a': 2})"
+    assert m.popitem() == ("new", 1) and m.popitem() == ("b", "back")
+    with m.batch() as b:
+        b["q"] = 1
+        assert b.popitem() == ("q", 1) and b.popitem() == ("z", "z")
+    assert list(m) == ["a", "c", 3, 1.5]
+    m._check(rehash=True)
+
+
+def test_holes_are_compacted_and_memory_bounded():
+    # delete most of a large map from the front (a FIFO cache): the log keeps no more
+    # holes than live entries, iteration still skips them, and the order survives
+    m = SnapshotMap({i: i for i in range(5000)})
+    keep = m.snapshot()
+    for i in range(4900):
+        del m[i]
+        if i % 500 == 0:
+            m._check(rehash=True)
+    assert list(m) == list(range(4900, 5000))
+    m._check(rehash=True)
+    for i in range(5000, 20000):                 # FIFO churn: insert new, delete oldest
+        m[i] = i
+        del m[i - 100]
+    assert list(m) == list(range(19900, 20000))
+    m._check(rehash=True)
+    assert list(keep) == list(range(5000))       # the shared old version is intact
+    keep._check(rehash=True)
+
+
+def test_writes_in_place_only_when_unshared():
+    m = SnapshotMap({i: i for i in range(100)})
+    m[0] = "a"
+    st = m._debug_stats()
+    s = m.snapshot()                             # a held snapshot: writes must copy
+    m[1] = "b"
+    m[1000] = "c"
+    del m[2]
+    it = iter(m.items())                         # an iterator holds the version too
+    m.popitem()
+    assert s[1] == 1 and 1000 not in s and s[2] == 2 and len(s) == 100
+    assert len(list(it)) == 100 and len(m) == 99 and 1000 not in m
+    st2 = m._debug_stats()
+    if not __import__("fastmaps._snapshot", fromlist=["x"]).FREE_THREADED_BUILD:
+        assert st2["in_place"] == st["in_place"] + 2     # m[1000] = ..., del m[2]
+        assert st2["copied"] == st["copied"] + 2         # m[1] = ... (s held), popitem (it held)
+    m._check(rehash=True)
+    s._check(rehash=True)
 
 
 def test_deep_hash_paths_and_inlining():

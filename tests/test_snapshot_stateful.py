@@ -1,5 +1,7 @@
 """Hypothesis state machine: SnapshotMap against a dict model (batches, replace, clear,
-atomics), with the invariant checker after every step and snapshots that must never change."""
+atomics), with the invariant checker after every step and snapshots that must never change.
+Order is part of the model: iteration must follow dict's insertion order and popitem() must
+remove the same (last inserted) item as dict.popitem()."""
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -46,8 +48,9 @@ BATCH_OPS = st.lists(
 
 
 def key_types(mapping):
-    """{key: type of the stored key object}, to check that first-inserted keys are kept."""
-    return {k: type(k) for k in mapping}
+    """[(key, type of the stored key object)] in iteration order: checks both the order and
+    that first-inserted key objects are kept."""
+    return [(k, type(k)) for k in mapping]
 
 
 class SnapshotMapMachine(RuleBasedStateMachine):
@@ -84,8 +87,7 @@ class SnapshotMapMachine(RuleBasedStateMachine):
     @rule()
     def popitem(self):
         if self.model:
-            k, v = self.m.popitem()
-            assert self.model.pop(k) == v
+            assert self.m.popitem() == self.model.popitem()      # LIFO, like dict
         else:
             try:
                 self.m.popitem()
@@ -180,10 +182,9 @@ class SnapshotMapMachine(RuleBasedStateMachine):
                     elif op == "snapshot":
                         inner_snaps.append((b.snapshot(), dict(model)))
                     elif op == "popitem" and model:
-                        k, v = b.popitem()
-                        assert model.pop(k) == v
+                        assert b.popitem() == model.popitem()
                     assert len(b) == len(model)
-                assert dict(b.items()) == model and b.snapshot() == model
+                assert list(b.items()) == list(model.items()) and b.snapshot() == model
                 assert self.m == self.model          # nothing published yet
                 if fail:
                     raise ZeroDivisionError
@@ -193,7 +194,7 @@ class SnapshotMapMachine(RuleBasedStateMachine):
             self.model = model
         for s, expect in inner_snaps:
             s._check(rehash=True)
-            assert s == expect
+            assert s == expect and list(s.items()) == list(expect.items())
 
     # -- snapshots ---------------------------------------------------------------------
     @precondition(lambda self: len(self.snaps) < 8)
@@ -212,13 +213,15 @@ class SnapshotMapMachine(RuleBasedStateMachine):
         m._check(rehash=True)
         assert len(m) == len(self.model)
         assert m == self.model
-        assert dict(m.items()) == self.model
+        assert list(m.items()) == list(self.model.items())       # insertion order
+        assert list(reversed(m)) == list(reversed(self.model))
         assert key_types(m) == key_types(self.model)
         v = m.version
         assert v >= self.last_version
         self.last_version = v
         for s, expect in self.snaps:
             assert s == expect and len(s) == len(expect)
+            assert list(s.items()) == list(expect.items())
 
 
 TestSnapshotMapStateful = SnapshotMapMachine.TestCase

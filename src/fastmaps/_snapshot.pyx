@@ -1,52 +1,90 @@
 """SnapshotMap: a mapping whose readers never take a lock.
 
-Structure
----------
-Every published version of the map is an immutable persistent hash trie (a CHAMP-style
-HAMT: 32-way bitmap nodes that keep their key/value entries in one compact array in front
-of their child pointers, plus collision nodes for keys whose full 64-bit hashes are equal).
-Nodes are plain C structs (not Python objects) with their own reference count, so several
-versions share every subtree a write did not touch.  An entry stores the key's hash, so a
-lookup uses the hash bits directly, compares stored hashes before calling ``__eq__`` and
-never hashes a stored key again (splitting a slot reuses the stored hash).
+Structure: an insertion-ordered compact log plus an open-addressing index, both persistent
+-------------------------------------------------------------------------------------------
+A version of the map (``fm_ver``) has the same two arrays as a CPython dict, made
+persistent by cutting each into fixed-size pages held in a shallow 32-way tree:
 
-* A single-key write copies only the path from the root to the key (O(log32 n) nodes).
-* Bulk writes (``update``, ``batch()``, ``replace``, the constructor) are *transient*:
-  they take a fresh, never reused, 64-bit edit id and mutate in place every node tagged
-  with it.  Such nodes were created by the same bulk operation, are referenced exactly
-  once (by their parent in the private tree) and are not reachable from any published
-  version.  Nodes of published versions carry older ids and are path-copied first.  When
-  the result is published the id is simply never used again, which freezes those nodes.
+* the **entry log**: ``{hash, key, value}`` records in insertion order, 32 per leaf page
+  (768 bytes).  Deleting a key leaves a hole (``key == NULL``); holes at the end are
+  trimmed at once (so the last position always holds the last live entry, which makes
+  ``popitem()`` LIFO like dict's), holes elsewhere are compacted away.
+* the **index**: ``int32`` log positions (or EMPTY / DUMMY), 256 per leaf page, probed
+  exactly like dict's (``i = hash & mask``, then ``i = 5*i + 1 + (perturb >>= 5)``).
+  A lookup reads one index slot and one log record (plus, at 10^6 entries, three inner
+  nodes on each side that stay in cache); iteration reads the log sequentially.
+
+Pages and inner nodes are plain C structs with their own reference count; versions share
+every page a write did not touch.  A write first finds its slot (this is where a key's
+``__eq__`` may run), then, with no user code running, makes the pages it changes
+writable: a page is changed in place only when the *holder* of the version is exclusive
+(see below) and every node on the path to it has reference count 1; otherwise the page
+and the path to it are copied (O(log32 n) small nodes; an entry page copy increfs its 32
+keys and values, an index page copy is a 1 KB memcpy).  So one write touches O(1) pages
+and n writes cost O(n) copies, except for the two amortised rebuilds below.
+
+**Rebuilds (amortised, the only O(n) steps).**  When an insert would push the index's fill
+(live + dummy slots) above 2/3, the index is rebuilt at >= 3x the live count from the
+stored hashes (no ``__hash__``/``__eq__`` calls, no refcounting); at the same time the
+log is compacted if more than 1/8 of it is holes.  When a delete leaves more holes than
+live entries (and more than 32), log and index are rebuilt compactly.  Each rebuild costs
+O(n) and follows at least n/3 inserts or n deletes since the previous one, so n writes
+cost O(n) in total; the worst single write is one rebuild (measured in
+``benchmarks/bench_snapshot.py``).  Memory: elen <= 2*count + 32 log records, index
+load between 1/6 and 2/3.
+
+**Who may write in place.**  A private version (a batch's, one being built by
+``update``/``Snapshot(...)``, or the copy a writer makes of the published version) is
+exclusive by construction.  The *published* version is changed in place by a single-key
+write only on GIL builds, when its Snapshot object is referenced by the map alone (no
+reader, iterator, view or user-held snapshot), no reader is in the load window, and the
+check and the whole change run with no Python code in between (so the GIL is not
+released).  Nobody can observe the change: that is dict speed for the common case of an
+unshared map.  Otherwise -- and always on free-threaded builds -- the writer makes a new
+Snapshot sharing all pages and publishes it.  Bulk writes always build a private version,
+so they stay all-or-nothing.
+
+**Why this structure (chosen by measurement; details in docs/design.md).**  The previous
+version of this module was a CHAMP-style HAMT.  It iterated in hash order (1.6x dict at
+10^3, 7.5-9.4x at 10^6, keys and values touched in random memory order), its lookups in
+insertion order were 1.6-2.7x dict, and its writes were no faster than immutables.Map.set.
+An ordered log next to the trie would have fixed only iteration; a frozen base plus an
+overlay makes every read check the overlay and merges every O(n/8) writes.  Dict's own
+layout, paged, gives dict's memory access pattern for reads (0.6-1.36x dict, iteration
+about 1.0x at every size), O(1) pages per write (0.32-0.53x immutables.Map.set), and the
+same amortised O(n) steps dict has (resize; plus compaction after many deletes).
 
 Publication protocol (what is published, how readers load it, how versions are reclaimed)
 ------------------------------------------------------------------------------------------
-* What is published: ``SnapshotMap._cur``, a raw ``PyObject*`` to a fully built, immutable
-  ``Snapshot`` object (the root node, the entry count and the version number).  The map
-  owns one strong reference to it.  Nothing reachable from a published Snapshot is ever
-  written again (transient ids are never reused, see above).
+* What is published: ``SnapshotMap._cur``, a raw ``PyObject*`` to a fully built
+  ``Snapshot`` object (the version's page trees, counts and version number).  The map owns
+  one strong reference to it.  No page reachable from a Snapshot that anybody but the map
+  can reach is ever written again (see "who may write in place").
 * Writers are serialized by one mutex (``cython.pymutex``: a ``PyMutex`` on 3.13+, a
   ``PyThread_type_lock`` before).  A writer builds the new version privately and
   publishes it with one atomic exchange of ``_cur`` (sequentially consistent on
-  free-threaded builds, so every store that built the tree happens-before any reader
+  free-threaded builds, so every store that built the version happens-before any reader
   that loads the new pointer).  Keys are hashed before the lock is taken; the new Snapshot
-  object is allocated before the lock is taken; every reference that might be the last
-  one (replaced values, the previous version, retired versions) is released after the
-  lock is released, so no user ``__del__`` runs while the lock is held.
+  object is allocated before the lock is taken when the current one looks shared; every
+  reference that might be the last one (replaced values, removed entries, the previous
+  version, retired versions, dropped pages) is released after the lock is released, so no
+  user ``__del__`` runs while the lock is held.
 * How readers load it: a reader takes no lock.  It announces itself in the map's
   ``_readers`` counter (atomic increment), loads ``_cur`` (acquire), increments the
   Snapshot's reference count, and leaves the counter (atomic decrement).  From then on it
   owns a reference to an immutable version: every lookup, ``len``, iterator and view
   works on that one version for its whole life and may call ``__eq__``/``__hash__``
-  freely.  On GIL builds the load-and-incref window contains no point where the GIL can be
-  released, so the counter operations compile to nothing.
+  freely (its reference makes the version non-exclusive, so no writer changes it in
+  place).  On GIL builds the load-and-incref window contains no point where the GIL can
+  be released, so the counter operations compile to nothing.
 * How old versions are reclaimed: after the exchange the writer (still under the lock)
   reads ``_readers``.  If it is zero, no reader can be between loading the old pointer and
   taking its reference (seq_cst: any reader that has not yet announced itself will load
   the new pointer), so the old Snapshot, and every version retired earlier, is released
   after the lock is dropped.  Otherwise the old Snapshot goes on the map's retired list
   and is released by the next writer that observes zero readers.  Writers never wait for
-  readers.  After that, ordinary reference counting frees a version (and the nodes only it
-  uses) as soon as the last reader, iterator, view or user-held Snapshot lets go; node
+  readers.  After that, ordinary reference counting frees a version (and the pages only it
+  uses) as soon as the last reader, iterator, view or user-held Snapshot lets go; page
   reference counts are atomic on free-threaded builds.  On GIL builds the retired list is
   always empty (``_readers`` stays zero), so the previous version is released at once.
   ``_debug_hold_readers()`` lets tests exercise the retired path on GIL builds.
@@ -60,9 +98,8 @@ object are guarded the same way against re-entry from user code.
 
 cimport cython
 from cpython.object cimport PyObject
-from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t, uintptr_t
 
 import collections.abc as _abc
 from types import GenericAlias as _GenericAlias
@@ -72,60 +109,52 @@ cdef extern from *:
     #include <stdint.h>
     #include <string.h>
 
+    #define FM_EBITS 5                    /* log entries per leaf page: 32 */
+    #define FM_ECAP (1 << FM_EBITS)
+    #define FM_IBITS 8                    /* index slots per leaf page: 256 */
+    #define FM_ICAP (1 << FM_IBITS)
+    #define FM_FBITS 5                    /* children per inner node: 32 */
+    #define FM_FAN (1 << FM_FBITS)
+    #define FM_EMPTY (-1)
+    #define FM_DUMMY (-2)
+    #define FM_INNER 0
+    #define FM_ELEAF 1
+    #define FM_ILEAF 2
+    #define FM_MAX_LEN ((Py_ssize_t)0x7fffffff)
+
     typedef struct fm_node {
         Py_ssize_t refcnt;     /* node reference count (atomic on free-threaded builds) */
-        uint32_t datamap;      /* bitmap node: slots holding an entry */
-        uint32_t nodemap;      /* bitmap node: slots holding a child node */
-        uint64_t edit;         /* transient owner id; nodes of published versions are frozen */
-        uint8_t kind;          /* FM_BITMAP or FM_COLLISION */
-        uint8_t nchild;        /* number of child pointers */
-        uint16_t _pad;
-        uint32_t ndata;        /* number of entries */
-        /* followed by: fm_node *children[nchild]; fm_entry data[ndata]; */
+        uint32_t cap;          /* leaves: number of records/slots; inner nodes: FM_FAN */
+        uint8_t kind;          /* FM_INNER, FM_ELEAF or FM_ILEAF */
+        uint8_t _pad[3];
+        /* followed by fm_node *[cap], fm_entry[cap] or int32_t[cap] */
     } fm_node;
 
     typedef struct fm_entry {
         Py_hash_t hash;
-        PyObject *key;
+        PyObject *key;         /* NULL: a hole */
         PyObject *value;
     } fm_entry;
 
-    #define FM_BITMAP 0
-    #define FM_COLLISION 1
-    #define FM_HASH_BITS ((int)(8 * sizeof(Py_hash_t)))
-    #define FM_MAX_DEPTH 16
+    typedef struct fm_ver {
+        fm_node *eroot;        /* entry log tree (NULL: no page) */
+        fm_node *iroot;        /* index tree (NULL: no index, count == 0) */
+        Py_ssize_t elen;       /* log positions in use, holes included */
+        Py_ssize_t count;      /* live entries */
+        Py_ssize_t fill;       /* index slots that are not EMPTY */
+        size_t imask;          /* index slots - 1 */
+        int edepth, idepth;    /* inner levels above the leaf pages */
+    } fm_ver;
 
-    static inline fm_node **fm_children(fm_node *n) { return (fm_node **)(n + 1); }
-    static inline fm_entry *fm_data(fm_node *n) { return (fm_entry *)(fm_children(n) + n->nchild); }
-
-    static inline int fm_popcount(uint32_t x) {
-    #if defined(__POPCNT__) || (defined(_MSC_VER) && defined(__AVX__))
-        return __builtin_popcount(x);
-    #else
-        x = x - ((x >> 1) & 0x55555555u);
-        x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
-        return (int)((((x + (x >> 4)) & 0x0F0F0F0Fu) * 0x01010101u) >> 24);
-    #endif
-    }
-    static inline uint32_t fm_bitpos(Py_hash_t h, int shift) {
-        return (uint32_t)1 << (((size_t)h >> shift) & 31);
-    }
-    static inline int fm_chunk(Py_hash_t h, int shift) { return (int)(((size_t)h >> shift) & 31); }
-    static inline int fm_prefix_eq(Py_hash_t a, Py_hash_t b, int shift) {
-        /* equal in the lowest `shift` bits */
-        if (shift >= FM_HASH_BITS) return a == b;
-        return ((((size_t)a) ^ ((size_t)b)) & ((((size_t)1) << shift) - 1)) == 0;
-    }
-
-    #define fm_eq(a, b) PyObject_RichCompareBool((a), (b), Py_EQ)
+    static inline fm_node **fm_kids(fm_node *n) { return (fm_node **)(n + 1); }
+    static inline fm_entry *fm_ents(fm_node *n) { return (fm_entry *)(n + 1); }
+    static inline int32_t *fm_slots(fm_node *n) { return (int32_t *)(n + 1); }
 
     /* ---- atomics: real ones on free-threaded builds, plain code under the GIL ---- */
     #ifdef Py_GIL_DISABLED
-    static uint64_t fm_edit_counter = 0;
     static inline void fm_node_incref(fm_node *n) { _Py_atomic_add_ssize(&n->refcnt, 1); }
     static inline int fm_node_decref_is_zero(fm_node *n) { return _Py_atomic_add_ssize(&n->refcnt, -1) == 1; }
     static inline Py_ssize_t fm_node_refcnt(fm_node *n) { return _Py_atomic_load_ssize(&n->refcnt); }
-    static inline uint64_t fm_next_edit(void) { return _Py_atomic_add_uint64(&fm_edit_counter, 1) + 1; }
     static inline PyObject *fm_load_published(PyObject **p) { return (PyObject *)_Py_atomic_load_ptr_acquire(p); }
     static inline PyObject *fm_exchange_published(PyObject **p, PyObject *v) { return (PyObject *)_Py_atomic_exchange_ptr(p, v); }
     static inline void fm_readers_enter(Py_ssize_t *c) { _Py_atomic_add_ssize(c, 1); }
@@ -136,11 +165,9 @@ cdef extern from *:
     static inline void fm_owner_store(uintptr_t *p, uintptr_t v) { _Py_atomic_store_uintptr_relaxed(p, v); }
     #define FM_FREE_THREADED 1
     #else
-    static uint64_t fm_edit_counter = 0;
     static inline void fm_node_incref(fm_node *n) { n->refcnt++; }
     static inline int fm_node_decref_is_zero(fm_node *n) { return --n->refcnt == 0; }
     static inline Py_ssize_t fm_node_refcnt(fm_node *n) { return n->refcnt; }
-    static inline uint64_t fm_next_edit(void) { return ++fm_edit_counter; }
     static inline PyObject *fm_load_published(PyObject **p) { return *p; }
     static inline PyObject *fm_exchange_published(PyObject **p, PyObject *v) { PyObject *o = *p; *p = v; return o; }
     static inline void fm_readers_enter(Py_ssize_t *c) { (void)c; }
@@ -153,12 +180,17 @@ cdef extern from *:
     #endif
 
     /* ---- node allocation and release ---- */
-    static fm_node *fm_node_alloc(int kind, Py_ssize_t nchild, Py_ssize_t ndata, uint64_t edit) {
-        fm_node *n = (fm_node *)PyMem_Malloc(sizeof(fm_node) + nchild * sizeof(fm_node *)
-                                             + ndata * sizeof(fm_entry));
+    static size_t fm_payload(int kind, uint32_t cap) {
+        return kind == FM_INNER ? cap * sizeof(fm_node *)
+             : kind == FM_ELEAF ? cap * sizeof(fm_entry) : cap * sizeof(int32_t);
+    }
+    static fm_node *fm_node_new(int kind, uint32_t cap) {
+        size_t sz = fm_payload(kind, cap);
+        fm_node *n = (fm_node *)PyMem_Malloc(sizeof(fm_node) + sz);
         if (n == NULL) { PyErr_NoMemory(); return NULL; }
-        n->refcnt = 1; n->datamap = 0; n->nodemap = 0; n->edit = edit;
-        n->kind = (uint8_t)kind; n->nchild = (uint8_t)nchild; n->_pad = 0; n->ndata = (uint32_t)ndata;
+        n->refcnt = 1; n->cap = cap; n->kind = (uint8_t)kind;
+        n->_pad[0] = n->_pad[1] = n->_pad[2] = 0;
+        memset((void *)(n + 1), kind == FM_ILEAF ? 0xff : 0, sz);   /* 0xff..: FM_EMPTY */
         return n;
     }
     static void fm_node_free(fm_node *n);
@@ -166,94 +198,426 @@ cdef extern from *:
         if (n != NULL && fm_node_decref_is_zero(n)) fm_node_free(n);
     }
     static void fm_node_free(fm_node *n) {
-        fm_node **c = fm_children(n);
-        fm_entry *d = fm_data(n);
         uint32_t i;
-        for (i = 0; i < n->nchild; i++) fm_node_decref(c[i]);
-        for (i = 0; i < n->ndata; i++) { Py_DECREF(d[i].key); Py_DECREF(d[i].value); }
+        if (n->kind == FM_INNER) {
+            fm_node **c = fm_kids(n);
+            for (i = 0; i < n->cap; i++) fm_node_decref(c[i]);
+        } else if (n->kind == FM_ELEAF) {
+            fm_entry *e = fm_ents(n);
+            for (i = 0; i < n->cap; i++)
+                if (e[i].key != NULL) { Py_DECREF(e[i].key); Py_DECREF(e[i].value); }
+        }
         PyMem_Free(n);
+    }
+    /* A copy of n with capacity cap >= n->cap, sharing n's children / keys / values. */
+    static fm_node *fm_node_clone(fm_node *n, uint32_t cap) {
+        fm_node *c = fm_node_new(n->kind, cap);
+        uint32_t i;
+        if (c == NULL) return NULL;
+        memcpy((void *)(c + 1), (void *)(n + 1), fm_payload(n->kind, n->cap));
+        if (n->kind == FM_INNER) {
+            fm_node **k = fm_kids(c);
+            for (i = 0; i < n->cap; i++) if (k[i] != NULL) fm_node_incref(k[i]);
+        } else if (n->kind == FM_ELEAF) {
+            fm_entry *e = fm_ents(c);
+            for (i = 0; i < n->cap; i++)
+                if (e[i].key != NULL) { Py_INCREF(e[i].key); Py_INCREF(e[i].value); }
+        }
+        return c;
     }
 
     /* ---- references to drop later (after the writer lock is released) ---- */
-    typedef struct fm_pending { void **items; Py_ssize_t n, cap; } fm_pending;
-    static inline void fm_pending_init(fm_pending *p) { p->items = NULL; p->n = 0; p->cap = 0; }
-    static int fm_pending_push(fm_pending *p, void *item) {
-        if (p->n == p->cap) {
-            Py_ssize_t cap = p->cap ? p->cap * 2 : 8;
-            void **items = (void **)PyMem_Realloc(p->items, cap * sizeof(void *));
+    #define FM_PEND_INLINE 6
+    typedef struct fm_pending { void **items; Py_ssize_t n, cap; void *small[FM_PEND_INLINE]; } fm_pending;
+    static inline void fm_pending_init(fm_pending *p) { p->items = p->small; p->n = 0; p->cap = FM_PEND_INLINE; }
+    static int fm_pending_reserve(fm_pending *p, Py_ssize_t k) {
+        if (p->n + k > p->cap) {
+            Py_ssize_t cap = p->cap * 2;
+            void **items;
+            while (cap < p->n + k) cap *= 2;
+            if (p->items == p->small) {
+                items = (void **)PyMem_Malloc(cap * sizeof(void *));
+                if (items != NULL) memcpy(items, p->small, p->n * sizeof(void *));
+            } else items = (void **)PyMem_Realloc(p->items, cap * sizeof(void *));
             if (items == NULL) { PyErr_NoMemory(); return -1; }
             p->items = items; p->cap = cap;
         }
+        return 0;
+    }
+    static inline int fm_pending_push(fm_pending *p, void *item) {
+        if (p->n == p->cap && fm_pending_reserve(p, 1) < 0) return -1;
         p->items[p->n++] = item;
         return 0;
     }
     /* objects are pushed as-is, nodes with the low bit set */
     static inline int fm_pending_push_obj(fm_pending *p, PyObject *o) { return fm_pending_push(p, (void *)o); }
     static inline int fm_pending_push_node(fm_pending *p, fm_node *n) {
+        if (n == NULL) return 0;
         return fm_pending_push(p, (void *)((uintptr_t)n | 1));
     }
     /* Release everything; safe to run user code (__del__) from here. */
     static void fm_pending_flush(fm_pending *p) {
-        while (p->n > 0 || p->items != NULL) {
+        while (p->n > 0) {
             void **items = p->items;
             Py_ssize_t i, n = p->n;
-            p->items = NULL; p->n = 0; p->cap = 0;
+            int heap = items != p->small;
+            void *local[FM_PEND_INLINE];
+            if (!heap) { memcpy(local, items, n * sizeof(void *)); items = local; }
+            fm_pending_init(p);
             for (i = 0; i < n; i++) {
                 uintptr_t v = (uintptr_t)items[i];
                 if (v & 1) fm_node_decref((fm_node *)(v & ~(uintptr_t)1));
                 else Py_DECREF((PyObject *)v);
             }
-            PyMem_Free(items);
+            if (heap) PyMem_Free(items);
+        }
+        if (p->items != p->small) { PyMem_Free(p->items); fm_pending_init(p); }
+    }
+    static int fm_pending_move_last(fm_pending *src, fm_pending *dst) {
+        void *item = src->items[src->n - 1];
+        if (fm_pending_push(dst, item) < 0) return -1;
+        src->n--;
+        return 0;
+    }
+
+    /* ---- reading a version ---- */
+    static inline fm_entry *fm_entry_at(const fm_ver *v, Py_ssize_t p) {
+        fm_node *n = v->eroot;
+        int d;
+        for (d = v->edepth; d > 0; d--)
+            n = fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
+        return fm_ents(n) + ((size_t)p & (FM_ECAP - 1));
+    }
+    static inline int32_t *fm_slot_at(const fm_ver *v, size_t i) {
+        fm_node *n = v->iroot;
+        int d;
+        for (d = v->idepth; d > 0; d--)
+            n = fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
+        return fm_slots(n) + (i & (FM_ICAP - 1));
+    }
+    /* Probe for key (hash h).  1: found (*pos, and *slot if given); 0: absent (*freeslot,
+       if given: the first DUMMY slot on the probe sequence, else the EMPTY slot ending it;
+       -1 when there is no index); -1: error (__eq__ raised).  The caller owns a reference
+       keeping the version alive (or holds the lock guarding a private version); the
+       version cannot change while __eq__ runs. */
+    static inline int fm_probe(const fm_ver *v, Py_hash_t h, PyObject *key, Py_ssize_t *pos,
+                               Py_ssize_t *slot, Py_ssize_t *freeslot) {
+        size_t mask, i, perturb;
+        Py_ssize_t fs = -1;
+        if (v->iroot == NULL) { if (freeslot) *freeslot = -1; return 0; }
+        mask = v->imask; perturb = (size_t)h; i = (size_t)h & mask;
+        for (;;) {
+            int32_t ix = *fm_slot_at(v, i);
+            if (ix >= 0) {
+                fm_entry *e = fm_entry_at(v, ix);
+                if (e->key == key) goto found;
+                if (e->hash == h) {
+                    int r = PyObject_RichCompareBool(e->key, key, Py_EQ);
+                    if (r < 0) return -1;
+                    if (r > 0) goto found;
+                }
+            } else if (ix == FM_EMPTY) {
+                if (freeslot) *freeslot = fs >= 0 ? fs : (Py_ssize_t)i;
+                return 0;
+            } else if (fs < 0) fs = (Py_ssize_t)i;
+            perturb >>= 5;
+            i = (i * 5 + perturb + 1) & mask;
+            continue;
+        found:
+            *pos = ix;
+            if (slot) *slot = (Py_ssize_t)i;
+            return 1;
+        }
+    }
+    static inline int fm_find(const fm_ver *v, Py_hash_t h, PyObject *key, fm_entry **out) {
+        Py_ssize_t pos;
+        int r = fm_probe(v, h, key, &pos, NULL, NULL);
+        if (r > 0) *out = fm_entry_at(v, pos);
+        return r;
+    }
+    /* The index slot holding log position pos (whose hash is h).  No user code. */
+    static Py_ssize_t fm_slot_of(const fm_ver *v, Py_hash_t h, Py_ssize_t pos) {
+        size_t mask = v->imask, perturb = (size_t)h, i = (size_t)h & mask;
+        for (;;) {
+            int32_t ix = *fm_slot_at(v, i);
+            if (ix == pos) return (Py_ssize_t)i;
+            if (ix == FM_EMPTY) return -1;
+            perturb >>= 5;
+            i = (i * 5 + perturb + 1) & mask;
+        }
+    }
+    /* First EMPTY or DUMMY slot on h's probe sequence (the key is known to be absent). */
+    static Py_ssize_t fm_free_slot(const fm_ver *v, Py_hash_t h) {
+        size_t mask = v->imask, perturb = (size_t)h, i = (size_t)h & mask;
+        for (;;) {
+            if (*fm_slot_at(v, i) < 0) return (Py_ssize_t)i;
+            perturb >>= 5;
+            i = (i * 5 + perturb + 1) & mask;
+        }
+    }
+    /* Iteration: the next live record at or after *pos (< end), or NULL.  *leaf caches the
+       current leaf page's first record. */
+    static inline fm_entry *fm_next_live(const fm_ver *v, Py_ssize_t *pos, Py_ssize_t end,
+                                         fm_entry **leaf) {
+        Py_ssize_t p = *pos;
+        while (p < end) {
+            fm_entry *e;
+            if ((p & (FM_ECAP - 1)) == 0 || *leaf == NULL)
+                *leaf = fm_entry_at(v, p) - (p & (FM_ECAP - 1));
+            e = *leaf + (p & (FM_ECAP - 1));
+            p++;
+            if (e->key != NULL) { *pos = p; return e; }
+        }
+        *pos = p;
+        return NULL;
+    }
+
+    /* ---- versions: sharing and release ---- */
+    static inline void fm_ver_init(fm_ver *v) { memset(v, 0, sizeof(fm_ver)); }
+    static inline void fm_ver_share(fm_ver *dst, const fm_ver *src) {
+        *dst = *src;
+        if (dst->eroot) fm_node_incref(dst->eroot);
+        if (dst->iroot) fm_node_incref(dst->iroot);
+    }
+    /* Hand v's pages to pend (released after the lock) and make v empty. */
+    static int fm_ver_release(fm_ver *v, fm_pending *pend) {
+        if (fm_pending_reserve(pend, 2) < 0) return -1;
+        fm_pending_push_node(pend, v->eroot);
+        fm_pending_push_node(pend, v->iroot);
+        fm_ver_init(v);
+        return 0;
+    }
+    /* Drop v's pages now (may run user code: only outside the lock). */
+    static void fm_ver_clear(fm_ver *v) {
+        fm_node *e = v->eroot, *i = v->iroot;
+        fm_ver_init(v);
+        fm_node_decref(e);
+        fm_node_decref(i);
+    }
+
+    /* ---- making pages writable (the caller holds v exclusively; no user code runs) ---- */
+    /* Replace *slot by a private copy unless the node has reference count 1. */
+    static fm_node *fm_own(fm_node **slot, fm_pending *pend) {
+        fm_node *n = *slot, *c;
+        if (fm_node_refcnt(n) == 1) return n;
+        if (fm_pending_reserve(pend, 1) < 0) return NULL;
+        c = fm_node_clone(n, n->cap);
+        if (c == NULL) return NULL;
+        fm_pending_push_node(pend, n);      /* our reference to the shared original */
+        *slot = c;
+        return c;
+    }
+    static inline Py_ssize_t fm_ecapacity(const fm_ver *v) {
+        if (v->eroot == NULL) return 0;
+        if (v->edepth == 0) return v->eroot->cap;
+        return (Py_ssize_t)FM_ECAP << (FM_FBITS * v->edepth);
+    }
+    /* The record at log position p, writable; creates pages and grows the tree as needed.
+       The version's content is unchanged (only copied/created pages).  NULL on error. */
+    static fm_entry *fm_entry_writable(fm_ver *v, Py_ssize_t p, fm_pending *pend) {
+        fm_node **slot, *n;
+        int d;
+        while (p >= fm_ecapacity(v)) {
+            if (v->eroot == NULL || (v->edepth == 0 && v->eroot->cap < FM_ECAP)) {
+                uint32_t cap = v->eroot ? v->eroot->cap : 1;
+                while ((Py_ssize_t)cap <= p && cap < FM_ECAP) cap <<= 1;
+                if (v->eroot == NULL) {
+                    n = fm_node_new(FM_ELEAF, cap);
+                    if (n == NULL) return NULL;
+                } else if (fm_node_refcnt(v->eroot) == 1) {
+                    n = (fm_node *)PyMem_Realloc(v->eroot, sizeof(fm_node) + fm_payload(FM_ELEAF, cap));
+                    if (n == NULL) { PyErr_NoMemory(); return NULL; }
+                    memset(fm_ents(n) + n->cap, 0, (cap - n->cap) * sizeof(fm_entry));
+                    n->cap = cap;
+                } else {
+                    if (fm_pending_reserve(pend, 1) < 0) return NULL;
+                    n = fm_node_clone(v->eroot, cap);
+                    if (n == NULL) return NULL;
+                    fm_pending_push_node(pend, v->eroot);
+                }
+                v->eroot = n;
+            } else {
+                n = fm_node_new(FM_INNER, FM_FAN);
+                if (n == NULL) return NULL;
+                fm_kids(n)[0] = v->eroot;       /* the version's reference moves down */
+                v->eroot = n;
+                v->edepth++;
+            }
+        }
+        slot = &v->eroot;
+        for (d = v->edepth; ; d--) {
+            if (*slot == NULL) {
+                n = fm_node_new(d ? FM_INNER : FM_ELEAF, d ? FM_FAN : FM_ECAP);
+                if (n == NULL) return NULL;
+                *slot = n;
+            } else {
+                n = fm_own(slot, pend);
+                if (n == NULL) return NULL;
+            }
+            if (d == 0) return fm_ents(n) + ((size_t)p & (FM_ECAP - 1));
+            slot = &fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
+        }
+    }
+    static int32_t *fm_slot_writable(fm_ver *v, size_t i, fm_pending *pend) {
+        fm_node **slot = &v->iroot, *n;
+        int d;
+        for (d = v->idepth; ; d--) {
+            n = fm_own(slot, pend);
+            if (n == NULL) return NULL;
+            if (d == 0) return fm_slots(n) + (i & (FM_ICAP - 1));
+            slot = &fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
         }
     }
 
-    /* ---- depth-first iteration over a (frozen) tree: entries first, then children ---- */
-    typedef struct fm_iter {
-        fm_node *stack[FM_MAX_DEPTH];
-        uint32_t pos[FM_MAX_DEPTH];
-        int depth;
-        int want_values;   /* prefetch values too (values/items iteration) */
-    } fm_iter;
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FM_PREFETCH(p) __builtin_prefetch((const void *)(p))
-    #else
-    #define FM_PREFETCH(p) ((void)(p))
-    #endif
-    /* Entering a node: start loading the key (and value) objects of all its entries and
-       its children's headers.  Iteration is in hash order, so these objects are scattered
-       in memory; issuing the loads together overlaps the cache misses. */
-    static inline void fm_iter_prefetch(fm_iter *it, fm_node *n) {
-        fm_entry *d = fm_data(n);
-        fm_node **c = fm_children(n);
-        uint32_t i;
-        for (i = 0; i < n->ndata; i++) {
-            FM_PREFETCH(d[i].key);
-            if (it->want_values) FM_PREFETCH(d[i].value);
+    /* ---- rebuilds ---- */
+    /* An index tree of `depth` inner levels covering slots [base, nslots) (EMPTY);
+       children wholly beyond nslots stay NULL and are never reached. */
+    static fm_node *fm_index_tree(int depth, size_t base, size_t nslots) {
+        fm_node *n;
+        size_t span, c;
+        if (depth == 0) return fm_node_new(FM_ILEAF, FM_ICAP);
+        n = fm_node_new(FM_INNER, FM_FAN);
+        if (n == NULL) return NULL;
+        span = (size_t)FM_ICAP << (FM_FBITS * (depth - 1));
+        for (c = 0; c < FM_FAN && base + c * span < nslots; c++) {
+            fm_node *k = fm_index_tree(depth - 1, base + c * span, nslots);
+            if (k == NULL) { fm_node_free(n); return NULL; }
+            fm_kids(n)[c] = k;
         }
-        for (i = 0; i < n->nchild; i++) FM_PREFETCH(c[i]);
+        return n;
     }
-    static inline void fm_iter_init(fm_iter *it, fm_node *root) {
-        it->want_values = 0;
-        if (root != NULL) { it->stack[0] = root; it->pos[0] = 0; it->depth = 0; }
-        else it->depth = -1;
-    }
-    static inline fm_entry *fm_iter_next(fm_iter *it) {
-        while (it->depth >= 0) {
-            fm_node *n = it->stack[it->depth];
-            uint32_t p = it->pos[it->depth];
-            if (p == 0) fm_iter_prefetch(it, n);
-            if (p < n->ndata) { it->pos[it->depth] = p + 1; return fm_data(n) + p; }
-            p -= n->ndata;
-            if (p < n->nchild) {
-                it->pos[it->depth]++;
-                it->depth++;
-                it->stack[it->depth] = fm_children(n)[p];
-                it->pos[it->depth] = 0;
-                continue;
+    /* Replace v's index by a fresh one of nslots slots (a power of two >= 8), compacting
+       the log first if `compact`.  Builds everything aside and swaps at the end: on error v
+       is unchanged.  No user code runs (stored hashes are used; keys are distinct). */
+    static int fm_rebuild(fm_ver *v, size_t nslots, int compact, fm_pending *pend) {
+        fm_ver nv;
+        Py_ssize_t p;
+        fm_entry *leaf = NULL, *e;
+        int depth = 0;
+        size_t span;
+        fm_ver_init(&nv);
+        if (fm_pending_reserve(pend, 4) < 0) return -1;
+        /* log */
+        if (compact && v->count != v->elen) {
+            p = 0;
+            while ((e = fm_next_live(v, &p, v->elen, &leaf)) != NULL) {
+                fm_entry *d = fm_entry_writable(&nv, nv.elen, pend);
+                if (d == NULL) goto fail;
+                *d = *e;
+                Py_INCREF(d->key); Py_INCREF(d->value);
+                nv.elen++;
             }
-            it->depth--;
+        } else {
+            nv.eroot = v->eroot; nv.edepth = v->edepth; nv.elen = v->elen;
+            if (nv.eroot) fm_node_incref(nv.eroot);
         }
-        return NULL;
+        nv.count = v->count;
+        /* index */
+        if (nslots <= FM_ICAP) {
+            nv.iroot = fm_node_new(FM_ILEAF, (uint32_t)nslots);
+        } else {
+            span = FM_ICAP;
+            while (span < nslots) { span <<= FM_FBITS; depth++; }
+            nv.iroot = fm_index_tree(depth, 0, nslots);
+        }
+        if (nv.iroot == NULL) goto fail;
+        nv.idepth = depth;
+        nv.imask = nslots - 1;
+        p = 0; leaf = NULL;
+        while ((e = fm_next_live(&nv, &p, nv.elen, &leaf)) != NULL) {
+            size_t mask = nv.imask, perturb = (size_t)e->hash, i = (size_t)e->hash & mask;
+            int32_t *s;
+            for (;;) {
+                s = fm_slot_at(&nv, i);
+                if (*s == FM_EMPTY) break;
+                perturb >>= 5;
+                i = (i * 5 + perturb + 1) & mask;
+            }
+            *s = (int32_t)(p - 1);
+        }
+        nv.fill = nv.count;
+        /* swap */
+        fm_pending_push_node(pend, v->eroot);
+        fm_pending_push_node(pend, v->iroot);
+        *v = nv;
+        return 0;
+    fail:
+        fm_pending_push_node(pend, nv.eroot);
+        fm_pending_push_node(pend, nv.iroot);
+        return -1;
+    }
+    static inline size_t fm_nslots_for(Py_ssize_t n, int factor_x2) {
+        /* smallest power of two >= max(8, n * factor_x2 / 2) */
+        size_t want = (size_t)n * (size_t)factor_x2 / 2 + 1, s = 8;
+        while (s < want) s <<= 1;
+        return s;
+    }
+    static inline int fm_needs_compaction(const fm_ver *v) {
+        return (v->elen - v->count) > (v->count >> 3);
+    }
+    /* Make room for n more inserts without a rebuild in between (bulk operations). */
+    static int fm_reserve(fm_ver *v, Py_ssize_t n, fm_pending *pend) {
+        if (v->iroot != NULL && (size_t)(v->fill + n) * 3 <= (v->imask + 1) * 2) return 0;
+        return fm_rebuild(v, fm_nslots_for(v->count + n, 3), fm_needs_compaction(v), pend);
+    }
+
+    /* ---- the three mutations (v held exclusively; no user code runs; v's content is
+            unchanged if they fail) ---- */
+    static int fm_set_value(fm_ver *v, Py_ssize_t pos, PyObject *value, fm_pending *pend) {
+        fm_entry *e = fm_entry_writable(v, pos, pend);
+        if (e == NULL || fm_pending_reserve(pend, 1) < 0) return -1;
+        fm_pending_push_obj(pend, e->value);
+        Py_INCREF(value);
+        e->value = value;
+        return 0;
+    }
+    /* Append key (absent; freeslot from fm_probe) at the end of the log. */
+    static int fm_insert(fm_ver *v, Py_hash_t h, PyObject *key, PyObject *value,
+                         Py_ssize_t freeslot, fm_pending *pend) {
+        fm_entry *e;
+        int32_t *s;
+        if (v->elen >= FM_MAX_LEN) {
+            PyErr_SetString(PyExc_OverflowError, "SnapshotMap: too many entries");
+            return -1;
+        }
+        if (v->iroot == NULL || freeslot < 0 ||
+                (*fm_slot_at(v, (size_t)freeslot) == FM_EMPTY &&
+                 (size_t)(v->fill + 1) * 3 > (v->imask + 1) * 2)) {
+            if (fm_rebuild(v, fm_nslots_for(v->count + 1, 6), fm_needs_compaction(v), pend) < 0)
+                return -1;
+            freeslot = fm_free_slot(v, h);
+        }
+        e = fm_entry_writable(v, v->elen, pend);
+        if (e == NULL) return -1;
+        s = fm_slot_writable(v, (size_t)freeslot, pend);
+        if (s == NULL) return -1;
+        e->hash = h;
+        Py_INCREF(key); e->key = key;
+        Py_INCREF(value); e->value = value;
+        if (*s == FM_EMPTY) v->fill++;
+        *s = (int32_t)v->elen;
+        v->elen++;
+        v->count++;
+        return 0;
+    }
+    static int fm_delete(fm_ver *v, Py_ssize_t pos, Py_ssize_t slot, fm_pending *pend) {
+        fm_entry *e = fm_entry_writable(v, pos, pend);
+        int32_t *s;
+        if (e == NULL) return -1;
+        s = fm_slot_writable(v, (size_t)slot, pend);
+        if (s == NULL || fm_pending_reserve(pend, 4) < 0) return -1;
+        fm_pending_push_obj(pend, e->key);
+        fm_pending_push_obj(pend, e->value);
+        e->key = NULL; e->value = NULL; e->hash = 0;
+        *s = FM_DUMMY;
+        v->count--;
+        if (v->count == 0) return fm_ver_release(v, pend);     /* reserved above */
+        while (v->elen > 0 && fm_entry_at(v, v->elen - 1)->key == NULL) v->elen--;
+        if (v->elen - v->count > 32 && v->elen - v->count > v->count) {
+            if (fm_rebuild(v, fm_nslots_for(v->count, 3), 1, pend) < 0)
+                PyErr_Clear();    /* an optimisation only: retried by a later delete */
+        }
+        return 0;
     }
 
     /* items() result tuple, reused when the caller dropped it (like dict's items iterator).
@@ -287,44 +651,47 @@ cdef extern from *:
     """
     ctypedef struct fm_node:
         Py_ssize_t refcnt
-        uint32_t datamap
-        uint32_t nodemap
-        uint64_t edit
+        uint32_t cap
         uint8_t kind
-        uint8_t nchild
-        uint32_t ndata
     ctypedef struct fm_entry:
         Py_hash_t hash
         PyObject* key
         PyObject* value
+    ctypedef struct fm_ver:
+        fm_node* eroot
+        fm_node* iroot
+        Py_ssize_t elen
+        Py_ssize_t count
+        Py_ssize_t fill
+        size_t imask
+        int edepth
+        int idepth
     ctypedef struct fm_pending:
         Py_ssize_t n
-    ctypedef struct fm_iter:
-        int depth
-        int want_values
     ctypedef int (*visitproc)(PyObject*, void*)
     ctypedef int (*traverseproc)(PyObject*, visitproc, void*)
     ctypedef int (*inquiry)(PyObject*)
     ctypedef struct PyTypeObject:
         pass
 
-    int FM_BITMAP
-    int FM_COLLISION
-    int FM_HASH_BITS
-    int FM_MAX_DEPTH
+    int FM_EBITS
+    int FM_ECAP
+    int FM_IBITS
+    int FM_ICAP
+    int FM_FBITS
+    int FM_FAN
+    int FM_EMPTY
+    int FM_DUMMY
+    int FM_INNER
+    int FM_ELEAF
+    int FM_ILEAF
     int FM_FREE_THREADED
-    fm_node** fm_children(fm_node*) nogil
-    fm_entry* fm_data(fm_node*) nogil
-    int fm_popcount(uint32_t) nogil
-    uint32_t fm_bitpos(Py_hash_t, int) nogil
-    int fm_chunk(Py_hash_t, int) nogil
-    bint fm_prefix_eq(Py_hash_t, Py_hash_t, int) nogil
-    int fm_eq(PyObject*, PyObject*) except -1
+    fm_node** fm_kids(fm_node*) nogil
+    fm_entry* fm_ents(fm_node*) nogil
+    int32_t* fm_slots(fm_node*) nogil
     void fm_node_incref(fm_node*) nogil
     Py_ssize_t fm_node_refcnt(fm_node*) nogil
     void fm_node_decref(fm_node*)
-    fm_node* fm_node_alloc(int kind, Py_ssize_t nchild, Py_ssize_t ndata, uint64_t edit) except NULL
-    uint64_t fm_next_edit() nogil
     PyObject* fm_load_published(PyObject**) nogil
     PyObject* fm_exchange_published(PyObject**, PyObject*) nogil
     void fm_readers_enter(Py_ssize_t*) nogil
@@ -336,425 +703,38 @@ cdef extern from *:
     void fm_pending_init(fm_pending*) nogil
     int fm_pending_push_obj(fm_pending*, PyObject*) except -1
     int fm_pending_push_node(fm_pending*, fm_node*) except -1
+    int fm_pending_move_last(fm_pending*, fm_pending*) except -1
     void fm_pending_flush(fm_pending*)
-    void fm_iter_init(fm_iter*, fm_node*) nogil
-    fm_entry* fm_iter_next(fm_iter*) nogil
+    fm_entry* fm_entry_at(const fm_ver*, Py_ssize_t) nogil
+    int32_t* fm_slot_at(const fm_ver*, size_t) nogil
+    int fm_probe(const fm_ver*, Py_hash_t, PyObject*, Py_ssize_t*, Py_ssize_t*, Py_ssize_t*) except -1
+    int fm_find(const fm_ver*, Py_hash_t, PyObject*, fm_entry**) except -1
+    Py_ssize_t fm_slot_of(const fm_ver*, Py_hash_t, Py_ssize_t) nogil
+    fm_entry* fm_next_live(const fm_ver*, Py_ssize_t*, Py_ssize_t, fm_entry**) nogil
+    void fm_ver_init(fm_ver*) nogil
+    void fm_ver_share(fm_ver*, const fm_ver*) nogil
+    int fm_ver_release(fm_ver*, fm_pending*) except -1
+    void fm_ver_clear(fm_ver*)
+    int fm_reserve(fm_ver*, Py_ssize_t, fm_pending*) except -1
+    int fm_set_value(fm_ver*, Py_ssize_t, PyObject*, fm_pending*) except -1
+    int fm_insert(fm_ver*, Py_hash_t, PyObject*, PyObject*, Py_ssize_t, fm_pending*) except -1
+    int fm_delete(fm_ver*, Py_ssize_t, Py_ssize_t, fm_pending*) except -1
     object fm_item_tuple(PyObject** cache, PyObject* k, PyObject* v)
     void fm_set_gc_slots(PyTypeObject*, traverseproc, inquiry)
 
     void fm_incref "Py_INCREF"(PyObject*)
     void fm_decref "Py_DECREF"(PyObject*)
     void fm_xdecref "Py_XDECREF"(PyObject*)
+    Py_ssize_t fm_refcnt "Py_REFCNT"(object)
     Py_hash_t fm_hash "PyObject_Hash"(object) except -1
+    int fm_eq "PyObject_RichCompareBool"(PyObject*, PyObject*, int) except -1
     int Py_ReprEnter(object) except -1
     void Py_ReprLeave(object)
-
-
-cdef enum:
-    ST_UNCHANGED = 0
-    ST_REPLACED = 1
-    ST_ADDED = 2
-
-cdef enum:
-    OP_NONE = 0
-    OP_INSERT = 1
-    OP_REMOVE = 2
-    OP_REPLACE = 3
-
-
-# ---------------------------------------------------------------------------------------
-# Persistent / transient trie operations.  A node is *editable* by an operation with edit
-# id ``edit`` when ``edit != 0 and node.edit == edit``: it then has exactly one reference
-# (its parent in the private tree) and is changed in place or "consumed" (its references
-# move to the node returned).  Any other node is left untouched and copied.
-# ---------------------------------------------------------------------------------------
-
-cdef inline fm_entry* _find(fm_node* n, Py_hash_t h, PyObject* key) except? NULL:
-    """The entry for key (hash h) in the tree rooted at n, or NULL (an error is set if
-    __eq__ raised).  The caller must own a reference keeping the tree alive."""
-    cdef int shift = 0
-    cdef uint32_t bit
-    cdef fm_entry* e
-    cdef uint32_t i
-    while n != NULL:
-        if n.kind == FM_BITMAP:
-            bit = fm_bitpos(h, shift)
-            if n.datamap & bit:
-                e = fm_data(n) + fm_popcount(n.datamap & (bit - 1))
-                if e.hash == h and (e.key == key or fm_eq(e.key, key)):
-                    return e
-                return NULL
-            if n.nodemap & bit:
-                n = fm_children(n)[fm_popcount(n.nodemap & (bit - 1))]
-                shift += 5
-                continue
-            return NULL
-        e = fm_data(n)
-        if e[0].hash != h:
-            return NULL
-        for i in range(n.ndata):
-            if e[i].key == key or fm_eq(e[i].key, key):
-                return e + i
-        return NULL
-    return NULL
-
-
-cdef fm_node* _rebuild(fm_node* n, uint32_t datamap, uint32_t nodemap,
-                       int dop, Py_ssize_t didx, fm_entry* dnew,
-                       int cop, Py_ssize_t cidx, fm_node* cnew,
-                       bint steal, uint64_t edit) except NULL:
-    """A node like n with one entry inserted/removed and one child inserted/removed/
-    replaced.  Inserted items are passed with their references.  With steal, n's
-    references move to the result and n's memory is freed (removed/replaced items are the
-    caller's to release); otherwise every kept item is increfed and n is left alone."""
-    cdef Py_ssize_t nd = n.ndata, nc = n.nchild, i, j
-    cdef Py_ssize_t new_nd = nd + (1 if dop == OP_INSERT else (-1 if dop == OP_REMOVE else 0))
-    cdef Py_ssize_t new_nc = nc + (1 if cop == OP_INSERT else (-1 if cop == OP_REMOVE else 0))
-    cdef fm_node* m = fm_node_alloc(n.kind, new_nc, new_nd, edit)
-    cdef fm_node** sc = fm_children(n)
-    cdef fm_node** dc = fm_children(m)
-    cdef fm_entry* sd = fm_data(n)
-    cdef fm_entry* dd = fm_data(m)
-    m.datamap = datamap
-    m.nodemap = nodemap
-    # children
-    j = 0
-    for i in range(nc):
-        if cop == OP_INSERT and i == cidx:
-            dc[j] = cnew
-            j += 1
-        if cop == OP_REMOVE and i == cidx:
-            continue
-        if cop == OP_REPLACE and i == cidx:
-            dc[j] = cnew
-        else:
-            dc[j] = sc[i]
-            if not steal:
-                fm_node_incref(sc[i])
-        j += 1
-    if cop == OP_INSERT and cidx == nc:
-        dc[j] = cnew
-    # entries
-    j = 0
-    for i in range(nd):
-        if dop == OP_INSERT and i == didx:
-            dd[j] = dnew[0]
-            j += 1
-        if dop == OP_REMOVE and i == didx:
-            continue
-        dd[j] = sd[i]
-        if not steal:
-            fm_incref(sd[i].key)
-            fm_incref(sd[i].value)
-        j += 1
-    if dop == OP_INSERT and didx == nd:
-        dd[j] = dnew[0]
-    if steal:
-        PyMem_Free(n)
-    return m
-
-
-cdef fm_node* _with_value(fm_node* n, Py_ssize_t idx, PyObject* value, bint steal,
-                          uint64_t edit, fm_pending* pend) except NULL:
-    cdef fm_node* m
-    cdef fm_entry* d
-    if steal:
-        d = fm_data(n)
-        fm_pending_push_obj(pend, d[idx].value)
-        fm_incref(value)
-        d[idx].value = value
-        return n
-    m = _rebuild(n, n.datamap, n.nodemap, OP_NONE, 0, NULL, OP_NONE, 0, NULL, False, edit)
-    d = fm_data(m)
-    fm_decref(d[idx].value)      # never the last reference: n still holds it
-    fm_incref(value)
-    d[idx].value = value
-    return m
-
-
-cdef fm_node* _make_pair(int shift, Py_hash_t h1, PyObject* k1, PyObject* v1,
-                         Py_hash_t h2, PyObject* k2, PyObject* v2, uint64_t edit) except NULL:
-    """A new subtree (at depth `shift`) holding both entries (takes new references)."""
-    cdef fm_node* m
-    cdef fm_node* child
-    cdef fm_entry* d
-    cdef uint32_t b1, b2
-    if h1 == h2 or shift >= FM_HASH_BITS:
-        m = fm_node_alloc(FM_COLLISION, 0, 2, edit)
-        d = fm_data(m)
-        d[0].hash = h1; d[0].key = k1; d[0].value = v1
-        d[1].hash = h2; d[1].key = k2; d[1].value = v2
-    else:
-        b1 = fm_bitpos(h1, shift)
-        b2 = fm_bitpos(h2, shift)
-        if b1 == b2:
-            child = _make_pair(shift + 5, h1, k1, v1, h2, k2, v2, edit)
-            try:
-                m = fm_node_alloc(FM_BITMAP, 1, 0, edit)
-            except BaseException:
-                fm_node_decref(child)
-                raise
-            m.nodemap = b1
-            fm_children(m)[0] = child
-            return m
-        m = fm_node_alloc(FM_BITMAP, 0, 2, edit)
-        m.datamap = b1 | b2
-        d = fm_data(m)
-        if b1 > b2:
-            d += 1
-        d[0].hash = h1; d[0].key = k1; d[0].value = v1
-        d = fm_data(m) + (0 if b1 > b2 else 1)
-        d[0].hash = h2; d[0].key = k2; d[0].value = v2
-    fm_incref(k1); fm_incref(v1); fm_incref(k2); fm_incref(v2)
-    return m
-
-
-cdef fm_node* _wrap(fm_node* n, bint steal, int shift, Py_hash_t h, PyObject* key,
-                    PyObject* value, uint64_t edit) except NULL:
-    """Subtree at depth `shift` holding collision node n (whose hash differs from h in some
-    chunk >= shift) and the new entry."""
-    cdef Py_hash_t ch = fm_data(n)[0].hash
-    cdef uint32_t bc = fm_bitpos(ch, shift), bn = fm_bitpos(h, shift)
-    cdef fm_node* m
-    cdef fm_node* child
-    cdef fm_entry* d
-    if bc == bn:
-        child = _wrap(n, steal, shift + 5, h, key, value, edit)
-        try:
-            m = fm_node_alloc(FM_BITMAP, 1, 0, edit)
-        except BaseException:
-            fm_node_decref(child)
-            raise
-        m.nodemap = bc
-        fm_children(m)[0] = child
-        return m
-    m = fm_node_alloc(FM_BITMAP, 1, 1, edit)
-    m.nodemap = bc
-    m.datamap = bn
-    fm_children(m)[0] = n
-    if not steal:
-        fm_node_incref(n)
-    d = fm_data(m)
-    d[0].hash = h; d[0].key = key; d[0].value = value
-    fm_incref(key); fm_incref(value)
-    return m
-
-
-cdef fm_node* _replace_child(fm_node* n, Py_ssize_t cidx, fm_node* old, bint old_consumed,
-                             fm_node* new, bint steal, uint64_t edit,
-                             fm_pending* pend) except NULL:
-    if steal:
-        if not old_consumed:
-            fm_pending_push_node(pend, old)
-        fm_children(n)[cidx] = new
-        return n
-    try:
-        return _rebuild(n, n.datamap, n.nodemap, OP_NONE, 0, NULL, OP_REPLACE, cidx, new,
-                        False, edit)
-    except BaseException:
-        fm_node_decref(new)
-        raise
-
-
-cdef fm_node* _assoc(fm_node* n, int shift, Py_hash_t h, PyObject* key, PyObject* value,
-                     uint64_t edit, fm_pending* pend, int* status, PyObject** existing,
-                     bint only_if_absent) except NULL:
-    """Tree n with key -> value.  Returns n itself when nothing changed (status
-    ST_UNCHANGED: the key holds `value` already, or only_if_absent and the key exists) or
-    when n was edited in place.  *existing receives the previous value (borrowed) if any."""
-    cdef bint steal = edit != 0 and n.edit == edit
-    cdef bint child_steal
-    cdef uint32_t bit
-    cdef Py_ssize_t idx, cidx
-    cdef uint32_t i
-    cdef fm_entry* e
-    cdef fm_entry ne
-    cdef fm_node* child
-    cdef fm_node* newchild
-    cdef fm_node* m
-    cdef PyObject* okey
-    cdef PyObject* oval
-    if n.kind == FM_COLLISION:
-        e = fm_data(n)
-        if e[0].hash != h:
-            status[0] = ST_ADDED
-            return _wrap(n, steal, shift, h, key, value, edit)
-        for i in range(n.ndata):
-            if e[i].key == key or fm_eq(e[i].key, key):
-                existing[0] = e[i].value
-                if only_if_absent or e[i].value == value:
-                    status[0] = ST_UNCHANGED
-                    return n
-                status[0] = ST_REPLACED
-                return _with_value(n, i, value, steal, edit, pend)
-        ne.hash = h; ne.key = key; ne.value = value
-        fm_incref(key); fm_incref(value)
-        try:
-            m = _rebuild(n, 0, 0, OP_INSERT, n.ndata, &ne, OP_NONE, 0, NULL, steal, edit)
-        except BaseException:
-            fm_decref(key); fm_decref(value)
-            raise
-        status[0] = ST_ADDED
-        return m
-    bit = fm_bitpos(h, shift)
-    if n.datamap & bit:
-        idx = fm_popcount(n.datamap & (bit - 1))
-        e = fm_data(n) + idx
-        if e.hash == h and (e.key == key or fm_eq(e.key, key)):
-            existing[0] = e.value
-            if only_if_absent or e.value == value:
-                status[0] = ST_UNCHANGED
-                return n
-            status[0] = ST_REPLACED
-            return _with_value(n, idx, value, steal, edit, pend)
-        okey = e.key
-        oval = e.value
-        child = _make_pair(shift + 5, e.hash, okey, oval, h, key, value, edit)
-        cidx = fm_popcount(n.nodemap & (bit - 1))
-        try:
-            m = _rebuild(n, n.datamap & ~bit, n.nodemap | bit, OP_REMOVE, idx, NULL,
-                         OP_INSERT, cidx, child, steal, edit)
-        except BaseException:
-            fm_node_decref(child)
-            raise
-        if steal:
-            fm_decref(okey)      # never the last references: the new child holds them
-            fm_decref(oval)
-        status[0] = ST_ADDED
-        return m
-    if n.nodemap & bit:
-        cidx = fm_popcount(n.nodemap & (bit - 1))
-        child = fm_children(n)[cidx]
-        child_steal = edit != 0 and child.edit == edit
-        newchild = _assoc(child, shift + 5, h, key, value, edit, pend, status, existing,
-                          only_if_absent)
-        if newchild == child:
-            return n
-        return _replace_child(n, cidx, child, child_steal, newchild, steal, edit, pend)
-    idx = fm_popcount(n.datamap & (bit - 1))
-    ne.hash = h; ne.key = key; ne.value = value
-    fm_incref(key); fm_incref(value)
-    try:
-        m = _rebuild(n, n.datamap | bit, n.nodemap, OP_INSERT, idx, &ne, OP_NONE, 0, NULL,
-                     steal, edit)
-    except BaseException:
-        fm_decref(key); fm_decref(value)
-        raise
-    status[0] = ST_ADDED
-    return m
-
-
-cdef fm_node* _assoc_root(fm_node* root, Py_hash_t h, PyObject* key, PyObject* value,
-                          uint64_t edit, fm_pending* pend, int* status, PyObject** existing,
-                          bint only_if_absent) except NULL:
-    cdef fm_node* m
-    cdef fm_entry* d
-    if root == NULL:
-        m = fm_node_alloc(FM_BITMAP, 0, 1, edit)
-        m.datamap = fm_bitpos(h, 0)
-        d = fm_data(m)
-        d[0].hash = h; d[0].key = key; d[0].value = value
-        fm_incref(key); fm_incref(value)
-        status[0] = ST_ADDED
-        return m
-    return _assoc(root, 0, h, key, value, edit, pend, status, existing, only_if_absent)
-
-
-cdef fm_node* _without(fm_node* n, int shift, Py_hash_t h, PyObject* key, uint64_t edit,
-                       fm_pending* pend, int* found, PyObject** okey,
-                       PyObject** oval) except? NULL:
-    """Tree n without key.  Returns n when the key is absent (*found == 0), NULL (with no
-    error set) when the subtree became empty.  *okey/*oval receive the removed entry
-    (borrowed: kept alive by the old version or by pend until after the lock)."""
-    cdef bint steal = edit != 0 and n.edit == edit
-    cdef bint child_steal
-    cdef uint32_t bit
-    cdef Py_ssize_t idx, cidx
-    cdef uint32_t i
-    cdef fm_entry* e
-    cdef fm_entry ne
-    cdef fm_node* child
-    cdef fm_node* newchild
-    cdef fm_node* m
-    if n.kind == FM_COLLISION:
-        e = fm_data(n)
-        if e[0].hash != h:
-            return n
-        for i in range(n.ndata):
-            if e[i].key == key or fm_eq(e[i].key, key):
-                found[0] = 1
-                okey[0] = e[i].key
-                oval[0] = e[i].value
-                if steal:
-                    fm_pending_push_obj(pend, e[i].key)
-                    fm_pending_push_obj(pend, e[i].value)
-                return _rebuild(n, 0, 0, OP_REMOVE, i, NULL, OP_NONE, 0, NULL, steal, edit)
-        return n
-    bit = fm_bitpos(h, shift)
-    if n.datamap & bit:
-        idx = fm_popcount(n.datamap & (bit - 1))
-        e = fm_data(n) + idx
-        if not (e.hash == h and (e.key == key or fm_eq(e.key, key))):
-            return n
-        found[0] = 1
-        okey[0] = e.key
-        oval[0] = e.value
-        if steal:
-            fm_pending_push_obj(pend, e.key)
-            fm_pending_push_obj(pend, e.value)
-        if n.ndata == 1 and n.nchild == 0:
-            if steal:
-                PyMem_Free(n)
-            return NULL
-        return _rebuild(n, n.datamap & ~bit, n.nodemap, OP_REMOVE, idx, NULL, OP_NONE, 0,
-                        NULL, steal, edit)
-    if n.nodemap & bit:
-        cidx = fm_popcount(n.nodemap & (bit - 1))
-        child = fm_children(n)[cidx]
-        child_steal = edit != 0 and child.edit == edit
-        newchild = _without(child, shift + 5, h, key, edit, pend, found, okey, oval)
-        if not found[0]:
-            return n
-        if newchild == NULL:
-            # only reachable for a non-canonical child; handled for robustness
-            if steal and not child_steal:
-                fm_pending_push_node(pend, child)
-            if n.nchild == 1 and n.ndata == 0:
-                if steal:
-                    PyMem_Free(n)
-                return NULL
-            return _rebuild(n, n.datamap, n.nodemap & ~bit, OP_NONE, 0, NULL, OP_REMOVE,
-                            cidx, NULL, steal, edit)
-        if newchild.nchild == 0 and newchild.ndata == 1:
-            # canonical form: a subtree holding one entry is inlined into its parent
-            ne = fm_data(newchild)[0]
-            fm_incref(ne.key); fm_incref(ne.value)
-            if steal and not child_steal:
-                fm_pending_push_node(pend, child)
-            try:
-                m = _rebuild(n, n.datamap | bit, n.nodemap & ~bit, OP_INSERT,
-                             fm_popcount(n.datamap & (bit - 1)), &ne, OP_REMOVE, cidx, NULL,
-                             steal, edit)
-            finally:
-                fm_node_decref(newchild)   # frees it; its entry is held by us (or m)
-            return m
-        return _replace_child(n, cidx, child, child_steal, newchild, steal, edit, pend)
-    return n
-
-
-cdef fm_entry* _first_entry(fm_node* n) noexcept:
-    while n != NULL:
-        if n.ndata:
-            return fm_data(n)
-        n = fm_children(n)[0]
-    return NULL
 
 
 # ---------------------------------------------------------------------------------------
 # Snapshot
 # ---------------------------------------------------------------------------------------
-
-cdef PyObject* _NO_ITEM = NULL
 
 @cython.final
 @cython.freelist(32)
@@ -764,11 +744,10 @@ cdef class Snapshot:
     from a mapping or an iterable of pairs).  It never changes and stays valid forever.
 
     Supports the Mapping API, ``==`` with any mapping, hashing (when all values are
-    hashable) and pickling.  Iteration order is hash order, not insertion order.
+    hashable) and pickling.  Iteration is in insertion order, like dict's.
     ``version`` is the map version it was published as (0 if it was built directly).
     """
-    cdef fm_node* root
-    cdef Py_ssize_t count
+    cdef fm_ver v
     cdef uint64_t _version
     cdef Py_hash_t _hash
     cdef bint _frozen
@@ -776,45 +755,46 @@ cdef class Snapshot:
 
     def __init__(self, mapping=(), /, **kwargs):
         cdef fm_pending pend
-        cdef uint64_t edit
         if self._frozen:
             raise TypeError("Snapshot is immutable")
         self._frozen = True
         self._hash = -1
-        fm_pending_init(&pend)
         items = _collect(mapping, kwargs)
+        fm_pending_init(&pend)
         try:
-            _build(&self.root, &self.count, items, fm_next_edit(), &pend)
+            _ver_update(&self.v, items, &pend)
         finally:
             fm_pending_flush(&pend)
 
     def __dealloc__(self):
-        cdef fm_node* r = self.root
-        self.root = NULL
-        fm_node_decref(r)
+        fm_ver_clear(&self.v)
 
     # -- reading -------------------------------------------------------------------------
     def __len__(self):
-        return self.count
+        return self.v.count
 
     def __getitem__(self, key):
-        cdef fm_entry* e = _find(self.root, fm_hash(key), <PyObject*>key)
-        if e == NULL:
+        cdef fm_entry* e
+        if not fm_find(&self.v, fm_hash(key), <PyObject*>key, &e):
             raise KeyError(key)
         return <object>e.value
 
     def __contains__(self, key):
-        return _find(self.root, fm_hash(key), <PyObject*>key) != NULL
+        cdef fm_entry* e
+        return fm_find(&self.v, fm_hash(key), <PyObject*>key, &e) != 0
 
     def get(self, key, default=None):
         """Return the value for key if key is present, else default."""
-        cdef fm_entry* e = _find(self.root, fm_hash(key), <PyObject*>key)
-        if e == NULL:
+        cdef fm_entry* e
+        if not fm_find(&self.v, fm_hash(key), <PyObject*>key, &e):
             return default
         return <object>e.value
 
     def __iter__(self):
         return _make_iter(self, 0)
+
+    def __reversed__(self):
+        return iter(list(_make_iter(self, 0))[::-1])
 
     def keys(self):
         """A set-like view of the keys (of this immutable snapshot)."""
@@ -834,13 +814,13 @@ cdef class Snapshot:
         return self._version
 
     def to_dict(self):
-        """A new dict with the same items."""
-        cdef fm_iter it
+        """A new dict with the same items, in the same order."""
         cdef fm_entry* e
+        cdef fm_entry* leaf = NULL
+        cdef Py_ssize_t p = 0
         cdef dict d = {}
-        fm_iter_init(&it, self.root)
         while True:
-            e = fm_iter_next(&it)
+            e = fm_next_live(&self.v, &p, self.v.elen, &leaf)
             if e == NULL:
                 break
             d[<object>e.key] = <object>e.value
@@ -887,8 +867,8 @@ cdef class Snapshot:
     __class_getitem__ = classmethod(_GenericAlias)
 
     def _check(self, rehash=False):
-        """Verify the trie invariants (tests); raises AssertionError, returns True."""
-        _check_tree(self.root, self.count, rehash)
+        """Verify the log and index invariants (tests); raises AssertionError, returns True."""
+        _check_ver(&self.v, rehash)
         return True
 
 
@@ -899,38 +879,43 @@ cdef Snapshot _snap_alloc():
     return s
 
 
+cdef Snapshot _snap_share(Snapshot src):
+    """A new Snapshot object sharing src's pages."""
+    cdef Snapshot s = _snap_alloc()
+    fm_ver_share(&s.v, &src.v)
+    return s
+
+
 cdef int _snap_eq(Snapshot a, object other) except -2:
     """1 equal, 0 different, -1 not comparable."""
     cdef Snapshot b
-    cdef fm_iter it
     cdef fm_entry* e
     cdef fm_entry* f
+    cdef fm_entry* leaf = NULL
+    cdef Py_ssize_t p = 0
     if isinstance(other, SnapshotMap):
         other = _load(<SnapshotMap>other)
     if isinstance(other, Snapshot):
         b = <Snapshot>other
-        if a.root == b.root:
-            return 1
-        if a.count != b.count:
+        if a.v.count != b.v.count:
             return 0
-        fm_iter_init(&it, a.root)
+        if a.v.eroot == b.v.eroot and a.v.iroot == b.v.iroot:
+            return 1
         while True:
-            e = fm_iter_next(&it)
+            e = fm_next_live(&a.v, &p, a.v.elen, &leaf)
             if e == NULL:
                 return 1
-            f = _find(b.root, e.hash, e.key)
-            if f == NULL:
+            if not fm_find(&b.v, e.hash, e.key, &f):
                 return 0
-            if not (f.value == e.value or fm_eq(e.value, f.value)):
+            if not (f.value == e.value or fm_eq(e.value, f.value, 2)):
                 return 0
     if isinstance(other, (dict, _abc.Mapping)):
-        if len(other) != a.count:
+        if len(other) != a.v.count:
             return 0
         for k, v in other.items():
-            e = _find(a.root, fm_hash(k), <PyObject*>k)
-            if e == NULL:
+            if not fm_find(&a.v, fm_hash(k), <PyObject*>k, &e):
                 return 0
-            if not (e.value == <PyObject*>v or fm_eq(e.value, <PyObject*>v)):
+            if not (e.value == <PyObject*>v or fm_eq(e.value, <PyObject*>v, 2)):
                 return 0
         return 1
     return -1
@@ -944,7 +929,7 @@ cdef object _repr(str name, object obj):
             s = _load(<SnapshotMap>obj)
         else:
             s = obj
-        if (<Snapshot>s).count == 0:
+        if (<Snapshot>s).v.count == 0:
             return f"{name}()"
         return f"{name}({{" + ", ".join([f"{k!r}: {v!r}" for k, v in _make_iter(s, 2)]) + "})"
     finally:
@@ -957,16 +942,16 @@ cdef list _collect(object mapping, dict kwargs):
     """(hash, key, value) triples of a mapping / iterable of pairs plus keyword arguments,
     computed without holding any lock (this runs the keys' __hash__)."""
     cdef list out = []
-    cdef fm_iter it
     cdef fm_entry* e
+    cdef fm_entry* leaf = NULL
+    cdef Py_ssize_t p = 0
     cdef Snapshot s
     if isinstance(mapping, SnapshotMap):
         mapping = _load(<SnapshotMap>mapping)
     if isinstance(mapping, Snapshot):
         s = <Snapshot>mapping
-        fm_iter_init(&it, s.root)
         while True:
-            e = fm_iter_next(&it)
+            e = fm_next_live(&s.v, &p, s.v.elen, &leaf)
             if e == NULL:
                 break
             out.append((e.hash, <object>e.key, <object>e.value))
@@ -991,31 +976,27 @@ cdef list _collect(object mapping, dict kwargs):
     return out
 
 
-cdef int _build(fm_node** rootp, Py_ssize_t* count, list items, uint64_t edit,
-                fm_pending* pend) except -1:
-    """Insert (hash, key, value) triples into the tree *rootp (an owned reference)
-    transiently, with edit id `edit`.  *rootp is updated after every insert, so when an
-    insert raises (a key's __eq__) it still holds a valid tree with the earlier items."""
-    cdef int status
-    cdef PyObject* existing
-    cdef fm_node* root
-    cdef fm_node* newroot
-    cdef bint root_editable
+cdef bint _ver_update(fm_ver* v, list items, fm_pending* pend) except -1:
+    """Store (hash, key, value) triples into the private version *v, in order.  Returns
+    whether anything changed.  If a key's __eq__ raises, *v is still a valid version
+    holding the earlier items (the caller discards it)."""
     cdef tuple t
+    cdef Py_ssize_t pos, slot, freeslot
+    cdef bint changed = False
+    cdef fm_entry* e
+    if not items:
+        return False
+    fm_reserve(v, len(items), pend)
     for t in items:
-        root = rootp[0]
-        root_editable = root != NULL and root.edit == edit
-        status = ST_UNCHANGED
-        existing = NULL
-        newroot = _assoc_root(root, <Py_hash_t>t[0], <PyObject*>t[1], <PyObject*>t[2], edit,
-                              pend, &status, &existing, False)
-        if newroot != root:
-            if root != NULL and not root_editable:
-                fm_pending_push_node(pend, root)
-            rootp[0] = newroot
-        if status == ST_ADDED:
-            count[0] += 1
-    return 0
+        if fm_probe(v, <Py_hash_t>t[0], <PyObject*>t[1], &pos, &slot, &freeslot):
+            e = fm_entry_at(v, pos)
+            if e.value != <PyObject*>t[2]:
+                fm_set_value(v, pos, <PyObject*>t[2], pend)
+                changed = True
+        else:
+            fm_insert(v, <Py_hash_t>t[0], <PyObject*>t[1], <PyObject*>t[2], freeslot, pend)
+            changed = True
+    return changed
 
 
 # ---------------------------------------------------------------------------------------
@@ -1024,9 +1005,10 @@ cdef int _build(fm_node** rootp, Py_ssize_t* count, list items, uint64_t edit,
 
 @cython.final
 cdef class _SnapshotIterator:
-    """Iterator over one immutable version (keys, values or items)."""
+    """Iterator over one immutable version (keys, values or items), in insertion order."""
     cdef Snapshot _snap
-    cdef fm_iter _it
+    cdef fm_entry* _leaf
+    cdef Py_ssize_t _pos
     cdef Py_ssize_t _remaining
     cdef int _kind
     cdef PyObject* _result
@@ -1039,7 +1021,10 @@ cdef class _SnapshotIterator:
         return self
 
     def __next__(self):
-        cdef fm_entry* e = fm_iter_next(&self._it)
+        cdef fm_entry* e
+        if self._snap is None:
+            raise StopIteration
+        e = fm_next_live(&self._snap.v, &self._pos, self._snap.v.elen, &self._leaf)
         if e == NULL:
             raise StopIteration
         self._remaining -= 1
@@ -1060,9 +1045,9 @@ cdef _SnapshotIterator _make_iter(Snapshot s, int kind):
     cdef _SnapshotIterator it = _SnapshotIterator.__new__(_SnapshotIterator)
     it._snap = s
     it._kind = kind
-    it._remaining = s.count
-    fm_iter_init(&it._it, s.root)
-    it._it.want_values = kind != 0
+    it._remaining = s.v.count
+    it._pos = 0
+    it._leaf = NULL
     return it
 
 
@@ -1072,6 +1057,9 @@ class _KeysView(_abc.KeysView):
 
     def __iter__(self):
         return _make_iter(self._mapping, 0)
+
+    def __reversed__(self):
+        return reversed(self._mapping)
 
     def __contains__(self, key):
         return key in self._mapping
@@ -1090,6 +1078,9 @@ class _ValuesView(_abc.ValuesView):
     def __iter__(self):
         return _make_iter(self._mapping, 1)
 
+    def __reversed__(self):
+        return iter(list(self)[::-1])
+
     def __len__(self):
         return len(self._mapping)
 
@@ -1103,6 +1094,9 @@ class _ItemsView(_abc.ItemsView):
 
     def __iter__(self):
         return _make_iter(self._mapping, 2)
+
+    def __reversed__(self):
+        return iter(list(self)[::-1])
 
     def __contains__(self, item):
         try:
@@ -1132,18 +1126,20 @@ cdef class SnapshotMap:
 
     Every read (``m[k]``, ``get``, ``in``, ``len``, ``==``) and every iterator or view, for
     its whole life, works on exactly one published immutable version.  Writes are
-    serialized by a lock and each publishes a new version (single-key writes copy only
-    one trie path; bulk writes publish once).  ``snapshot()`` is O(1).
+    serialized by a lock and each publishes a new version (a single-key write copies only
+    the pages it touches; bulk writes publish once).  ``snapshot()`` is O(1).
 
-    Key semantics are dict's (hash once per operation, ``1 == 1.0 == True`` is one key,
-    the first-inserted key object is kept, NaN found by identity, ``KeyError(key)``,
-    ``TypeError`` for unhashable keys).  Iteration order is hash order, not insertion
-    order; ``popitem()`` removes an arbitrary item.
+    Key semantics and order are dict's: hash once per operation, ``1 == 1.0 == True`` is
+    one key, the first-inserted key object is kept, NaN found by identity,
+    ``KeyError(key)``, ``TypeError`` for unhashable keys; iteration is in insertion order
+    (an updated key keeps its place) and ``popitem()`` removes the last inserted item.
     """
     cdef PyObject* _cur          # published Snapshot (owned reference); see module docstring
     cdef Py_ssize_t _readers     # readers inside the load window (free-threaded builds)
     cdef uintptr_t _owner        # thread id holding the writer lock, 0 if none
     cdef uint64_t _version       # last published version (writer lock)
+    cdef Py_ssize_t _inplace     # writes applied in place to an unshared version (stats)
+    cdef Py_ssize_t _copied      # writes that published a new Snapshot (stats)
     cdef fm_pending _retired     # Snapshots retired while readers were in the window
     cdef cython.pymutex _lock
     cdef object _gc              # present so that the type takes part in cyclic GC
@@ -1155,13 +1151,12 @@ cdef class SnapshotMap:
         self._cur = <PyObject*>_EMPTY
 
     def __init__(self, mapping=(), /, **kwargs):
-        cdef Snapshot cur
         cdef Snapshot s
         cdef fm_pending pend
-        if self._version == 0 and (<Snapshot>self._cur).count == 0:
+        if self._version == 0 and (<Snapshot>self._cur).v.count == 0:
             # fresh map: the initial contents are version 0
             s = Snapshot(mapping, **kwargs)
-            if s.count:
+            if s.v.count:
                 fm_pending_init(&pend)
                 _acquire(self)
                 try:
@@ -1183,31 +1178,35 @@ cdef class SnapshotMap:
     def __getitem__(self, key):
         cdef Py_hash_t h = fm_hash(key)
         cdef Snapshot s = _load(self)
-        cdef fm_entry* e = _find(s.root, h, <PyObject*>key)
-        if e == NULL:
+        cdef fm_entry* e
+        if not fm_find(&s.v, h, <PyObject*>key, &e):
             raise KeyError(key)
         return <object>e.value
 
     def __contains__(self, key):
         cdef Py_hash_t h = fm_hash(key)
         cdef Snapshot s = _load(self)
-        return _find(s.root, h, <PyObject*>key) != NULL
+        cdef fm_entry* e
+        return fm_find(&s.v, h, <PyObject*>key, &e) != 0
 
     def get(self, key, default=None):
         """Return the value for key if key is present, else default."""
         cdef Py_hash_t h = fm_hash(key)
         cdef Snapshot s = _load(self)
-        cdef fm_entry* e = _find(s.root, h, <PyObject*>key)
-        if e == NULL:
+        cdef fm_entry* e
+        if not fm_find(&s.v, h, <PyObject*>key, &e):
             return default
         return <object>e.value
 
     def __len__(self):
-        return _load(self).count
+        return _load(self).v.count
 
     def __iter__(self):
         """Iterate the keys of the version published when iter() was called."""
         return _make_iter(_load(self), 0)
+
+    def __reversed__(self):
+        return reversed(_load(self))
 
     def keys(self):
         """A set-like view of the keys of the version current now (it never changes)."""
@@ -1252,16 +1251,13 @@ cdef class SnapshotMap:
         return (type(self), (_load(self).to_dict(),))
 
     def copy(self):
-        """A new SnapshotMap with the same contents.  O(1): the trie is shared."""
+        """A new SnapshotMap with the same contents.  O(1): the pages are shared."""
         cdef SnapshotMap m = type(self)()
         cdef Snapshot s = _load(self)
         cdef fm_pending pend
         cdef Snapshot c
-        if s.count:
-            c = _snap_alloc()
-            c.root = s.root
-            fm_node_incref(s.root)
-            c.count = s.count
+        if s.v.count:
+            c = _snap_share(s)
             fm_pending_init(&pend)
             _acquire(m)
             try:
@@ -1279,19 +1275,18 @@ cdef class SnapshotMap:
     # -- single-key writes ---------------------------------------------------------------
     def __setitem__(self, key, value):
         cdef Py_hash_t h = fm_hash(key)
-        cdef PyObject* existing = NULL
-        _write_assoc(self, h, key, value, False, &existing)
+        _write_assoc(self, h, key, value, False)
 
     def __delitem__(self, key):
         cdef Py_hash_t h = fm_hash(key)
-        cdef object value = _write_without(self, h, key, _MISSING)
+        cdef object value = _write_without(self, h, key, None, False)
         if value is _MISSING:
             raise KeyError(key)
 
     def pop(self, key, default=_MISSING):
         """Remove key and return its value; default (or KeyError) if absent."""
         cdef Py_hash_t h = fm_hash(key)
-        value = _write_without(self, h, key, _MISSING)
+        value = _write_without(self, h, key, None, False)
         if value is _MISSING:
             if default is _MISSING:
                 raise KeyError(key)
@@ -1299,7 +1294,8 @@ cdef class SnapshotMap:
         return value
 
     def popitem(self):
-        """Remove and return an arbitrary (key, value) pair; KeyError if empty."""
+        """Remove and return the last inserted (key, value) pair (LIFO, like dict);
+        KeyError if empty."""
         return _write_popitem(self)
 
     def setdefault(self, key, default=None):
@@ -1313,8 +1309,6 @@ cdef class SnapshotMap:
         cdef Snapshot s
         cdef Snapshot cur
         cdef fm_pending pend
-        cdef fm_node* root
-        cdef uint64_t edit
         if not items:
             return
         s = _snap_alloc()
@@ -1322,24 +1316,19 @@ cdef class SnapshotMap:
         _acquire(self)
         try:
             cur = <Snapshot>self._cur
-            root = cur.root
-            if root != NULL:
-                fm_node_incref(root)
-            s.count = cur.count
-            edit = fm_next_edit()
+            fm_ver_share(&s.v, &cur.v)
             try:
-                _build(&root, &s.count, items, edit, &pend)
+                changed = _ver_update(&s.v, items, &pend)
             except BaseException:
-                if root != NULL:
-                    fm_pending_push_node(&pend, root)   # the partial tree (or our extra ref)
+                fm_ver_release(&s.v, &pend)     # the partial private version
                 raise
-            if root != cur.root:
-                s.root = root
+            if changed:
                 self._version += 1
                 s._version = self._version
+                self._copied += 1
                 _publish_locked(self, s, &pend)
-            elif root != NULL:
-                fm_pending_push_node(&pend, root)       # our extra reference
+            else:
+                fm_ver_release(&s.v, &pend)
         finally:
             _release(self)
             fm_pending_flush(&pend)
@@ -1355,7 +1344,7 @@ cdef class SnapshotMap:
         fm_pending_init(&pend)
         _acquire(self)
         try:
-            if (<Snapshot>self._cur).count:
+            if (<Snapshot>self._cur).v.count:
                 self._version += 1
                 s._version = self._version
                 _publish_locked(self, s, &pend)
@@ -1368,7 +1357,7 @@ cdef class SnapshotMap:
         version as a Snapshot.  The new version is built before the lock is taken; a
         Snapshot (or SnapshotMap) argument is adopted in O(1)."""
         cdef Snapshot src
-        cdef Snapshot s = _snap_alloc()
+        cdef Snapshot s
         cdef Snapshot prev
         cdef fm_pending pend
         if isinstance(mapping, SnapshotMap):
@@ -1377,10 +1366,7 @@ cdef class SnapshotMap:
             src = <Snapshot>mapping
         else:
             src = Snapshot(mapping, **kwargs)
-        s.root = src.root
-        if s.root != NULL:
-            fm_node_incref(s.root)
-        s.count = src.count
+        s = _snap_share(src)
         fm_pending_init(&pend)
         _acquire(self)
         try:
@@ -1414,8 +1400,7 @@ cdef class SnapshotMap:
         """Return (existing value, True) if key is present; otherwise store value and
         return (value, False)."""
         cdef Py_hash_t h = fm_hash(key)
-        cdef PyObject* existing = NULL
-        r = _write_assoc(self, h, key, value, True, &existing)
+        r = _write_assoc(self, h, key, value, True)
         if r is _MISSING:
             return (value, False)
         return (r, True)
@@ -1423,7 +1408,7 @@ cdef class SnapshotMap:
     def load_and_delete(self, key):
         """Delete key; return (its value, True), or (None, False) if it was absent."""
         cdef Py_hash_t h = fm_hash(key)
-        value = _write_without(self, h, key, _MISSING)
+        value = _write_without(self, h, key, None, False)
         if value is _MISSING:
             return (None, False)
         return (value, True)
@@ -1432,8 +1417,7 @@ cdef class SnapshotMap:
         """Store value; return (previous value, True), or (None, False) if key was
         absent."""
         cdef Py_hash_t h = fm_hash(key)
-        cdef PyObject* existing = NULL
-        r = _write_assoc(self, h, key, value, False, &existing)
+        r = _write_assoc(self, h, key, value, False)
         if r is _MISSING:
             return (None, False)
         return (r, True)
@@ -1442,20 +1426,20 @@ cdef class SnapshotMap:
         """If key is present and its value is old (identity, then ==), store new and
         return True; otherwise return False (an absent key is never swapped)."""
         cdef Py_hash_t h = fm_hash(key)
-        return _write_cas(self, h, key, old, new, False)
+        return _write_cas(self, h, key, old, new)
 
     def compare_and_delete(self, key, old):
         """If key is present and its value is old (identity, then ==), delete it and
         return True; otherwise return False."""
         cdef Py_hash_t h = fm_hash(key)
-        return _write_cas(self, h, key, old, None, True)
+        return _write_without(self, h, key, old, True) is not _MISSING
 
     # -- tests / debugging ---------------------------------------------------------------
     def _check(self, rehash=False):
         """Verify invariants of the published version (tests); raises AssertionError."""
         cdef Snapshot s = _load(self)
         assert s._version <= self._version or fm_owner_load(&self._owner) != 0, "version"
-        _check_tree(s.root, s.count, rehash)
+        _check_ver(&s.v, rehash)
         return True
 
     def _debug_hold_readers(self, Py_ssize_t delta):
@@ -1466,6 +1450,11 @@ cdef class SnapshotMap:
     def _debug_retired(self):
         """Tests only: number of versions waiting on the retired list."""
         return self._retired.n
+
+    def _debug_stats(self):
+        """Tests / benchmarks: {"in_place": writes applied to an unshared published
+        version, "copied": writes that published a new Snapshot}."""
+        return {"in_place": self._inplace, "copied": self._copied}
 
 
 cdef Snapshot _EMPTY = _snap_alloc()
@@ -1501,88 +1490,124 @@ cdef int _publish_locked(SnapshotMap m, Snapshot s, fm_pending* pend) except -1:
     """Publish s (writer lock held).  The previous version, and earlier retired ones when
     no reader is inside the load window, go to pend (released after the lock)."""
     cdef PyObject* old
-    cdef Py_ssize_t i
     fm_incref(<PyObject*>s)
     old = fm_exchange_published(&m._cur, <PyObject*>s)
     if fm_readers_load(&m._readers) == 0:
         fm_pending_push_obj(pend, old)
-        if m._retired.n:
-            # hand the whole retired list over to pend
-            while m._retired.n:
-                _move_last(&m._retired, pend)
+        while m._retired.n:
+            fm_pending_move_last(&m._retired, pend)
     else:
         fm_pending_push_obj(&m._retired, old)
     return 0
 
 
-cdef extern from *:
-    """
-    static int fm_pending_move_last(fm_pending *src, fm_pending *dst) {
-        void *item = src->items[src->n - 1];
-        if (fm_pending_push(dst, item) < 0) return -1;
-        src->n--;
-        return 0;
-    }
-    """
-    int fm_pending_move_last(fm_pending*, fm_pending*) except -1
+# -- single-key writes on the published version -------------------------------------------
+#
+# Each write runs in two phases under the writer lock: (1) find the key in the published
+# version `cur` (a key's or value's __eq__ may run here, and may release the GIL); (2)
+# with no user code running, change either `cur` itself -- when it is exclusive: GIL
+# build, its Snapshot referenced only by the map and our local `cur`, no reader in the
+# load window -- or a new Snapshot sharing all of cur's pages, which is then published.
+
+cdef inline Snapshot _maybe_prealloc(SnapshotMap m):
+    """Allocate the new Snapshot before the lock when the current one looks shared (a
+    GC-tracked allocation may run arbitrary code, which must not happen under the lock)."""
+    if FM_FREE_THREADED or fm_refcnt(<object>m._cur) > 1:
+        return _snap_alloc()
+    return None
 
 
-cdef inline int _move_last(fm_pending* src, fm_pending* dst) except -1:
-    return fm_pending_move_last(src, dst)
+cdef inline bint _exclusive(SnapshotMap m, Snapshot cur) noexcept:
+    # 2 = the map's reference + our local `cur`
+    return (not FM_FREE_THREADED) and fm_refcnt(cur) == 2 and fm_readers_load(&m._readers) == 0
+
+
+cdef inline void _commit(SnapshotMap m, Snapshot cur, Snapshot s, fm_pending* pend):
+    m._version += 1
+    if s is None:
+        cur._version = m._version
+        cur._hash = -1
+        m._inplace += 1
+        while m._retired.n:              # no reader in the window (checked): reclaim
+            fm_pending_move_last(&m._retired, pend)
+    else:
+        s._version = m._version
+        m._copied += 1
+        _publish_locked(m, s, pend)
 
 
 cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
-                         bint only_if_absent, PyObject** existing):
+                         bint only_if_absent):
     """Single-key store.  Returns the previous value, or _MISSING if key was absent."""
-    cdef Snapshot s = _snap_alloc()
+    cdef Snapshot s = _maybe_prealloc(m)
     cdef Snapshot cur
     cdef fm_pending pend
-    cdef int status = ST_UNCHANGED
-    cdef fm_node* newroot
+    cdef Py_ssize_t pos, slot, freeslot
+    cdef fm_ver* v
+    cdef fm_entry* e
+    cdef int found
     cdef object result = _MISSING
     fm_pending_init(&pend)
     _acquire(m)
     try:
         cur = <Snapshot>m._cur
-        newroot = _assoc_root(cur.root, h, <PyObject*>key, <PyObject*>value, 0, &pend,
-                              &status, existing, only_if_absent)
-        if existing[0] != NULL:
-            result = <object>existing[0]
-        if newroot != cur.root:
-            s.root = newroot
-            s.count = cur.count + (1 if status == ST_ADDED else 0)
-            m._version += 1
-            s._version = m._version
-            _publish_locked(m, s, &pend)
+        found = fm_probe(&cur.v, h, <PyObject*>key, &pos, &slot, &freeslot)
+        if found:
+            e = fm_entry_at(&cur.v, pos)
+            result = <object>e.value
+            if only_if_absent or e.value == <PyObject*>value:
+                return result
+        if _exclusive(m, cur):
+            s = None
+            v = &cur.v
+        else:
+            if s is None:
+                s = _snap_alloc()
+            fm_ver_share(&s.v, &cur.v)
+            v = &s.v
+        if found:
+            fm_set_value(v, pos, <PyObject*>value, &pend)
+        else:
+            fm_insert(v, h, <PyObject*>key, <PyObject*>value, freeslot, &pend)
+        _commit(m, cur, s, &pend)
     finally:
         _release(m)
         fm_pending_flush(&pend)
     return result
 
 
-cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object missing):
-    """Single-key delete.  Returns the removed value, or `missing`."""
-    cdef Snapshot s = _snap_alloc()
+cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object old,
+                           bint compare):
+    """Single-key delete (if compare: only when the value is old, identity then ==).
+    Returns the removed value, or _MISSING."""
+    cdef Snapshot s = _maybe_prealloc(m)
     cdef Snapshot cur
     cdef fm_pending pend
-    cdef int found = 0
-    cdef PyObject* okey = NULL
-    cdef PyObject* oval = NULL
-    cdef fm_node* newroot
-    cdef object result = missing
+    cdef Py_ssize_t pos, slot
+    cdef fm_ver* v
+    cdef fm_entry* e
+    cdef object result = _MISSING
     fm_pending_init(&pend)
     _acquire(m)
     try:
         cur = <Snapshot>m._cur
-        if cur.root != NULL:
-            newroot = _without(cur.root, 0, h, <PyObject*>key, 0, &pend, &found, &okey, &oval)
-            if found:
-                result = <object>oval
-                s.root = newroot
-                s.count = cur.count - 1
-                m._version += 1
-                s._version = m._version
-                _publish_locked(m, s, &pend)
+        if not fm_probe(&cur.v, h, <PyObject*>key, &pos, &slot, NULL):
+            return _MISSING
+        e = fm_entry_at(&cur.v, pos)
+        if compare and not (e.value == <PyObject*>old or fm_eq(e.value, <PyObject*>old, 2)):
+            return _MISSING
+        # the version cannot change while we hold the lock; cur keeps e alive
+        result = <object>e.value
+        if _exclusive(m, cur):
+            s = None
+            v = &cur.v
+        else:
+            if s is None:
+                s = _snap_alloc()
+            fm_ver_share(&s.v, &cur.v)
+            v = &s.v
+        fm_delete(v, pos, slot, &pend)
+        _commit(m, cur, s, &pend)
     finally:
         _release(m)
         fm_pending_flush(&pend)
@@ -1590,27 +1615,34 @@ cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object missin
 
 
 cdef object _write_popitem(SnapshotMap m):
-    cdef Snapshot s = _snap_alloc()
+    cdef Snapshot s = _maybe_prealloc(m)
     cdef Snapshot cur
     cdef fm_pending pend
-    cdef int found = 0
-    cdef PyObject* okey = NULL
-    cdef PyObject* oval = NULL
+    cdef Py_ssize_t pos, slot
+    cdef fm_ver* v
     cdef fm_entry* e
     cdef object result = None
     fm_pending_init(&pend)
     _acquire(m)
     try:
         cur = <Snapshot>m._cur
-        e = _first_entry(cur.root)
-        if e != NULL:
-            # identity match on the stored key: no user code runs
-            s.root = _without(cur.root, 0, e.hash, e.key, 0, &pend, &found, &okey, &oval)
-            result = (<object>okey, <object>oval)
-            s.count = cur.count - 1
-            m._version += 1
-            s._version = m._version
-            _publish_locked(m, s, &pend)
+        if cur.v.count:
+            # the last log position always holds the last live entry; its index slot is
+            # found by position, so no user code runs
+            pos = cur.v.elen - 1
+            e = fm_entry_at(&cur.v, pos)
+            result = (<object>e.key, <object>e.value)
+            slot = fm_slot_of(&cur.v, e.hash, pos)
+            if _exclusive(m, cur):
+                s = None
+                v = &cur.v
+            else:
+                if s is None:
+                    s = _snap_alloc()
+                fm_ver_share(&s.v, &cur.v)
+                v = &s.v
+            fm_delete(v, pos, slot, &pend)
+            _commit(m, cur, s, &pend)
     finally:
         _release(m)
         fm_pending_flush(&pend)
@@ -1619,41 +1651,33 @@ cdef object _write_popitem(SnapshotMap m):
     return result
 
 
-cdef bint _write_cas(SnapshotMap m, Py_hash_t h, object key, object old, object new,
-                     bint delete) except -1:
-    cdef Snapshot s = _snap_alloc()
+cdef bint _write_cas(SnapshotMap m, Py_hash_t h, object key, object old, object new) except -1:
+    cdef Snapshot s = _maybe_prealloc(m)
     cdef Snapshot cur
     cdef fm_pending pend
+    cdef Py_ssize_t pos, slot
+    cdef fm_ver* v
     cdef fm_entry* e
-    cdef int status = ST_UNCHANGED
-    cdef int found = 0
-    cdef PyObject* existing = NULL
-    cdef PyObject* okey = NULL
-    cdef PyObject* oval = NULL
-    cdef fm_node* newroot
     cdef bint ok = False
     fm_pending_init(&pend)
     _acquire(m)
     try:
         cur = <Snapshot>m._cur
-        e = _find(cur.root, h, <PyObject*>key)
-        if e != NULL:
+        if fm_probe(&cur.v, h, <PyObject*>key, &pos, &slot, NULL):
+            e = fm_entry_at(&cur.v, pos)
             # the version cannot change while we hold the lock; cur keeps e alive
-            ok = e.value == <PyObject*>old or fm_eq(e.value, <PyObject*>old)
-        if ok:
-            if delete:
-                newroot = _without(cur.root, 0, h, <PyObject*>key, 0, &pend, &found, &okey,
-                                   &oval)
-                s.count = cur.count - 1
+            ok = e.value == <PyObject*>old or fm_eq(e.value, <PyObject*>old, 2)
+        if ok and e.value != <PyObject*>new:
+            if _exclusive(m, cur):
+                s = None
+                v = &cur.v
             else:
-                newroot = _assoc(cur.root, 0, h, <PyObject*>key, <PyObject*>new, 0, &pend,
-                                 &status, &existing, False)
-                s.count = cur.count
-            if newroot != cur.root:
-                s.root = newroot
-                m._version += 1
-                s._version = m._version
-                _publish_locked(m, s, &pend)
+                if s is None:
+                    s = _snap_alloc()
+                fm_ver_share(&s.v, &cur.v)
+                v = &s.v
+            fm_set_value(v, pos, <PyObject*>new, &pend)
+            _commit(m, cur, s, &pend)
     finally:
         _release(m)
         fm_pending_flush(&pend)
@@ -1672,9 +1696,8 @@ cdef class Batch:
     own writes."""
     cdef SnapshotMap _map
     cdef Snapshot _base
-    cdef fm_node* _root
-    cdef Py_ssize_t _count
-    cdef uint64_t _edit
+    cdef fm_ver _v             # the private version (shares pages with _base until written)
+    cdef bint _dirty
     cdef fm_pending _pend
     cdef int _state            # 0 new, 1 active, 2 finished
     cdef int _reading          # nested read operations in progress
@@ -1689,13 +1712,12 @@ cdef class Batch:
             # abandoned inside its block (e.g. a generator that was never resumed):
             # discard the writes and free the writer lock
             self._state = 2
-            if self._root != NULL:
-                fm_pending_push_node(&self._pend, self._root)
-                self._root = NULL
+            fm_pending_push_node(&self._pend, self._v.eroot)
+            fm_pending_push_node(&self._pend, self._v.iroot)
+            fm_ver_init(&self._v)
             _release(self._map)
-        elif self._root != NULL:
-            fm_node_decref(self._root)
-            self._root = NULL
+        else:
+            fm_ver_clear(&self._v)
         fm_pending_flush(&self._pend)
 
     def __enter__(self):
@@ -1703,11 +1725,7 @@ cdef class Batch:
             raise RuntimeError("a SnapshotMap batch can be entered only once")
         _acquire(self._map)
         self._base = <Snapshot>self._map._cur
-        self._root = self._base.root
-        if self._root != NULL:
-            fm_node_incref(self._root)
-        self._count = self._base.count
-        self._edit = fm_next_edit()
+        fm_ver_share(&self._v, &self._base.v)
         self._thread = <uintptr_t>PyThread_get_thread_ident()
         self._state = 1
         return self
@@ -1722,17 +1740,16 @@ cdef class Batch:
             raise RuntimeError("batch exited during one of its own operations")
         self._state = 2
         try:
-            if exc_type is None and self._root != self._base.root:
+            if exc_type is None and self._dirty:
                 s = _snap_alloc()
-                s.root = self._root
-                s.count = self._count
-                self._root = NULL
+                s.v = self._v                    # the batch's references move to s
+                fm_ver_init(&self._v)
                 self._map._version += 1
                 s._version = self._map._version
+                self._map._copied += 1
                 _publish_locked(self._map, s, &self._pend)
-            elif self._root != NULL:
-                fm_pending_push_node(&self._pend, self._root)
-                self._root = NULL
+            else:
+                fm_ver_release(&self._v, &self._pend)
         finally:
             self._base = None
             _release(self._map)
@@ -1768,68 +1785,48 @@ cdef class Batch:
 
     cdef object _assoc(self, object key, object value, bint only_if_absent):
         cdef Py_hash_t h
-        cdef int status = ST_UNCHANGED
-        cdef PyObject* existing = NULL
+        cdef Py_ssize_t pos, slot, freeslot
+        cdef fm_entry* e
         cdef object result = _MISSING
-        cdef fm_node* root
-        cdef fm_node* newroot
-        cdef bint root_editable
         self._enter_write()
         try:
             h = fm_hash(key)
-            root = self._root
-            root_editable = root != NULL and root.edit == self._edit
-            newroot = _assoc_root(root, h, <PyObject*>key, <PyObject*>value, self._edit,
-                                  &self._pend, &status, &existing, only_if_absent)
-            if existing != NULL:
-                result = <object>existing
-            if newroot != root:
-                if root != NULL and not root_editable:
-                    fm_pending_push_node(&self._pend, root)
-                self._root = newroot
-            if status == ST_ADDED:
-                self._count += 1
+            if fm_probe(&self._v, h, <PyObject*>key, &pos, &slot, &freeslot):
+                e = fm_entry_at(&self._v, pos)
+                result = <object>e.value
+                if not only_if_absent and e.value != <PyObject*>value:
+                    fm_set_value(&self._v, pos, <PyObject*>value, &self._pend)
+                    self._dirty = True
+            else:
+                fm_insert(&self._v, h, <PyObject*>key, <PyObject*>value, freeslot, &self._pend)
+                self._dirty = True
         finally:
             self._leave()
         return result
 
     cdef object _without(self, object key):
         cdef Py_hash_t h
-        cdef int found = 0
-        cdef PyObject* okey = NULL
-        cdef PyObject* oval = NULL
-        cdef fm_node* root
-        cdef fm_node* newroot
-        cdef bint root_editable
+        cdef Py_ssize_t pos, slot
+        cdef fm_entry* e
         cdef object result = _MISSING
         self._enter_write()
         try:
             h = fm_hash(key)
-            root = self._root
-            if root != NULL:
-                root_editable = root.edit == self._edit
-                newroot = _without(root, 0, h, <PyObject*>key, self._edit, &self._pend,
-                                   &found, &okey, &oval)
-                if found:
-                    result = <object>oval
-                    if newroot != root:
-                        if not root_editable:
-                            fm_pending_push_node(&self._pend, root)
-                        self._root = newroot
-                    self._count -= 1
+            if fm_probe(&self._v, h, <PyObject*>key, &pos, &slot, NULL):
+                e = fm_entry_at(&self._v, pos)
+                result = <object>e.value       # kept alive by us past the pending release
+                fm_delete(&self._v, pos, slot, &self._pend)
+                self._dirty = True
         finally:
             self._leave()
         return result
 
     cdef Snapshot _freeze(self):
-        """An immutable Snapshot of the batch's current state; later batch writes copy."""
+        """An immutable Snapshot of the batch's current state; later batch writes copy the
+        pages they touch (the shared pages now have a second reference)."""
         cdef Snapshot s = _snap_alloc()
-        s.root = self._root
-        if s.root != NULL:
-            fm_node_incref(s.root)
-        s.count = self._count
+        fm_ver_share(&s.v, &self._v)
         s._version = self._base._version
-        self._edit = fm_next_edit()
         return s
 
     # -- mapping API -----------------------------------------------------------------
@@ -1844,8 +1841,7 @@ cdef class Batch:
         cdef fm_entry* e
         self._enter_read()
         try:
-            e = _find(self._root, fm_hash(key), <PyObject*>key)
-            if e == NULL:
+            if not fm_find(&self._v, fm_hash(key), <PyObject*>key, &e):
                 raise KeyError(key)
             return <object>e.value
         finally:
@@ -1855,24 +1851,24 @@ cdef class Batch:
         cdef fm_entry* e
         self._enter_read()
         try:
-            e = _find(self._root, fm_hash(key), <PyObject*>key)
-            if e == NULL:
+            if not fm_find(&self._v, fm_hash(key), <PyObject*>key, &e):
                 return default
             return <object>e.value
         finally:
             self._leave()
 
     def __contains__(self, key):
+        cdef fm_entry* e
         self._enter_read()
         try:
-            return _find(self._root, fm_hash(key), <PyObject*>key) != NULL
+            return fm_find(&self._v, fm_hash(key), <PyObject*>key, &e) != 0
         finally:
             self._leave()
 
     def __len__(self):
         self._enter_read()
         self._leave()
-        return self._count
+        return self._v.count
 
     def snapshot(self):
         """The batch's current state as an immutable Snapshot (not published)."""
@@ -1901,16 +1897,22 @@ cdef class Batch:
         return value
 
     def popitem(self):
+        """Remove and return the last inserted (key, value) pair."""
         cdef fm_entry* e
-        self._enter_read()
+        cdef Py_ssize_t pos, slot
+        self._enter_write()
         try:
-            e = _first_entry(self._root)
-            if e == NULL:
+            if self._v.count == 0:
                 raise KeyError("popitem(): batch is empty")
-            key = <object>e.key
+            pos = self._v.elen - 1
+            e = fm_entry_at(&self._v, pos)
+            result = (<object>e.key, <object>e.value)
+            slot = fm_slot_of(&self._v, e.hash, pos)
+            fm_delete(&self._v, pos, slot, &self._pend)
+            self._dirty = True
         finally:
             self._leave()
-        return (key, self._without(key))
+        return result
 
     def setdefault(self, key, default=None):
         r = self._assoc(key, default, True)
@@ -1923,117 +1925,165 @@ cdef class Batch:
         items = _collect(other, kwargs)
         self._enter_write()
         try:
-            _build(&self._root, &self._count, items, self._edit, &self._pend)
+            if _ver_update(&self._v, items, &self._pend):
+                self._dirty = True
+        except BaseException:
+            self._dirty = True       # earlier items of this update may have been applied
+            raise
         finally:
             self._leave()
 
     def clear(self):
         self._enter_write()
         try:
-            if self._root != NULL:
-                fm_pending_push_node(&self._pend, self._root)
-                self._root = NULL
-            self._count = 0
+            if self._v.count:
+                fm_ver_release(&self._v, &self._pend)
+                self._dirty = True
         finally:
             self._leave()
 
     def __repr__(self):
         state = ("active" if self._state == 1 else "finished" if self._state == 2 else "new")
-        return f"<SnapshotMap batch ({state}, {self._count} items)>"
+        return f"<SnapshotMap batch ({state}, {self._v.count} items)>"
 
 
 # ---------------------------------------------------------------------------------------
 # invariant checker
 # ---------------------------------------------------------------------------------------
 
-cdef Py_ssize_t _check_node(fm_node* n, int shift, Py_hash_t prefix, bint is_root,
-                            bint rehash) except -1:
-    cdef Py_ssize_t total = 0, sub
-    cdef uint32_t i, j
-    cdef int k
-    cdef fm_entry* d = fm_data(n)
-    cdef fm_node** c = fm_children(n)
-    cdef uint32_t bits
+cdef Py_ssize_t _check_tree(fm_node* n, int depth, int leafbits, int kind, size_t base,
+                            size_t limit, Py_ssize_t elen) except -1:
+    """Structure of one page tree; returns the number of leaf pages.  For the log, records
+    at positions >= elen must be holes."""
+    cdef Py_ssize_t total = 0
+    cdef size_t span
+    cdef uint32_t i
+    cdef fm_entry* e
     assert fm_node_refcnt(n) >= 1, "node refcount < 1"
-    if n.kind == FM_COLLISION:
-        assert not is_root, "collision node at the root"
-        assert n.nchild == 0, "collision node with children"
-        assert n.ndata >= 2, "collision node with fewer than 2 entries"
-        for i in range(n.ndata):
-            assert d[i].hash == d[0].hash, "collision node entries with different hashes"
-            assert fm_prefix_eq(d[i].hash, prefix, shift), "collision entry under wrong prefix"
-            for j in range(i):
-                assert d[i].key != d[j].key, "duplicate key object in collision node"
-            if rehash:
-                assert hash(<object>d[i].key) == d[i].hash, "stored hash differs from hash(key)"
-        return n.ndata
-    assert n.kind == FM_BITMAP, "unknown node kind"
-    assert (n.datamap & n.nodemap) == 0, "slot is both entry and child"
-    assert fm_popcount(n.datamap) == <int>n.ndata, "datamap/ndata mismatch"
-    assert fm_popcount(n.nodemap) == <int>n.nchild, "nodemap/nchild mismatch"
-    assert n.ndata + n.nchild >= 1, "empty node"
-    if not is_root:
-        assert not (n.ndata == 1 and n.nchild == 0), "non-canonical single-entry subtree"
-    i = 0
-    bits = n.datamap
-    for k in range(32):
-        if bits & (<uint32_t>1 << k):
-            assert fm_chunk(d[i].hash, shift) == k, "entry in the wrong slot"
-            assert fm_prefix_eq(d[i].hash, prefix, shift), "entry under the wrong prefix"
-            if rehash:
-                assert hash(<object>d[i].key) == d[i].hash, "stored hash differs from hash(key)"
-            i += 1
-    i = 0
-    bits = n.nodemap
-    for k in range(32):
-        if bits & (<uint32_t>1 << k):
-            assert c[i] != NULL, "NULL child"
-            sub = _check_node(c[i], shift + 5,
-                              <Py_hash_t>(<size_t>prefix | (<size_t>k << shift)), False, rehash)
-            assert sub >= 2, "child subtree with fewer than 2 entries"
-            total += sub
-            i += 1
-    return total + n.ndata
+    if depth == 0:
+        assert n.kind == kind, "leaf page of the wrong kind"
+        if kind == FM_ELEAF:
+            e = fm_ents(n)
+            for i in range(n.cap):
+                if <Py_ssize_t>(base + i) >= elen:
+                    assert e[i].key == NULL and e[i].value == NULL, "live record beyond elen"
+                else:
+                    assert (e[i].key == NULL) == (e[i].value == NULL), "half a record"
+        return 1
+    assert n.kind == FM_INNER and n.cap == FM_FAN, "bad inner node"
+    span = (<size_t>1) << (leafbits + FM_FBITS * (depth - 1))
+    for i in range(FM_FAN):
+        if fm_kids(n)[i] != NULL:
+            total += _check_tree(fm_kids(n)[i], depth - 1, leafbits, kind, base + i * span,
+                                 limit, elen)
+    return total
 
 
-cdef int _check_tree(fm_node* root, Py_ssize_t count, bint rehash) except -1:
-    cdef Py_ssize_t n = 0
-    if root == NULL:
-        assert count == 0, "empty tree with nonzero count"
+cdef int _check_ver(fm_ver* v, bint rehash) except -1:
+    cdef Py_ssize_t p, live = 0, nslots, used = 0, filled = 0, pos
+    cdef size_t i, mask, perturb
+    cdef int32_t ix
+    cdef fm_entry* e
+    cdef bytearray seen
+    assert v.count >= 0 and v.elen >= v.count, "counts"
+    if v.count == 0:
+        assert v.eroot == NULL and v.iroot == NULL and v.elen == 0 and v.fill == 0, \
+            "empty version still holds pages"
         return 0
-    n = _check_node(root, 0, 0, True, rehash)
-    assert n == count, f"count {count} != {n} entries in the trie"
+    assert v.eroot != NULL and v.iroot != NULL, "missing pages"
+    # log
+    if v.edepth == 0:
+        assert v.eroot.kind == FM_ELEAF and v.eroot.cap <= FM_ECAP, "bad root leaf"
+        assert v.elen <= v.eroot.cap, "elen beyond the root leaf"
+    else:
+        assert v.elen <= (<Py_ssize_t>FM_ECAP << (FM_FBITS * v.edepth)), "elen beyond the tree"
+    _check_tree(v.eroot, v.edepth, FM_EBITS, FM_ELEAF, 0, 0, v.elen)
+    for p in range(v.elen):
+        e = fm_entry_at(v, p)
+        if e.key != NULL:
+            live += 1
+            if rehash:
+                assert hash(<object>e.key) == e.hash, "stored hash differs from hash(key)"
+    assert live == v.count, f"count {v.count} != {live} live records"
+    assert fm_entry_at(v, v.elen - 1).key != NULL, "trailing hole (popitem must be LIFO)"
+    assert v.elen - v.count <= max(v.count, 32), "too many holes (compaction missed)"
+    # index
+    nslots = v.imask + 1
+    assert nslots >= 8 and (nslots & v.imask) == 0, "index size not a power of two"
+    if nslots <= FM_ICAP:
+        assert v.idepth == 0 and v.iroot.cap == nslots, "bad small index"
+    else:
+        assert (<size_t>FM_ICAP << (FM_FBITS * v.idepth)) >= <size_t>nslots, "index tree too shallow"
+        assert (<size_t>FM_ICAP << (FM_FBITS * (v.idepth - 1))) < <size_t>nslots, "index tree too deep"
+        assert _check_tree(v.iroot, v.idepth, FM_IBITS, FM_ILEAF, 0, 0, 0) == nslots // FM_ICAP, \
+            "index pages missing"
+    seen = bytearray(v.elen)
+    for i in range(<size_t>nslots):
+        ix = fm_slot_at(v, i)[0]
+        if ix != FM_EMPTY:
+            filled += 1
+        if ix >= 0:
+            used += 1
+            assert ix < v.elen, "index slot beyond the log"
+            assert not seen[ix], "two index slots for one record"
+            seen[ix] = 1
+            assert fm_entry_at(v, ix).key != NULL, "index slot pointing to a hole"
+        else:
+            assert ix == FM_EMPTY or ix == FM_DUMMY, "bad index slot value"
+    assert used == v.count, "index does not cover every live record"
+    assert filled == v.fill, f"fill {v.fill} != {filled}"
+    assert filled * 3 <= nslots * 2, "index too full"
+    # every record is reachable by probing its hash without crossing an EMPTY slot
+    for p in range(v.elen):
+        e = fm_entry_at(v, p)
+        if e.key == NULL:
+            continue
+        mask = v.imask
+        perturb = <size_t>e.hash
+        i = <size_t>e.hash & mask
+        while True:
+            ix = fm_slot_at(v, i)[0]
+            assert ix != FM_EMPTY, "record not reachable from its hash"
+            if ix == p:
+                break
+            perturb >>= 5
+            i = (i * 5 + perturb + 1) & mask
+        if rehash:
+            # no equal key earlier on the probe sequence (keys are unique)
+            assert fm_probe(v, e.hash, e.key, &pos, NULL, NULL) == 1 and pos == p, \
+                "an equal key is stored twice"
     return 0
 
 
 # ---------------------------------------------------------------------------------------
-# cyclic GC support.  Trie nodes are not Python objects and can be shared by several
-# versions, so a container may only report the references it owns alone: a Snapshot
-# visits the keys and values of the nodes reachable from its root through nodes whose
-# reference count is 1.  Entries in shared nodes are not visited (conservative: a cycle
-# through them is collected once the sharing versions are gone).
+# cyclic GC support.  Pages are not Python objects and can be shared by several versions,
+# so a container may only report the references it owns alone: a Snapshot visits the keys
+# and values of the log pages reachable from its root through nodes whose reference count
+# is 1.  Records in shared pages are not visited (conservative: a cycle through them is
+# collected once the sharing versions are gone).
 # ---------------------------------------------------------------------------------------
 
 cdef int _visit_node(fm_node* n, visitproc visit, void* arg) noexcept:
     cdef uint32_t i
     cdef int r
-    cdef fm_entry* d
-    cdef fm_node** c
+    cdef fm_entry* e
     if n == NULL or fm_node_refcnt(n) != 1:
         return 0
-    d = fm_data(n)
-    for i in range(n.ndata):
-        r = visit(d[i].key, arg)
-        if r:
-            return r
-        r = visit(d[i].value, arg)
-        if r:
-            return r
-    c = fm_children(n)
-    for i in range(n.nchild):
-        r = _visit_node(c[i], visit, arg)
-        if r:
-            return r
+    if n.kind == FM_ELEAF:
+        e = fm_ents(n)
+        for i in range(n.cap):
+            if e[i].key != NULL:
+                r = visit(e[i].key, arg)
+                if r:
+                    return r
+                r = visit(e[i].value, arg)
+                if r:
+                    return r
+    elif n.kind == FM_INNER:
+        for i in range(n.cap):
+            r = _visit_node(fm_kids(n)[i], visit, arg)
+            if r:
+                return r
     return 0
 
 
@@ -2047,15 +2097,12 @@ cdef int _snap_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
     cdef int r = _orig_snap_traverse(o, visit, arg)
     if r:
         return r
-    return _visit_node((<Snapshot>o).root, visit, arg)
+    return _visit_node((<Snapshot>o).v.eroot, visit, arg)
 
 
 cdef int _snap_clear(PyObject* o) noexcept:
     cdef Snapshot s = <Snapshot>o
-    cdef fm_node* r = s.root
-    s.root = NULL
-    s.count = 0
-    fm_node_decref(r)
+    fm_ver_clear(&s.v)
     return _orig_snap_clear(o)
 
 
