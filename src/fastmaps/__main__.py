@@ -259,10 +259,10 @@ def main(argv=None):
                  "pool.get+put", best_of(pool_pair, np_)))
 
     _step(5, steps, f"done in {time.perf_counter() - t_start:.1f} s")
-    print(f"\n{'':12}{'operation':36}{'plain Python':>26}{'fastmaps':>25}{'ratio':>9}")
+    print(f"\n{'':12}{'operation':36}{'plain Python':>26}{'fastmaps':>25}{'ratio':>13}")
     for group, op, rname, rt, cname, ct in rows:
         print(f"{group:12}{op:36}{rname:>15} {fmt_t(rt):>10}{cname:>14} {fmt_t(ct):>10}"
-              f"{fmt_ratio(ct / rt):>9}")
+              f"{fmt_ratio(ct / rt):>13}")
     print(f"\nratio = fastmaps time / plain Python time (below 1: fastmaps is faster); best "
           f"of 3 runs, GC off.\nA dict rebuilds its table inside one insert when it grows; "
           f"HashMap spreads that work, so\nits worst insert here was {d_worst / h_worst:,.0f}x "
