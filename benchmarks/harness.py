@@ -162,12 +162,17 @@ def powers_of_ten(lo: int, hi: int) -> List[int]:
     return [10 ** e for e in range(lo, hi + 1)]
 
 
+_REPORTED_MISSING: set = set()
+
+
 def optional_peer(module: str):
-    """Import a peer package, or report that it is skipped and return None."""
+    """Import a peer package, or report (once) that it is skipped and return None."""
     try:
         return __import__(module)
     except ImportError:
-        progress(f"  peer {module!r} is not installed: skipped (pip install '.[bench]')")
+        if module not in _REPORTED_MISSING:
+            _REPORTED_MISSING.add(module)
+            progress(f"  peer {module!r} is not installed: skipped (pip install '.[bench]')")
         return None
 
 
