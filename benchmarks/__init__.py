@@ -1,1 +1,2 @@
-"""fastmaps benchmarks. Run with ``python -m benchmarks`` (see benchmarks/README.md)."""
+"""fastmaps benchmarks: ``python -m benchmarks --quick`` or ``--full`` (see __main__.py and
+docs/performance.md for the method)."""

@@ -1,10 +1,16 @@
-"""HashMap vs dict, measured in one process: pauses while growing, common operations,
-building, clear-and-refill, memory per entry.
+"""HashMap vs dict and cykhash, measured in one process: pauses while growing, common
+operations, building, clear-and-refill, memory per entry.
 
     python -m benchmarks.bench_hashmap [--quick] [--out benchmarks/results]
 
-Writes hashmap.json (all figures), hashmap.md (the table of ratios) and
-hashmap_latency.png (per-insert latency against map size) into --out.
+(``python -m benchmarks`` runs this together with the other structures.) Writes
+hashmap.json (all figures, including the per-insert latency trace reduced to the worst insert
+of each bucket) and hashmap.md (the tables) into --out; ``python -m benchmarks.plot`` draws
+the PNGs from the JSON.
+
+Peers: ``dict`` is the reference every ratio is divided by. cykhash's ``PyObjectMap`` (any
+hashable keys) and ``Int64toInt64Map`` (int64 keys and values, int keys only) are measured in
+the same interleaved rounds when cykhash is installed, and skipped otherwise.
 """
 import argparse
 import gc
@@ -15,12 +21,31 @@ from array import array
 
 from fastmaps import HashMap
 
-from .harness import (Results, compare, geomean, int_keys, miss_keys, percentile,
-                      perf_counter_ns, progress, str_keys, timer_overhead_ns)
+from .harness import (Results, compare_many, geomean, int_keys, miss_keys, optional_peer,
+                      percentile, perf_counter_ns, powers_of_ten, progress, str_keys,
+                      timer_overhead_ns)
+
+TRACE_BUCKETS = 500       # the stored trace keeps the worst insert of each of this many runs
 
 
-def latency_trace(cls, keys):
-    """Per-insert latency (ns, timer overhead subtracted) while growing from empty."""
+def peers(kind):
+    """{name: (factory, presized factory or None, value)} for the structures compared with
+    dict; cykhash ones only when installed (and the int64 map only for int keys)."""
+    out = {"HashMap": (HashMap, HashMap.with_capacity, None)}
+    cykhash = optional_peer("cykhash")
+    if cykhash is not None:
+        out["cykhash.PyObjectMap"] = (
+            cykhash.PyObjectMap,
+            lambda n: cykhash.PyObjectMap(number_of_elements_hint=n), None)
+        if kind == "int":
+            out["cykhash.Int64toInt64Map"] = (
+                cykhash.Int64toInt64Map,
+                lambda n: cykhash.Int64toInt64Map(number_of_elements_hint=n), 0)
+    return out
+
+
+def latency_trace(cls, keys, value=None):
+    """Per-insert latency (ns, timer overhead not yet subtracted) while growing from empty."""
     out = array("q", bytes(8 * len(keys)))
     t = perf_counter_ns
     m = cls()
@@ -30,7 +55,7 @@ def latency_trace(cls, keys):
         i = 0
         for k in keys:
             t0 = t()
-            m[k] = None
+            m[k] = value
             out[i] = t() - t0
             i += 1
     finally:
@@ -45,12 +70,22 @@ def summarize(trace, overhead):
             "p9999_ns": percentile(s, 0.9999), "median_ns": percentile(s, 0.5)}
 
 
-def op_benchmarks(n, kind, repeats):
+def bucket_max(trace, bucket, overhead):
+    """The worst insert (ns, overhead subtracted) of each run of ``bucket`` inserts."""
+    return [max(0, max(trace[i:i + bucket]) - overhead) for i in range(0, len(trace), bucket)]
+
+
+def op_benchmarks(n, kind, repeats, target_ops):
     keys = int_keys(n) if kind == "int" else str_keys(n)
     miss = miss_keys(keys)
+    cands = peers(kind)
+    filled = {name: f() for name, (f, _, _) in cands.items()}
+    for name, (_, _, v) in cands.items():
+        c = filled[name]
+        for k in keys:
+            c[k] = 1
     d = dict.fromkeys(keys, 1)
-    m = HashMap.fromkeys(keys, 1)
-    reps = max(1, 1_000_000 // n)
+    reps = max(1, target_ops // n)
 
     def hit(c):
         def f():
@@ -109,55 +144,34 @@ def op_benchmarks(n, kind, repeats):
     rows = {}
     for name, mk in (("lookup hit", hit), ("lookup miss (get)", miss_get), ("in", contains),
                      ("update existing", update), ("iterate", iterate)):
-        rt, ct, ratio = compare(mk(d), mk(m), ops=n * reps, repeats=repeats)
-        rows[name] = (rt.median, ct.median, ratio)
-    rt, ct, ratio = compare(build(dict), build(HashMap), ops=n * reps, repeats=repeats)
-    rows["build from empty"] = (rt.median, ct.median, ratio)
-    rt, ct, ratio = compare(build(dict), build(lambda: HashMap.with_capacity(n)),
-                            ops=n * reps, repeats=repeats)
-    rows["build with_capacity(n)"] = (rt.median, ct.median, ratio)
-    rt, ct, ratio = compare(refill(dict(), False), refill(HashMap(), True),
-                            ops=n * reps, repeats=repeats)
-    rows["clear+refill (keep_capacity)"] = (rt.median, ct.median, ratio)
+        rows[name] = compare_many(mk(d), {p: mk(c) for p, c in filled.items()},
+                                  ops=n * reps, repeats=repeats)
+    rows["build from empty"] = compare_many(
+        build(dict), {p: build(f) for p, (f, _, _) in cands.items()},
+        ops=n * reps, repeats=repeats)
+    rows["build presized (with_capacity(n))"] = compare_many(
+        build(dict), {p: build(lambda pf=pf: pf(n)) for p, (_, pf, _) in cands.items()},
+        ops=n * reps, repeats=repeats)
+    rows["clear+refill (keep_capacity)"] = compare_many(
+        refill(dict(), False),
+        {p: refill(f(), p == "HashMap") for p, (f, _, _) in cands.items()},
+        ops=n * reps, repeats=repeats)
     return rows
 
 
-def bytes_per_entry(cls, keys):
+def bytes_per_entry(cls, keys, value=None):
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         c = cls()
         for k in keys:
-            c[k] = None
+            c[k] = value
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
     del c
     return (after - before) / len(keys)
-
-
-def plot(traces, n, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    bucket = 2048
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for label, trace, color in traces:
-        xs, ys = [], []
-        for start in range(0, len(trace), bucket):
-            xs.append(start + bucket)
-            ys.append(max(trace[start:start + bucket]) / 1e6)
-        ax.plot(xs, ys, label=label, color=color, linewidth=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("map size (keys)")
-    ax.set_ylabel(f"worst insert in each run of {bucket} (ms, log)")
-    ax.set_title(f"Per-insert latency while growing to {n:,} int keys")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None):
@@ -166,38 +180,45 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args(argv)
     res = Results("hashmap")
-    sizes = (1_000, 100_000) if args.quick else (1_000, 100_000, 1_000_000)
+    sizes = powers_of_ten(3, 5)[::2] if args.quick else powers_of_ten(3, 6)
     repeats = 3 if args.quick else 5
+    target_ops = 300_000 if args.quick else 1_000_000
     grow_to = 1_000_000 if args.quick else 4_000_000
+    res.extra.update(quick=args.quick, sizes=sizes, repeats=repeats, ops_per_call=target_ops)
 
-    progress(f"[hashmap] latency trace: growing dict and HashMap to {grow_to:,} int keys")
+    progress(f"[hashmap] latency trace: growing each map to {grow_to:,} int keys")
     overhead = timer_overhead_ns()
     keys = list(range(grow_to))
-    td = latency_trace(dict, keys)
-    th = latency_trace(HashMap, keys)
-    sd, sh = summarize(td, overhead), summarize(th, overhead)
-    res.extra["latency"] = {"keys": grow_to, "timer_overhead_ns": overhead,
-                            "dict": sd, "HashMap": sh,
-                            "worst_ratio": sh["worst_ns"] / sd["worst_ns"]}
-    if not args.quick:
-        try:
-            plot([("dict", td, "tab:red"), ("fastmaps.HashMap", th, "tab:blue")], grow_to,
-                 os.path.join(args.out, "hashmap_latency.png"))
-        except ImportError:
-            progress("  matplotlib not installed: no plot (pip install '.[bench]')")
-    del td, th
+    bucket = max(1, grow_to // TRACE_BUCKETS)
+    lat = {"keys": grow_to, "timer_overhead_ns": overhead, "bucket": bucket, "trace_max_ns": {}}
+    for name, (factory, _, value) in [("dict", (dict, None, None))] + list(peers("int").items()):
+        progress(f"  {name}")
+        tr = latency_trace(factory, keys, value)
+        lat[name] = summarize(tr, overhead)
+        lat["trace_max_ns"][name] = bucket_max(tr, bucket, overhead)
+        del tr
+    lat["worst_ratio"] = lat["HashMap"]["worst_ns"] / lat["dict"]["worst_ns"]
+    res.extra["latency"] = lat
 
     for kind in ("int", "str"):
         for n in sizes:
             progress(f"[hashmap] operations, {kind} keys, n={n:,}")
-            for op, (ref, cand, ratio) in op_benchmarks(n, kind, repeats).items():
-                res.add(kind=kind, n=n, op=op, dict_s=ref, hashmap_s=cand, ratio=ratio)
+            for op, (rt, cands) in op_benchmarks(n, kind, repeats, target_ops).items():
+                ht, ratio = cands["HashMap"]
+                res.add(kind=kind, n=n, op=op, dict_s=rt.median, hashmap_s=ht.median,
+                        ratio=ratio, dict_min_s=rt.min, dict_max_s=rt.max,
+                        hashmap_min_s=ht.min, hashmap_max_s=ht.max,
+                        peers={p: {"s": t.median, "min_s": t.min, "max_s": t.max, "ratio": r}
+                               for p, (t, r) in cands.items() if p != "HashMap"})
 
-    progress("[hashmap] memory per entry at 1e6 (tracemalloc)")
+    mem_n = 1_000_000
+    progress(f"[hashmap] memory per entry at {mem_n:,} entries (tracemalloc)")
     mem = {}
     for kind in ("int", "str"):
-        ks = int_keys(1_000_000) if kind == "int" else str_keys(1_000_000)
-        mem[kind] = {"dict": bytes_per_entry(dict, ks), "HashMap": bytes_per_entry(HashMap, ks)}
+        ks = int_keys(mem_n) if kind == "int" else str_keys(mem_n)
+        mem[kind] = {"dict": bytes_per_entry(dict, ks)}
+        for name, (factory, _, value) in peers(kind).items():
+            mem[kind][name] = bytes_per_entry(factory, ks, value)
     res.extra["bytes_per_entry_1e6"] = mem
 
     read_ops = ("lookup hit", "lookup miss (get)", "in", "update existing", "iterate")
@@ -211,37 +232,59 @@ def main(argv=None):
         f.write(table)
     print(table)
     progress(f"[hashmap] wrote {path}")
+    return 0
+
+
+ORDER = ("dict", "HashMap", "cykhash.PyObjectMap", "cykhash.Int64toInt64Map")
+
+
+def _order(name):
+    """Tables list dict, HashMap, then the peers (JSON files store keys sorted)."""
+    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
 
 
 def render(res):
     lat = res.extra["latency"]
-    lines = [f"# HashMap vs dict ({res.machine['python']}, {res.machine.get('cpu_model', '?')})",
-             "", f"Growing to {lat['keys']:,} int keys, per-insert latency (timer overhead "
+    names = sorted((k for k in lat if isinstance(lat[k], dict) and "worst_ns" in lat[k]),
+                   key=_order)
+    lines = [f"# HashMap vs dict and cykhash (Python {res.machine['python']}, "
+             f"{res.machine.get('cpu_model', '?')})", "",
+             f"Growing to {lat['keys']:,} int keys, per-insert latency (timer overhead "
              f"{lat['timer_overhead_ns']:.0f} ns subtracted):", "",
              "| | worst | p99.99 | p99.9 | p99 | median |", "|---|---|---|---|---|---|"]
-    for name in ("dict", "HashMap"):
+    for name in names:
         s = lat[name]
         lines.append(f"| {name} | {s['worst_ns']/1e6:.3f} ms | {s['p9999_ns']/1e3:.1f} µs | "
                      f"{s['p999_ns']/1e3:.2f} µs | {s['p99_ns']:.0f} ns | {s['median_ns']:.0f} ns |")
+    sizes = sorted({r["n"] for r in res.rows})
     lines += ["", f"Worst HashMap insert / worst dict insert: **{lat['worst_ratio']:.4f}**", "",
-              "Time ratios HashMap / dict (median of repeats; below 1 = HashMap faster):", "",
-              "| operation | keys | " + " | ".join(f"n={n:,}" for n in sorted({r['n'] for r in res.rows})) + " |",
-              "|---|---|" + "---|" * len({r['n'] for r in res.rows})]
+              "Time ratios against dict (median of the repeats, each structure measured "
+              "interleaved with dict in the same run; below 1 = faster than dict):", "",
+              "| operation | keys | structure | " + " | ".join(f"n={n:,}" for n in sizes) + " |",
+              "|---|---|---|" + "---|" * len(sizes)]
     ops = []
     for r in res.rows:
         if (r["op"], r["kind"]) not in ops:
             ops.append((r["op"], r["kind"]))
     for op, kind in ops:
-        cells = [f"{r['ratio']:.2f}" for r in res.rows if r["op"] == op and r["kind"] == kind]
-        lines.append(f"| {op} | {kind} | " + " | ".join(cells) + " |")
-    lines += ["", f"Read operations (hit, miss, in, update, iterate): geometric mean "
+        rows = [r for r in res.rows if r["op"] == op and r["kind"] == kind]
+        structs = ["HashMap"] + sorted(rows[0].get("peers", {}), key=_order)
+        for s in structs:
+            cells = [f"{(r['ratio'] if s == 'HashMap' else r['peers'][s]['ratio']):.2f}"
+                     for r in rows]
+            label = f"**{s}**" if s == "HashMap" else s
+            lines.append(f"| {op} | {kind} | {label} | " + " | ".join(cells) + " |")
+    lines += ["", f"HashMap read operations (hit, miss, in, update, iterate): geometric mean "
               f"**{res.extra['read_ops_geomean']:.3f}**, max {res.extra['read_ops_max']:.2f}", ""]
     mem = res.extra.get("bytes_per_entry_1e6")
     if mem:
-        lines += ["Memory per entry at 1e6 entries (tracemalloc, container only):", "",
-                  "| keys | dict | HashMap |", "|---|---|---|"]
+        cols = sorted(mem["int"], key=_order)
+        lines += ["Memory per entry at 1e6 entries (tracemalloc, the container only; keys and "
+                  "values are not counted):", "",
+                  "| keys | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         for kind, v in mem.items():
-            lines.append(f"| {kind} | {v['dict']:.1f} B | {v['HashMap']:.1f} B |")
+            lines.append(f"| {kind} | " + " | ".join(
+                f"{v[c]:.1f} B" if c in v else "n/a" for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -365,6 +365,7 @@ def print_table(res: Results) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="skip the 1e6 size, fewer repeats")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     sizes = [1000, 100_000] if args.quick else [1000, 100_000, 1_000_000]
     repeats = 3 if args.quick else 5
@@ -379,9 +380,8 @@ def main(argv=None) -> int:
     bench_worst_write(res, max(sizes))
     bench_reads_under_writer(res, 100_000)
     print_table(res)
-    if not args.quick:
-        path = res.write(os.path.join(HERE, "results"))
-        print(f"\nwrote {path}")
+    path = res.write(args.out)
+    print(f"\nwrote {path}")
     return 0
 
 

@@ -7,7 +7,15 @@ Method (the same for every structure):
 * we report the median, min and max of the repeats, in seconds per operation;
 * ratios are always taken against a reference measured in the same process, in the same run,
   interleaved with the candidate (reference, candidate, reference, candidate, ...), so that
-  machine noise affects both sides alike.
+  machine noise affects both sides alike (``compare`` for one candidate, ``compare_many``
+  for several peers at once);
+* per-operation latency traces subtract the measured cost of the timer call itself
+  (``timer_overhead_ns``);
+* sizes are powers of ten (``powers_of_ten``); optional peers are imported with
+  ``optional_peer`` and skipped with a message when they are not installed.
+
+Every results file records the machine, the Python version and the versions of fastmaps and
+of every peer package (``machine_info``), so a number never travels without its context.
 """
 from __future__ import annotations
 
@@ -24,6 +32,9 @@ from typing import Callable, Dict, List, Optional
 
 perf_counter = time.perf_counter
 perf_counter_ns = time.perf_counter_ns
+
+
+PEER_PACKAGES = ("cykhash", "immutables", "matplotlib", "Cython")
 
 
 def rng(seed: int = 12345) -> random.Random:
@@ -108,6 +119,75 @@ def compare(ref: Callable[[], object], cand: Callable[[], object], ops: int = 1,
     return rt, ct, ct.median / rt.median
 
 
+def compare_many(ref: Callable[[], object], cands: Dict[str, Callable[[], object]],
+                 ops: int = 1, repeats: int = 5, warmup: int = 1) -> tuple:
+    """Time a reference and several candidates interleaved, round-robin, in one run.
+
+    Returns (ref Timing, {name: (Timing, ratio)}) with ratio = candidate median / reference
+    median, like ``compare`` but sharing the reference between peers, so every peer is
+    measured under the same machine conditions as the reference it is divided by.
+    """
+    names = list(cands)
+    for _ in range(warmup):
+        ref()
+        for name in names:
+            cands[name]()
+    rs: List[float] = []
+    cs: Dict[str, List[float]] = {name: [] for name in names}
+    gc_was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            t0 = perf_counter()
+            ref()
+            rs.append((perf_counter() - t0) / ops)
+            for name in names:
+                t0 = perf_counter()
+                cands[name]()
+                cs[name].append((perf_counter() - t0) / ops)
+    finally:
+        if gc_was:
+            gc.enable()
+    rt = Timing(statistics.median(rs), min(rs), max(rs), repeats)
+    out = {}
+    for name in names:
+        ct = Timing(statistics.median(cs[name]), min(cs[name]), max(cs[name]), repeats)
+        out[name] = (ct, ct.median / rt.median)
+    return rt, out
+
+
+def powers_of_ten(lo: int, hi: int) -> List[int]:
+    """[10**lo, ..., 10**hi]: benchmark sizes are always powers of ten."""
+    return [10 ** e for e in range(lo, hi + 1)]
+
+
+_REPORTED_MISSING: set = set()
+
+
+def optional_peer(module: str):
+    """Import a peer package, or report (once) that it is skipped and return None."""
+    try:
+        return __import__(module)
+    except ImportError:
+        if module not in _REPORTED_MISSING:
+            _REPORTED_MISSING.add(module)
+            progress(f"  peer {module!r} is not installed: skipped (pip install '.[bench]')")
+        return None
+
+
+def package_versions(names=PEER_PACKAGES) -> Dict[str, Optional[str]]:
+    """Installed distribution versions (None when not installed)."""
+    from importlib import metadata
+    out: Dict[str, Optional[str]] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def timer_overhead_ns(samples: int = 100_000) -> float:
     """Median cost of one perf_counter_ns() pair, subtracted from per-operation traces."""
     best = []
@@ -155,6 +235,7 @@ def machine_info() -> dict:
         info["fastmaps"] = fastmaps.__version__
     except Exception:  # pragma: no cover - benchmarks need fastmaps, but report cleanly
         info["fastmaps"] = None
+    info["packages"] = package_versions()
     return info
 
 
