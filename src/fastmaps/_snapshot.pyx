@@ -144,6 +144,15 @@ cdef extern from *:
         Py_ssize_t fill;       /* index slots that are not EMPTY */
         size_t imask;          /* index slots - 1 */
         int edepth, idepth;    /* inner levels above the leaf pages */
+        /* incremental migration (see "Migration" in the module docstring); oroot == NULL:
+           none running.  Log positions [0, mw): compacted, indexed in the new index
+           (iroot); [mw, mr): the gap, holes only, indexed nowhere; [mr, mend): not yet
+           visited, live ones indexed in the old index (oroot); [mend, elen): appended
+           during the migration, indexed in the new index. */
+        fm_node *oroot;
+        size_t omask;
+        int odepth;
+        Py_ssize_t mw, mr, mend;
     } fm_ver;
 
     static inline fm_node **fm_kids(fm_node *n) { return (fm_node **)(n + 1); }
@@ -288,16 +297,51 @@ cdef extern from *:
             n = fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
         return fm_ents(n) + ((size_t)p & (FM_ECAP - 1));
     }
-    static inline int32_t *fm_slot_at(const fm_ver *v, size_t i) {
-        fm_node *n = v->iroot;
+    static inline int32_t *fm_islot_at(fm_node *n, int depth, size_t i) {
         int d;
-        for (d = v->idepth; d > 0; d--)
+        for (d = depth; d > 0; d--)
             n = fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
         return fm_slots(n) + (i & (FM_ICAP - 1));
     }
-    /* Probe for key (hash h).  1: found (*pos, and *slot if given); 0: absent (*freeslot,
-       if given: the first DUMMY slot on the probe sequence, else the EMPTY slot ending it;
-       -1 when there is no index); -1: error (__eq__ raised).  The caller owns a reference
+    static inline int32_t *fm_slot_at(const fm_ver *v, size_t i) {
+        return fm_islot_at(v->iroot, v->idepth, i);
+    }
+    /* During a migration: is log position p indexed by the old index? */
+    static inline int fm_in_old(const fm_ver *v, Py_ssize_t p) {
+        return v->oroot != NULL && p >= v->mr && p < v->mend;
+    }
+    /* The old-index half of fm_probe (the key is not in the new index).  Slots of the old
+       index pointing outside [mr, mend) are stale (their records moved) and are skipped
+       without touching the log.  A hit's slot is reported as -2 - i. */
+    static int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key, Py_ssize_t *pos,
+                            Py_ssize_t *slot) {
+        size_t mask = v->omask, perturb = (size_t)h, i = (size_t)h & mask;
+        for (;;) {
+            int32_t ix = *fm_islot_at(v->oroot, v->odepth, i);
+            if (ix >= 0) {
+                if (ix >= v->mr && ix < v->mend) {
+                    fm_entry *e = fm_entry_at(v, ix);
+                    if (e->key == key) goto found;
+                    if (e->hash == h) {
+                        int r = PyObject_RichCompareBool(e->key, key, Py_EQ);
+                        if (r < 0) return -1;
+                        if (r > 0) goto found;
+                    }
+                }
+            } else if (ix == FM_EMPTY) return 0;
+            perturb >>= 5;
+            i = (i * 5 + perturb + 1) & mask;
+            continue;
+        found:
+            *pos = ix;
+            if (slot) *slot = -2 - (Py_ssize_t)i;
+            return 1;
+        }
+    }
+    /* Probe for key (hash h).  1: found (*pos, and *slot if given: >= 0 in the index,
+       <= -2 for slot -2 - *slot of the old index during a migration); 0: absent
+       (*freeslot, if given: the first DUMMY slot of the (new) index on the probe sequence,
+       else the EMPTY slot ending it; -1 when there is no index); -1: error (__eq__ raised).  The caller owns a reference
        keeping the version alive (or holds the lock guarding a private version); the
        version cannot change while __eq__ runs. */
     static inline int fm_probe(const fm_ver *v, Py_hash_t h, PyObject *key, Py_ssize_t *pos,
@@ -318,6 +362,7 @@ cdef extern from *:
                 }
             } else if (ix == FM_EMPTY) {
                 if (freeslot) *freeslot = fs >= 0 ? fs : (Py_ssize_t)i;
+                if (v->oroot != NULL) return fm_probe_old(v, h, key, pos, slot);
                 return 0;
             } else if (fs < 0) fs = (Py_ssize_t)i;
             perturb >>= 5;
@@ -335,18 +380,26 @@ cdef extern from *:
         if (r > 0) *out = fm_entry_at(v, pos);
         return r;
     }
-    /* The index slot holding log position pos (whose hash is h).  No user code. */
-    static Py_ssize_t fm_slot_of(const fm_ver *v, Py_hash_t h, Py_ssize_t pos) {
-        size_t mask = v->imask, perturb = (size_t)h, i = (size_t)h & mask;
+    /* The slot of an index (root n, depth, mask) holding log position pos (whose hash is
+       h), -1 if none.  No user code. */
+    static Py_ssize_t fm_islot_of(fm_node *n, int depth, size_t mask, Py_hash_t h, Py_ssize_t pos) {
+        size_t perturb = (size_t)h, i = (size_t)h & mask;
         for (;;) {
-            int32_t ix = *fm_slot_at(v, i);
+            int32_t ix = *fm_islot_at(n, depth, i);
             if (ix == pos) return (Py_ssize_t)i;
             if (ix == FM_EMPTY) return -1;
             perturb >>= 5;
             i = (i * 5 + perturb + 1) & mask;
         }
     }
-    /* First EMPTY or DUMMY slot on h's probe sequence (the key is known to be absent). */
+    /* The slot holding live log position pos, encoded as fm_probe reports it. */
+    static Py_ssize_t fm_slot_of(const fm_ver *v, Py_hash_t h, Py_ssize_t pos) {
+        if (fm_in_old(v, pos))
+            return -2 - fm_islot_of(v->oroot, v->odepth, v->omask, h, pos);
+        return fm_islot_of(v->iroot, v->idepth, v->imask, h, pos);
+    }
+    /* First EMPTY or DUMMY slot of the (new) index on h's probe sequence (the key is known
+       to be absent from it). */
     static Py_ssize_t fm_free_slot(const fm_ver *v, Py_hash_t h) {
         size_t mask = v->imask, perturb = (size_t)h, i = (size_t)h & mask;
         for (;;) {
@@ -378,21 +431,24 @@ cdef extern from *:
         *dst = *src;
         if (dst->eroot) fm_node_incref(dst->eroot);
         if (dst->iroot) fm_node_incref(dst->iroot);
+        if (dst->oroot) fm_node_incref(dst->oroot);
     }
     /* Hand v's pages to pend (released after the lock) and make v empty. */
     static int fm_ver_release(fm_ver *v, fm_pending *pend) {
-        if (fm_pending_reserve(pend, 2) < 0) return -1;
+        if (fm_pending_reserve(pend, 3) < 0) return -1;
         fm_pending_push_node(pend, v->eroot);
         fm_pending_push_node(pend, v->iroot);
+        fm_pending_push_node(pend, v->oroot);
         fm_ver_init(v);
         return 0;
     }
     /* Drop v's pages now (may run user code: only outside the lock). */
     static void fm_ver_clear(fm_ver *v) {
-        fm_node *e = v->eroot, *i = v->iroot;
+        fm_node *e = v->eroot, *i = v->iroot, *o = v->oroot;
         fm_ver_init(v);
         fm_node_decref(e);
         fm_node_decref(i);
+        fm_node_decref(o);
     }
 
     /* ---- making pages writable (the caller holds v exclusively; no user code runs) ---- */
@@ -458,93 +514,162 @@ cdef extern from *:
             slot = &fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
         }
     }
-    static int32_t *fm_slot_writable(fm_ver *v, size_t i, fm_pending *pend) {
-        fm_node **slot = &v->iroot, *n;
+    /* The slot i of an index (root *root, `depth` levels), writable. */
+    static int32_t *fm_islot_writable(fm_node **root, int depth, size_t i, fm_pending *pend) {
+        fm_node **slot = root, *n;
         int d;
-        for (d = v->idepth; ; d--) {
+        for (d = depth; ; d--) {
             n = fm_own(slot, pend);
             if (n == NULL) return NULL;
             if (d == 0) return fm_slots(n) + (i & (FM_ICAP - 1));
             slot = &fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
         }
     }
-
-    /* ---- rebuilds ---- */
-    /* An index tree of `depth` inner levels covering slots [base, nslots) (EMPTY);
-       children wholly beyond nslots stay NULL and are never reached. */
-    static fm_node *fm_index_tree(int depth, size_t base, size_t nslots) {
-        fm_node *n;
-        size_t span, c;
-        if (depth == 0) return fm_node_new(FM_ILEAF, FM_ICAP);
-        n = fm_node_new(FM_INNER, FM_FAN);
-        if (n == NULL) return NULL;
-        span = (size_t)FM_ICAP << (FM_FBITS * (depth - 1));
-        for (c = 0; c < FM_FAN && base + c * span < nslots; c++) {
-            fm_node *k = fm_index_tree(depth - 1, base + c * span, nslots);
-            if (k == NULL) { fm_node_free(n); return NULL; }
-            fm_kids(n)[c] = k;
-        }
-        return n;
+    /* A slot as fm_probe / fm_slot_of report it (>= 0: index, <= -2: old index), writable. */
+    static int32_t *fm_slot_writable(fm_ver *v, Py_ssize_t slot, fm_pending *pend) {
+        if (slot >= 0) return fm_islot_writable(&v->iroot, v->idepth, (size_t)slot, pend);
+        return fm_islot_writable(&v->oroot, v->odepth, (size_t)(-2 - slot), pend);
     }
-    /* Replace v's index by a fresh one of nslots slots (a power of two >= 8), compacting
-       the log first if `compact`.  Builds everything aside and swaps at the end: on error v
-       is unchanged.  No user code runs (stored hashes are used; keys are distinct). */
-    static int fm_rebuild(fm_ver *v, size_t nslots, int compact, fm_pending *pend) {
-        fm_ver nv;
-        Py_ssize_t p;
-        fm_entry *leaf = NULL, *e;
-        int depth = 0;
-        size_t span;
-        fm_ver_init(&nv);
-        if (fm_pending_reserve(pend, 4) < 0) return -1;
-        /* log */
-        if (compact && v->count != v->elen) {
-            p = 0;
-            while ((e = fm_next_live(v, &p, v->elen, &leaf)) != NULL) {
-                fm_entry *d = fm_entry_writable(&nv, nv.elen, pend);
-                if (d == NULL) goto fail;
-                *d = *e;
-                Py_INCREF(d->key); Py_INCREF(d->value);
-                nv.elen++;
+
+    /* ---- tuning (tests: _set_tuning) and counters ---- */
+    static Py_ssize_t fm_t_step = 8;          /* log positions a write advances a migration */
+    static Py_ssize_t fm_t_sync_below = 1024; /* migrations of logs this short run at once */
+    static Py_ssize_t fm_forced = 0;          /* migrations finished at once because the new
+                                                 index filled up (sizing makes this 0) */
+
+    /* ---- shared, never-freed pages: all-EMPTY index nodes of every depth and an
+            all-hole log page.  A new index is one of them (O(1), no memset); a log page
+            entirely inside a migration's gap is replaced by the hole page.  Their
+            reference count never drops to 0 (this file holds one), so fm_own always copies
+            them on first write: that copy is the lazy allocation. ---- */
+    #define FM_EMPTY_LEVELS 8
+    static fm_node *fm_empty_inodes[FM_EMPTY_LEVELS];
+    static fm_node *fm_hole_page;
+    static int fm_empty_init(void) {
+        int d;
+        uint32_t i;
+        if (fm_hole_page != NULL) return 0;
+        fm_empty_inodes[0] = fm_node_new(FM_ILEAF, FM_ICAP);
+        if (fm_empty_inodes[0] == NULL) return -1;
+        for (d = 1; d < FM_EMPTY_LEVELS; d++) {
+            fm_node *n = fm_node_new(FM_INNER, FM_FAN);
+            if (n == NULL) return -1;
+            for (i = 0; i < FM_FAN; i++) {
+                fm_kids(n)[i] = fm_empty_inodes[d - 1];
+                fm_node_incref(fm_empty_inodes[d - 1]);
             }
-        } else {
-            nv.eroot = v->eroot; nv.edepth = v->edepth; nv.elen = v->elen;
-            if (nv.eroot) fm_node_incref(nv.eroot);
+            fm_empty_inodes[d] = n;
         }
-        nv.count = v->count;
-        /* index */
+        fm_hole_page = fm_node_new(FM_ELEAF, FM_ECAP);
+        return fm_hole_page == NULL ? -1 : 0;
+    }
+    /* A new all-EMPTY index of nslots (a power of two >= 8) slots: O(1) above one page. */
+    static int fm_index_new(size_t nslots, fm_node **root, int *depth) {
+        int d = 0;
+        size_t span = FM_ICAP;
         if (nslots <= FM_ICAP) {
-            nv.iroot = fm_node_new(FM_ILEAF, (uint32_t)nslots);
-        } else {
-            span = FM_ICAP;
-            while (span < nslots) { span <<= FM_FBITS; depth++; }
-            nv.iroot = fm_index_tree(depth, 0, nslots);
+            fm_node *n = fm_node_new(FM_ILEAF, (uint32_t)nslots);
+            if (n == NULL) return -1;
+            *root = n; *depth = 0;
+            return 0;
         }
-        if (nv.iroot == NULL) goto fail;
-        nv.idepth = depth;
-        nv.imask = nslots - 1;
-        p = 0; leaf = NULL;
-        while ((e = fm_next_live(&nv, &p, nv.elen, &leaf)) != NULL) {
-            size_t mask = nv.imask, perturb = (size_t)e->hash, i = (size_t)e->hash & mask;
-            int32_t *s;
-            for (;;) {
-                s = fm_slot_at(&nv, i);
-                if (*s == FM_EMPTY) break;
-                perturb >>= 5;
-                i = (i * 5 + perturb + 1) & mask;
-            }
-            *s = (int32_t)(p - 1);
-        }
-        nv.fill = nv.count;
-        /* swap */
-        fm_pending_push_node(pend, v->eroot);
-        fm_pending_push_node(pend, v->iroot);
-        *v = nv;
+        while (span < nslots) { span <<= FM_FBITS; d++; }
+        if (d >= FM_EMPTY_LEVELS) { PyErr_NoMemory(); return -1; }
+        fm_node_incref(fm_empty_inodes[d]);
+        *root = fm_empty_inodes[d]; *depth = d;
         return 0;
-    fail:
-        fm_pending_push_node(pend, nv.eroot);
-        fm_pending_push_node(pend, nv.iroot);
-        return -1;
+    }
+    /* Replace the log page holding positions [p, p + FM_ECAP) (all holes) by the shared
+       hole page, freeing it (it is copied back if the compaction cursor reaches it). */
+    static int fm_drop_page(fm_ver *v, Py_ssize_t p, fm_pending *pend) {
+        fm_node **slot = &v->eroot, *n;
+        int d;
+        if (v->edepth == 0) return 0;
+        for (d = v->edepth; d > 0; d--) {
+            n = fm_own(slot, pend);
+            if (n == NULL) return -1;
+            slot = &fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
+        }
+        if (*slot == NULL || *slot == fm_hole_page) return 0;
+        if (fm_pending_reserve(pend, 1) < 0) return -1;
+        fm_pending_push_node(pend, *slot);
+        fm_node_incref(fm_hole_page);
+        *slot = fm_hole_page;
+        return 0;
+    }
+
+    /* Drop holes at the end of the log (so that the last position holds the last live
+       record: popitem is LIFO).  A migration's gap is skipped in one step. */
+    static void fm_trim(fm_ver *v) {
+        while (v->elen > 0) {
+            if (v->oroot != NULL && v->elen == v->mr && v->mw < v->mr) {
+                v->elen = v->mr = v->mw;            /* the gap holds holes only */
+                continue;
+            }
+            if (fm_entry_at(v, v->elen - 1)->key != NULL) break;
+            v->elen--;
+        }
+        if (v->oroot != NULL) {
+            if (v->mr > v->elen) v->mr = v->elen;
+            if (v->mw > v->mr) v->mw = v->mr;
+            if (v->mend > v->elen) v->mend = v->elen;
+        }
+    }
+
+    /* ---- migration: the incremental rebuild of index and log ---- */
+    /* Advance v's migration by at most `budget` log positions; finishes it (dropping the
+       old index) when the cursor has nothing left to do.  Each step allocates (copies
+       shared pages) before it changes anything, so on error v is consistent and the step
+       can be retried.  No user code runs: stored hashes are used, records are moved
+       (references change place, no incref/decref). */
+    static int fm_migrate(fm_ver *v, Py_ssize_t budget, fm_pending *pend) {
+        while (v->oroot != NULL) {
+            Py_ssize_t r = v->mr, w = v->mw, si;
+            fm_entry *e, *src, *dst = NULL;
+            int32_t *s;
+            if (r >= v->elen || (r >= v->mend && w == r)) {
+                /* done: [w, elen) is the gap (or empty) */
+                if (fm_pending_reserve(pend, 1) < 0) return -1;
+                fm_pending_push_node(pend, v->oroot);
+                if (w < r) v->elen = w;
+                v->oroot = NULL; v->omask = 0; v->odepth = 0;
+                v->mw = v->mr = v->mend = 0;
+                fm_trim(v);
+                return 0;
+            }
+            if (budget-- <= 0) return 0;
+            e = fm_entry_at(v, r);
+            if (e->key != NULL) {
+                if (w < r) {
+                    dst = fm_entry_writable(v, w, pend);
+                    if (dst == NULL) return -1;
+                    src = fm_entry_writable(v, r, pend);
+                    if (src == NULL) return -1;
+                } else src = e;
+                if (r < v->mend) si = fm_free_slot(v, src->hash);
+                else {
+                    si = fm_islot_of(v->iroot, v->idepth, v->imask, src->hash, r);
+                    if (si < 0) {
+                        PyErr_SetString(PyExc_SystemError, "SnapshotMap: migration lost a record");
+                        return -1;
+                    }
+                }
+                s = fm_islot_writable(&v->iroot, v->idepth, (size_t)si, pend);
+                if (s == NULL) return -1;
+                if (dst != NULL) {
+                    *dst = *src;
+                    src->key = NULL; src->value = NULL; src->hash = 0;
+                }
+                if (*s == FM_EMPTY) v->fill++;
+                *s = (int32_t)w;
+                v->mw = w + 1;
+            }
+            v->mr = r + 1;
+            if ((v->mr & (FM_ECAP - 1)) == 0 && v->mr - FM_ECAP >= v->mw &&
+                    fm_drop_page(v, v->mr - FM_ECAP, pend) < 0)
+                PyErr_Clear();          /* only memory: the page stays */
+        }
+        return 0;
     }
     static inline size_t fm_nslots_for(Py_ssize_t n, int factor_x2) {
         /* smallest power of two >= max(8, n * factor_x2 / 2) */
@@ -552,13 +677,60 @@ cdef extern from *:
         while (s < want) s <<= 1;
         return s;
     }
-    static inline int fm_needs_compaction(const fm_ver *v) {
-        return (v->elen - v->count) > (v->count >> 3);
+    /* Index size for a migration of v: room (load <= 2/3) for every live record plus one
+       insert per write the migration can take (each write advances it fm_t_step
+       positions and appends at most one), and for growth at least 3x the live count. */
+    static size_t fm_nslots_mig(const fm_ver *v, int grow) {
+        Py_ssize_t during = (v->elen + 2) / (fm_t_step - 1) + 2;
+        size_t a = fm_nslots_for(v->count + during + 1, 3);
+        if (grow) {
+            size_t b = fm_nslots_for(v->count + 1, 6);
+            if (b > a) a = b;
+        }
+        return a;
     }
-    /* Make room for n more inserts without a rebuild in between (bulk operations). */
+    /* Start a migration to a new index of nslots slots (no migration running).  Logs of
+       at most fm_t_sync_below positions are migrated at once. */
+    static int fm_mig_start(fm_ver *v, size_t nslots, fm_pending *pend) {
+        fm_node *root;
+        int depth;
+        if (fm_index_new(nslots, &root, &depth) < 0) return -1;
+        if (v->iroot == NULL) {             /* empty version: nothing to migrate */
+            v->iroot = root; v->idepth = depth; v->imask = nslots - 1; v->fill = 0;
+            return 0;
+        }
+        v->oroot = v->iroot; v->odepth = v->idepth; v->omask = v->imask;
+        v->iroot = root; v->idepth = depth; v->imask = nslots - 1; v->fill = 0;
+        v->mw = v->mr = 0; v->mend = v->elen;
+        if (v->elen <= fm_t_sync_below) return fm_migrate(v, PY_SSIZE_T_MAX, pend);
+        return 0;
+    }
+    /* A whole rebuild now, compacting the log (bulk operations only: their cost is
+       proportional to their own size, see fm_reserve). */
+    static int fm_rebuild(fm_ver *v, size_t nslots, fm_pending *pend) {
+        if (v->oroot != NULL && fm_migrate(v, PY_SSIZE_T_MAX, pend) < 0) return -1;
+        if (fm_mig_start(v, nslots, pend) < 0) return -1;
+        return fm_migrate(v, PY_SSIZE_T_MAX, pend);
+    }
+    static inline int fm_needs_compaction(const fm_ver *v) {
+        return v->elen - v->count > 32 && v->elen - v->count > v->count;
+    }
+    /* After every write: advance the running migration; start a compacting one when holes
+       outnumber live records.  An optimisation only: errors are swallowed (retried by the
+       next write), v stays consistent. */
+    static void fm_maintain(fm_ver *v, fm_pending *pend) {
+        if (v->oroot != NULL && fm_migrate(v, fm_t_step, pend) < 0) { PyErr_Clear(); return; }
+        if (v->oroot == NULL && v->count > 0 && fm_needs_compaction(v) &&
+                fm_mig_start(v, fm_nslots_mig(v, 0), pend) < 0)
+            PyErr_Clear();
+    }
+    /* Make room for n more inserts (bulk operations).  A rebuild here costs O(count + n),
+       so it is done only when n is at least half the live count; smaller bulk writes
+       insert one by one and migrate incrementally like single-key writes. */
     static int fm_reserve(fm_ver *v, Py_ssize_t n, fm_pending *pend) {
         if (v->iroot != NULL && (size_t)(v->fill + n) * 3 <= (v->imask + 1) * 2) return 0;
-        return fm_rebuild(v, fm_nslots_for(v->count + n, 3), fm_needs_compaction(v), pend);
+        if (v->iroot != NULL && n * 2 < v->count) return 0;
+        return fm_rebuild(v, fm_nslots_for(v->count + n, 3), pend);
     }
 
     /* ---- the three mutations (v held exclusively; no user code runs; v's content is
@@ -569,6 +741,7 @@ cdef extern from *:
         fm_pending_push_obj(pend, e->value);
         Py_INCREF(value);
         e->value = value;
+        fm_maintain(v, pend);
         return 0;
     }
     /* Append key (absent; freeslot from fm_probe) at the end of the log. */
@@ -583,13 +756,20 @@ cdef extern from *:
         if (v->iroot == NULL || freeslot < 0 ||
                 (*fm_slot_at(v, (size_t)freeslot) == FM_EMPTY &&
                  (size_t)(v->fill + 1) * 3 > (v->imask + 1) * 2)) {
-            if (fm_rebuild(v, fm_nslots_for(v->count + 1, 6), fm_needs_compaction(v), pend) < 0)
-                return -1;
+            if (v->oroot != NULL) {
+                /* the new index filled up before the migration ended: cannot happen with
+                   fm_nslots_mig's sizing; finish it now rather than fail */
+                fm_forced++;
+                if (fm_migrate(v, PY_SSIZE_T_MAX, pend) < 0) return -1;
+            }
+            if (v->iroot == NULL || (size_t)(v->fill + 1) * 3 > (v->imask + 1) * 2) {
+                if (fm_mig_start(v, fm_nslots_mig(v, 1), pend) < 0) return -1;
+            }
             freeslot = fm_free_slot(v, h);
         }
         e = fm_entry_writable(v, v->elen, pend);
         if (e == NULL) return -1;
-        s = fm_slot_writable(v, (size_t)freeslot, pend);
+        s = fm_slot_writable(v, freeslot, pend);
         if (s == NULL) return -1;
         e->hash = h;
         Py_INCREF(key); e->key = key;
@@ -598,28 +778,25 @@ cdef extern from *:
         *s = (int32_t)v->elen;
         v->elen++;
         v->count++;
+        fm_maintain(v, pend);
         return 0;
     }
     static int fm_delete(fm_ver *v, Py_ssize_t pos, Py_ssize_t slot, fm_pending *pend) {
         fm_entry *e = fm_entry_writable(v, pos, pend);
         int32_t *s;
         if (e == NULL) return -1;
-        s = fm_slot_writable(v, (size_t)slot, pend);
-        if (s == NULL || fm_pending_reserve(pend, 4) < 0) return -1;
+        s = fm_slot_writable(v, slot, pend);
+        if (s == NULL || fm_pending_reserve(pend, 5) < 0) return -1;
         fm_pending_push_obj(pend, e->key);
         fm_pending_push_obj(pend, e->value);
         e->key = NULL; e->value = NULL; e->hash = 0;
         *s = FM_DUMMY;
         v->count--;
         if (v->count == 0) return fm_ver_release(v, pend);     /* reserved above */
-        while (v->elen > 0 && fm_entry_at(v, v->elen - 1)->key == NULL) v->elen--;
-        if (v->elen - v->count > 32 && v->elen - v->count > v->count) {
-            if (fm_rebuild(v, fm_nslots_for(v->count, 3), 1, pend) < 0)
-                PyErr_Clear();    /* an optimisation only: retried by a later delete */
-        }
+        fm_trim(v);
+        fm_maintain(v, pend);
         return 0;
     }
-
     /* items() result tuple, reused when the caller dropped it (like dict's items iterator).
        Reuse relies on the GIL making the refcount check exact, so it is off when free-threaded. */
     static PyObject *fm_item_tuple(PyObject **cache, PyObject *k, PyObject *v) {
@@ -666,6 +843,12 @@ cdef extern from *:
         size_t imask
         int edepth
         int idepth
+        fm_node* oroot
+        size_t omask
+        int odepth
+        Py_ssize_t mw
+        Py_ssize_t mr
+        Py_ssize_t mend
     ctypedef struct fm_pending:
         Py_ssize_t n
     ctypedef int (*visitproc)(PyObject*, void*)
@@ -719,6 +902,12 @@ cdef extern from *:
     int fm_set_value(fm_ver*, Py_ssize_t, PyObject*, fm_pending*) except -1
     int fm_insert(fm_ver*, Py_hash_t, PyObject*, PyObject*, Py_ssize_t, fm_pending*) except -1
     int fm_delete(fm_ver*, Py_ssize_t, Py_ssize_t, fm_pending*) except -1
+    int fm_in_old(const fm_ver*, Py_ssize_t) nogil
+    int32_t* fm_islot_at(fm_node*, int, size_t) nogil
+    int fm_empty_init() except -1
+    Py_ssize_t fm_t_step
+    Py_ssize_t fm_t_sync_below
+    Py_ssize_t fm_forced
     object fm_item_tuple(PyObject** cache, PyObject* k, PyObject* v)
     void fm_set_gc_slots(PyTypeObject*, traverseproc, inquiry)
 
@@ -1453,11 +1642,34 @@ cdef class SnapshotMap:
 
     def _debug_stats(self):
         """Tests / benchmarks: {"in_place": writes applied to an unshared published
-        version, "copied": writes that published a new Snapshot}."""
-        return {"in_place": self._inplace, "copied": self._copied}
+        version, "copied": writes that published a new Snapshot, "migrating": whether the
+        published version is in the middle of an incremental migration}."""
+        return {"in_place": self._inplace, "copied": self._copied,
+                "migrating": _load(self).v.oroot != NULL}
 
 
+fm_empty_init()
 cdef Snapshot _EMPTY = _snap_alloc()
+
+
+def _set_tuning(step=None, sync_below=None):
+    """Testing hook: set the number of log positions each write advances a running
+    migration (>= 2) and the log length up to which a migration runs at once.  Returns the
+    previous values as a dict.  Not part of the public API."""
+    global fm_t_step, fm_t_sync_below
+    prev = {"step": fm_t_step, "sync_below": fm_t_sync_below}
+    if step is not None:
+        if step < 2:
+            raise ValueError("step must be >= 2")
+        fm_t_step = step
+    if sync_below is not None:
+        fm_t_sync_below = sync_below
+    return prev
+
+
+def _forced_finishes():
+    """Tests: migrations finished at once because the new index filled up (expected 0)."""
+    return fm_forced
 
 
 cdef inline Snapshot _load(SnapshotMap m):
@@ -1714,6 +1926,7 @@ cdef class Batch:
             self._state = 2
             fm_pending_push_node(&self._pend, self._v.eroot)
             fm_pending_push_node(&self._pend, self._v.iroot)
+            fm_pending_push_node(&self._pend, self._v.oroot)
             fm_ver_init(&self._v)
             _release(self._map)
         else:
@@ -1953,8 +2166,8 @@ cdef class Batch:
 
 cdef Py_ssize_t _check_tree(fm_node* n, int depth, int leafbits, int kind, size_t base,
                             size_t limit, Py_ssize_t elen) except -1:
-    """Structure of one page tree; returns the number of leaf pages.  For the log, records
-    at positions >= elen must be holes."""
+    """Structure of one page tree; returns the number of leaf pages covering positions
+    below `limit`.  For the log, records at positions >= elen must be holes."""
     cdef Py_ssize_t total = 0
     cdef size_t span
     cdef uint32_t i
@@ -1969,26 +2182,57 @@ cdef Py_ssize_t _check_tree(fm_node* n, int depth, int leafbits, int kind, size_
                     assert e[i].key == NULL and e[i].value == NULL, "live record beyond elen"
                 else:
                     assert (e[i].key == NULL) == (e[i].value == NULL), "half a record"
-        return 1
+        return 1 if base < limit else 0
     assert n.kind == FM_INNER and n.cap == FM_FAN, "bad inner node"
     span = (<size_t>1) << (leafbits + FM_FBITS * (depth - 1))
     for i in range(FM_FAN):
         if fm_kids(n)[i] != NULL:
             total += _check_tree(fm_kids(n)[i], depth - 1, leafbits, kind, base + i * span,
                                  limit, elen)
+        elif kind == FM_ILEAF:
+            assert base + i * span >= limit, "index page missing"
     return total
 
 
+cdef int _check_index(fm_node* root, int depth, size_t mask) except -1:
+    cdef size_t nslots = mask + 1
+    assert nslots >= 8 and (nslots & mask) == 0, "index size not a power of two"
+    if nslots <= <size_t>FM_ICAP:
+        assert depth == 0 and root.kind == FM_ILEAF and root.cap == nslots, "bad small index"
+    else:
+        assert (<size_t>FM_ICAP << (FM_FBITS * depth)) >= nslots, "index tree too shallow"
+        assert (<size_t>FM_ICAP << (FM_FBITS * (depth - 1))) < nslots, "index tree too deep"
+        assert _check_tree(root, depth, FM_IBITS, FM_ILEAF, 0, nslots, 0) == \
+            <Py_ssize_t>(nslots // FM_ICAP), "index pages missing"
+    return 0
+
+
+cdef bint _reachable(fm_node* root, int depth, size_t mask, Py_hash_t h, Py_ssize_t p):
+    """Is log position p on h's probe sequence before any EMPTY slot?"""
+    cdef size_t perturb = <size_t>h
+    cdef size_t i = <size_t>h & mask
+    cdef int32_t ix
+    while True:
+        ix = fm_islot_at(root, depth, i)[0]
+        if ix == FM_EMPTY:
+            return False
+        if ix == p:
+            return True
+        perturb >>= 5
+        i = (i * 5 + perturb + 1) & mask
+
+
 cdef int _check_ver(fm_ver* v, bint rehash) except -1:
-    cdef Py_ssize_t p, live = 0, nslots, used = 0, filled = 0, pos
-    cdef size_t i, mask, perturb
+    cdef Py_ssize_t p, live = 0, used = 0, filled = 0, pos
+    cdef size_t i, nslots
     cdef int32_t ix
     cdef fm_entry* e
     cdef bytearray seen
+    cdef bint mig = v.oroot != NULL
     assert v.count >= 0 and v.elen >= v.count, "counts"
     if v.count == 0:
-        assert v.eroot == NULL and v.iroot == NULL and v.elen == 0 and v.fill == 0, \
-            "empty version still holds pages"
+        assert v.eroot == NULL and v.iroot == NULL and v.oroot == NULL and v.elen == 0 \
+            and v.fill == 0, "empty version still holds pages"
         return 0
     assert v.eroot != NULL and v.iroot != NULL, "missing pages"
     # log
@@ -2002,54 +2246,64 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
         e = fm_entry_at(v, p)
         if e.key != NULL:
             live += 1
+            assert not (mig and v.mw <= p < v.mr), "live record inside the migration gap"
             if rehash:
                 assert hash(<object>e.key) == e.hash, "stored hash differs from hash(key)"
     assert live == v.count, f"count {v.count} != {live} live records"
     assert fm_entry_at(v, v.elen - 1).key != NULL, "trailing hole (popitem must be LIFO)"
-    assert v.elen - v.count <= max(v.count, 32), "too many holes (compaction missed)"
-    # index
-    nslots = v.imask + 1
-    assert nslots >= 8 and (nslots & v.imask) == 0, "index size not a power of two"
-    if nslots <= FM_ICAP:
-        assert v.idepth == 0 and v.iroot.cap == nslots, "bad small index"
+    if mig:
+        assert 0 <= v.mw <= v.mr <= v.elen and v.mend <= v.elen, "migration cursors"
+        assert v.mr < v.elen and not (v.mr >= v.mend and v.mw == v.mr), \
+            "finished migration still holds the old index"
+        _check_index(v.oroot, v.odepth, v.omask)
     else:
-        assert (<size_t>FM_ICAP << (FM_FBITS * v.idepth)) >= <size_t>nslots, "index tree too shallow"
-        assert (<size_t>FM_ICAP << (FM_FBITS * (v.idepth - 1))) < <size_t>nslots, "index tree too deep"
-        assert _check_tree(v.iroot, v.idepth, FM_IBITS, FM_ILEAF, 0, 0, 0) == nslots // FM_ICAP, \
-            "index pages missing"
+        assert v.mw == 0 and v.mr == 0 and v.mend == 0, "cursors set without a migration"
+        assert v.elen - v.count <= max(v.count, 32), "too many holes (compaction missed)"
+    # index (the new one during a migration)
+    _check_index(v.iroot, v.idepth, v.imask)
+    nslots = v.imask + 1
     seen = bytearray(v.elen)
-    for i in range(<size_t>nslots):
+    for i in range(nslots):
         ix = fm_slot_at(v, i)[0]
         if ix != FM_EMPTY:
             filled += 1
         if ix >= 0:
             used += 1
             assert ix < v.elen, "index slot beyond the log"
+            assert not fm_in_old(v, ix), "index slot pointing to a record of the old index"
             assert not seen[ix], "two index slots for one record"
             seen[ix] = 1
             assert fm_entry_at(v, ix).key != NULL, "index slot pointing to a hole"
         else:
             assert ix == FM_EMPTY or ix == FM_DUMMY, "bad index slot value"
-    assert used == v.count, "index does not cover every live record"
     assert filled == v.fill, f"fill {v.fill} != {filled}"
     assert filled * 3 <= nslots * 2, "index too full"
-    # every record is reachable by probing its hash without crossing an EMPTY slot
+    if mig:
+        # old index: slots pointing into [mr, mend) are live and unique; others are stale
+        for i in range(v.omask + 1):
+            ix = fm_islot_at(v.oroot, v.odepth, i)[0]
+            if ix >= 0 and fm_in_old(v, ix):
+                used += 1
+                assert not seen[ix], "two index slots for one record"
+                seen[ix] = 1
+                assert fm_entry_at(v, ix).key != NULL, "old index slot pointing to a hole"
+            else:
+                assert ix >= 0 or ix == FM_EMPTY or ix == FM_DUMMY, "bad old index slot value"
+    assert used == v.count, "the indexes do not cover every live record"
+    # every record is reachable in the index that owns it by probing its hash without
+    # crossing an EMPTY slot
     for p in range(v.elen):
         e = fm_entry_at(v, p)
         if e.key == NULL:
             continue
-        mask = v.imask
-        perturb = <size_t>e.hash
-        i = <size_t>e.hash & mask
-        while True:
-            ix = fm_slot_at(v, i)[0]
-            assert ix != FM_EMPTY, "record not reachable from its hash"
-            if ix == p:
-                break
-            perturb >>= 5
-            i = (i * 5 + perturb + 1) & mask
+        if fm_in_old(v, p):
+            assert _reachable(v.oroot, v.odepth, v.omask, e.hash, p), \
+                "record not reachable from its hash (old index)"
+        else:
+            assert _reachable(v.iroot, v.idepth, v.imask, e.hash, p), \
+                "record not reachable from its hash"
         if rehash:
-            # no equal key earlier on the probe sequence (keys are unique)
+            # no equal key earlier on the probe sequences (keys are unique)
             assert fm_probe(v, e.hash, e.key, &pos, NULL, NULL) == 1 and pos == p, \
                 "an equal key is stored twice"
     return 0
