@@ -737,3 +737,176 @@ def test_deeply_nested_snapshots_dealloc():
     for i in range(100000):
         s = Snapshot({"x": s})
     del s                                        # trashcan: no C stack overflow
+
+
+# ------------------------------------------------------------ incremental migration
+
+from fastmaps import _snapshot  # noqa: E402
+
+
+@pytest.fixture
+def tiny_tuning():
+    """Every migration runs incrementally, two log positions per write."""
+    prev = _snapshot._set_tuning(step=2, sync_below=0)
+    forced = _snapshot._forced_finishes()
+    yield
+    _snapshot._set_tuning(**prev)
+    assert _snapshot._forced_finishes() == forced      # the sizing never lets it fill up
+
+
+def test_set_tuning_validates_and_restores():
+    prev = _snapshot._set_tuning()
+    assert set(prev) == {"step", "sync_below"}
+    with pytest.raises(ValueError):
+        _snapshot._set_tuning(step=1)
+    assert _snapshot._set_tuning(**prev) == prev
+
+
+def test_growth_migrates_incrementally(tiny_tuning):
+    # inserts that cross the index's 2/3 fill start a migration; reads, snapshots and the
+    # order stay exact while two indexes are in use
+    m, d = SnapshotMap(), {}
+    snaps, seen = [], 0
+    for i in range(3000):
+        k = i * 7919 if i % 3 else f"k{i}"
+        m[k] = d[k] = i
+        migrating = m._debug_stats()["migrating"]
+        seen += migrating
+        if migrating and i % 41 == 0:
+            snaps.append((m.snapshot(), list(d.items())))
+            assert all(m[x] == d[x] for x in list(d)[:: max(1, len(d) // 50)])
+            assert (-1 in m) is False and m.get("absent") is None
+            m._check(rehash=True)
+    assert seen > 100                                      # it really ran over many writes
+    assert list(m.items()) == list(d.items())
+    for s, items in snaps:
+        s._check(rehash=True)
+        assert list(s.items()) == items
+
+
+def test_compaction_moves_records_incrementally(tiny_tuning):
+    # deleting the oldest keys (a FIFO) starts a compacting migration; updates, deletes,
+    # popitem and re-inserts during it keep dict's order, and held snapshots never change
+    m = SnapshotMap({i: i for i in range(4000)})
+    d = dict(m.snapshot().to_dict())
+    snaps, seen = [], 0
+    rnd = random.Random(7)
+    for i in range(3600):
+        del m[i], d[i]
+        if m._debug_stats()["migrating"]:
+            seen += 1
+            r = rnd.random()
+            k = rnd.choice(list(d)[-50:])
+            if r < 0.2:
+                m[k] = d[k] = -i                           # update in place
+            elif r < 0.3:
+                del m[k], d[k]
+                m[k] = d[k] = i                            # re-insert goes to the end
+            elif r < 0.35:
+                assert m.popitem() == d.popitem()          # LIFO across the gap
+            if i % 29 == 0:
+                snaps.append((m.snapshot(), list(d.items())))
+                m._check(rehash=True)
+    assert seen > 100
+    m._check(rehash=True)
+    assert list(m.items()) == list(d.items())
+    assert not m._debug_stats()["migrating"] or len(m) > 0
+    for s, items in snaps:
+        s._check(rehash=True)
+        assert list(s.items()) == items
+
+
+def test_popitem_empties_the_map_during_migration(tiny_tuning):
+    m = SnapshotMap({i: i for i in range(600)})
+    d = dict.fromkeys(range(600))
+    for i in [i for i in range(600) if i % 3]:
+        del m[i], d[i]                                     # holes everywhere
+        if m._debug_stats()["migrating"]:
+            break
+    assert m._debug_stats()["migrating"]
+    d = {k: k for k in d}
+    while d:
+        assert m.popitem() == d.popitem()
+        if len(d) % 37 == 0:
+            m._check(rehash=True)
+    assert len(m) == 0 and not m._debug_stats()["migrating"]
+    m._check()
+    m[1] = 1
+    assert list(m.items()) == [(1, 1)]
+
+
+def test_batch_and_update_during_migration(tiny_tuning):
+    m = SnapshotMap({i: i for i in range(2000)})
+    for i in range(1200):
+        del m[i]
+    assert m._debug_stats()["migrating"]
+    d = {i: i for i in range(1200, 2000)}
+    with m.batch() as b:                                   # a private copy of the version
+        for i in range(1200, 1300):
+            del b[i]
+            del d[i]
+        b.update({i: -i for i in range(5000, 5100)})
+        d.update({i: -i for i in range(5000, 5100)})
+        b.snapshot()._check(rehash=True)
+        assert list(b.items()) == list(d.items())
+    m.update({i: 0 for i in range(1900, 1950)})            # small bulk: incremental
+    d.update({i: 0 for i in range(1900, 1950)})
+    m._check(rehash=True)
+    assert list(m.items()) == list(d.items())
+
+
+def test_hostile_eq_during_migration(tiny_tuning):
+    # a raising __eq__ met in the old index leaves the map unchanged; a re-entrant write
+    # is refused as before
+    state = {"mode": None}
+
+    class BKey:
+        def __init__(self, i):
+            self.i = i
+
+        def __hash__(self):
+            return 5
+
+        def __eq__(self, other):
+            if state["mode"] == "raise":
+                raise ZeroDivisionError
+            if state["mode"] == "write":
+                m["x"] = 1
+            return isinstance(other, BKey) and self.i == other.i
+
+    m = SnapshotMap()
+    for i in range(300):
+        m[BKey(i)] = i                                     # one long probe chain
+    for i in range(300, 3000):
+        m[i] = i
+        if m._debug_stats()["migrating"] and i > 1000:
+            break
+    assert m._debug_stats()["migrating"]
+    before = list(m.items())
+    for mode, exc in (("raise", ZeroDivisionError), ("write", RuntimeError)):
+        state["mode"] = mode
+        with pytest.raises(exc):
+            m[BKey(-1)] = 1
+        if mode == "raise":
+            with pytest.raises(exc):
+                BKey(-2) in m
+        state["mode"] = None
+        assert list(m.items()) == before
+        m._check(rehash=True)
+
+
+def test_default_tuning_large_map_migrates_incrementally():
+    # with the default tuning a map past sync_below migrates over many writes and no
+    # single write rebuilds the index
+    m = SnapshotMap()
+    seen = 0
+    for i in range(20000):
+        m[i] = i
+        seen += m._debug_stats()["migrating"]
+    assert seen > 500
+    for i in range(15000):
+        del m[i]
+        seen += m._debug_stats()["migrating"]
+    m._check(rehash=True)
+    assert list(m) == list(range(15000, 20000))
+    assert _snapshot._forced_finishes() == 0

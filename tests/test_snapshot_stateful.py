@@ -5,7 +5,9 @@ remove the same (last inserted) item as dict.popitem()."""
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from fastmaps import Snapshot, SnapshotMap
+import pytest
+
+from fastmaps import Snapshot, SnapshotMap, _snapshot
 
 
 class CKey:
@@ -109,6 +111,18 @@ class SnapshotMapMachine(RuleBasedStateMachine):
     def clear(self):
         self.m.clear()
         self.model.clear()
+
+    @rule(n=st.integers(1, 120), keep=st.integers(0, 6), start=st.integers(0, 3))
+    def churn(self, n, keep, start):
+        # many inserts, then most of them deleted oldest first: index growth and log
+        # compaction (incremental migrations under the tiny tuning below)
+        ks = [1000 + 200 * start + i for i in range(n)]
+        for k in ks:
+            self.m[k] = k
+            self.model[k] = k
+        for k in ks[: max(0, n - keep)]:
+            del self.m[k]
+            del self.model[k]
 
     @rule(items=ITEMS, as_snapshot=st.booleans())
     def replace(self, items, as_snapshot):
@@ -225,3 +239,22 @@ class SnapshotMapMachine(RuleBasedStateMachine):
 
 
 TestSnapshotMapStateful = SnapshotMapMachine.TestCase
+
+
+class MigratingMachine(SnapshotMapMachine):
+    """The same machine with every migration incremental (two log positions per write),
+    so that lookups, writes, batches and snapshots meet the old index and the gap."""
+
+
+@pytest.fixture
+def _tiny_tuning():
+    prev = _snapshot._set_tuning(step=2, sync_below=0)
+    forced = _snapshot._forced_finishes()
+    yield
+    _snapshot._set_tuning(**prev)
+    assert _snapshot._forced_finishes() == forced
+
+
+@pytest.mark.usefixtures("_tiny_tuning")
+class TestSnapshotMapMigrating(MigratingMachine.TestCase):
+    pass
