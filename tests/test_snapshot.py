@@ -910,3 +910,18 @@ def test_default_tuning_large_map_migrates_incrementally():
     m._check(rehash=True)
     assert list(m) == list(range(15000, 20000))
     assert _snapshot._forced_finishes() == 0
+
+
+def test_dropped_old_index_is_released_over_later_writes():
+    # the old index of a large map is not freed in the write that ends the migration:
+    # its pages are queued and released a few per write, and the queue drains
+    m = SnapshotMap()
+    queued = 0
+    for i in range(200000):
+        m[i] = i
+        queued = max(queued, _snapshot._pending_teardown())
+    assert queued > 0
+    for i in range(5000):
+        m[i] = -i
+    assert _snapshot._pending_teardown() == 0
+    m._check()

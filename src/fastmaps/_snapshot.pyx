@@ -616,6 +616,66 @@ cdef extern from *:
         }
     }
 
+    /* ---- incremental teardown of dropped indexes.  An old index dropped at the end of
+            a migration may be O(n/256) pages; freeing them all in that write would be
+            the last O(n) pause.  Index pages hold no Python objects, so their release
+            can be spread over later writes (of any map): fm_sf_release drops a reference
+            and queues an inner node whose count reached zero; each write's fm_sf_run
+            frees one queued inner node and its (up to 32) children, queueing inner
+            children.  Protected by the GIL, or by a PyMutex on free-threaded builds. ---- */
+    static fm_node **fm_sf_items = NULL;
+    static Py_ssize_t fm_sf_n = 0, fm_sf_cap = 0;
+    #ifdef Py_GIL_DISABLED
+    static PyMutex fm_sf_mutex = {0};
+    #define FM_SF_LOCK() PyMutex_Lock(&fm_sf_mutex)
+    #define FM_SF_UNLOCK() PyMutex_Unlock(&fm_sf_mutex)
+    #define FM_SF_PENDING() (_Py_atomic_load_ssize_relaxed(&fm_sf_n) > 0)
+    #else
+    #define FM_SF_LOCK() ((void)0)
+    #define FM_SF_UNLOCK() ((void)0)
+    #define FM_SF_PENDING() (fm_sf_n > 0)
+    #endif
+    static int fm_sf_reserve(Py_ssize_t k) {        /* lock held */
+        if (fm_sf_n + k > fm_sf_cap) {
+            Py_ssize_t cap = fm_sf_cap ? fm_sf_cap * 2 : 64;
+            fm_node **items;
+            while (cap < fm_sf_n + k) cap *= 2;
+            items = (fm_node **)PyMem_RawRealloc(fm_sf_items, cap * sizeof(fm_node *));
+            if (items == NULL) return -1;
+            fm_sf_items = items; fm_sf_cap = cap;
+        }
+        return 0;
+    }
+    static void fm_sf_release(fm_node *n) {
+        if (n == NULL || !fm_node_decref_is_zero(n)) return;
+        if (n->kind != FM_INNER) { PyMem_Free(n); return; }
+        FM_SF_LOCK();
+        if (fm_sf_reserve(1) == 0) { fm_sf_items[fm_sf_n++] = n; n = NULL; }
+        FM_SF_UNLOCK();
+        if (n != NULL) fm_node_free(n);            /* no memory for the queue: at once */
+    }
+    static void fm_sf_run(void) {
+        fm_node *n, *now = NULL;
+        uint32_t i;
+        if (!FM_SF_PENDING()) return;
+        FM_SF_LOCK();
+        if (fm_sf_n > 0) {
+            n = fm_sf_items[--fm_sf_n];
+            if (fm_sf_reserve(FM_FAN) < 0) now = n;     /* no memory: free n's tree at once */
+            else {
+                for (i = 0; i < n->cap; i++) {
+                    fm_node *k = fm_kids(n)[i];
+                    if (k == NULL || !fm_node_decref_is_zero(k)) continue;
+                    if (k->kind != FM_INNER) PyMem_Free(k);
+                    else fm_sf_items[fm_sf_n++] = k;
+                }
+                PyMem_Free(n);
+            }
+        }
+        FM_SF_UNLOCK();
+        if (now != NULL) fm_node_free(now);
+    }
+
     /* ---- migration: the incremental rebuild of index and log ---- */
     /* Advance v's migration by at most `budget` log positions; finishes it (dropping the
        old index) when the cursor has nothing left to do.  Each step allocates (copies
@@ -629,8 +689,7 @@ cdef extern from *:
             int32_t *s;
             if (r >= v->elen || (r >= v->mend && w == r)) {
                 /* done: [w, elen) is the gap (or empty) */
-                if (fm_pending_reserve(pend, 1) < 0) return -1;
-                fm_pending_push_node(pend, v->oroot);
+                fm_sf_release(v->oroot);        /* torn down over later writes */
                 if (w < r) v->elen = w;
                 v->oroot = NULL; v->omask = 0; v->odepth = 0;
                 v->mw = v->mr = v->mend = 0;
@@ -719,6 +778,7 @@ cdef extern from *:
        outnumber live records.  An optimisation only: errors are swallowed (retried by the
        next write), v stays consistent. */
     static void fm_maintain(fm_ver *v, fm_pending *pend) {
+        fm_sf_run();
         if (v->oroot != NULL && fm_migrate(v, fm_t_step, pend) < 0) { PyErr_Clear(); return; }
         if (v->oroot == NULL && v->count > 0 && fm_needs_compaction(v) &&
                 fm_mig_start(v, fm_nslots_mig(v, 0), pend) < 0)
@@ -905,6 +965,7 @@ cdef extern from *:
     int fm_in_old(const fm_ver*, Py_ssize_t) nogil
     int32_t* fm_islot_at(fm_node*, int, size_t) nogil
     int fm_empty_init() except -1
+    Py_ssize_t fm_sf_n
     Py_ssize_t fm_t_step
     Py_ssize_t fm_t_sync_below
     Py_ssize_t fm_forced
@@ -1665,6 +1726,11 @@ def _set_tuning(step=None, sync_below=None):
     if sync_below is not None:
         fm_t_sync_below = sync_below
     return prev
+
+
+def _pending_teardown():
+    """Tests: index nodes of dropped old indexes still queued for incremental release."""
+    return fm_sf_n
 
 
 def _forced_finishes():
