@@ -8,7 +8,7 @@ persistent by cutting each into fixed-size pages held in a shallow 32-way tree:
 * the **entry log**: ``{hash, key, value}`` records in insertion order, 32 per leaf page
   (768 bytes).  Deleting a key leaves a hole (``key == NULL``); holes at the end are
   trimmed at once (so the last position always holds the last live entry, which makes
-  ``popitem()`` LIFO like dict's), holes elsewhere are compacted away.
+  ``popitem()`` LIFO like dict's), holes elsewhere are compacted away by a migration.
 * the **index**: ``int32`` log positions (or EMPTY / DUMMY), 256 per leaf page, probed
   exactly like dict's (``i = hash & mask``, then ``i = 5*i + 1 + (perturb >>= 5)``).
   A lookup reads one index slot and one log record (plus, at 10^6 entries, three inner
@@ -20,18 +20,47 @@ every page a write did not touch.  A write first finds its slot (this is where a
 writable: a page is changed in place only when the *holder* of the version is exclusive
 (see below) and every node on the path to it has reference count 1; otherwise the page
 and the path to it are copied (O(log32 n) small nodes; an entry page copy increfs its 32
-keys and values, an index page copy is a 1 KB memcpy).  So one write touches O(1) pages
-and n writes cost O(n) copies, except for the two amortised rebuilds below.
+keys and values, an index page copy is a 1 KB memcpy).  So one write touches O(1) pages,
+including its share of the migration below: no write does O(n) work.
 
-**Rebuilds (amortised, the only O(n) steps).**  When an insert would push the index's fill
-(live + dummy slots) above 2/3, the index is rebuilt at >= 3x the live count from the
-stored hashes (no ``__hash__``/``__eq__`` calls, no refcounting); at the same time the
-log is compacted if more than 1/8 of it is holes.  When a delete leaves more holes than
-live entries (and more than 32), log and index are rebuilt compactly.  Each rebuild costs
-O(n) and follows at least n/3 inserts or n deletes since the previous one, so n writes
-cost O(n) in total; the worst single write is one rebuild (measured in
-``benchmarks/bench_snapshot.py``).  Memory: elen <= 2*count + 32 log records, index
-load between 1/6 and 2/3.
+**Migration: index growth and log compaction, spread over writes.**  When an insert would
+push the index's fill (live + dummy slots) above 2/3, or a write leaves more holes than
+live entries (and more than 32), a *migration* starts, the same protocol as HashMap's
+(``_hashmap.pyx``), made persistent.  The version keeps its index as the *old* index
+(``oroot``) and gets a new, empty one (``iroot``: O(1), because it is a tree of shared,
+never-freed all-EMPTY pages that the first write to each page copies), sized for >= 3x
+the live count when growing and with room for every insert the migration can overlap.
+Three cursors in the version split the log::
+
+    [0, mw)        compacted; indexed in the new index
+    [mw, mr)       the gap: holes only, indexed nowhere
+    [mr, mend)     not visited yet; live records indexed in the old index
+    [mend, elen)   appended during the migration; indexed in the new index
+
+Every write (insert, delete, update, each item of a bulk write) then advances ``mr`` by
+``step`` (8) log positions: a hole is skipped; a live record is *moved* down to ``mw``
+(its key and value references change place: no incref/decref, unless the page is shared
+with another version and has to be copied first, 32 increfs) and its slot in the new
+index is written (a free slot for a record from the old region, the re-pointed slot for
+one appended during the migration).  A log page left wholly inside the gap is replaced by
+a shared all-hole page (freed now, copied back if ``mw`` reaches it).  When the cursor has
+nothing left to move, the log ends at ``mw``, trailing holes are trimmed and the old index
+is dropped; its pages (O(n/256) of them, no Python objects) are queued and released one
+inner node (<= 32 pages) per later write, so no write frees O(n) pages either.  Lookups
+probe the new index and, on a miss there, the old one, where a slot pointing outside
+``[mr, mend)`` is stale and skipped without reading the log; a delete marks the slot of
+whichever index holds the key.  Insertion order is kept (records only move down, in
+order, into the gap) and so is LIFO ``popitem`` (the trim skips the gap in one step).
+Sizing makes the new index unable to fill before the migration ends (it needs at most
+elen / (step - 1) writes); if it ever did, the insert would finish the migration at once
+(counted by ``_forced_finishes()``, 0 in the tests).  Logs of at most ``sync_below``
+(1024) positions migrate at once.  ``_set_tuning(step, sync_below)`` lets tests force the
+incremental paths.  Bulk writes (``update``, ``Snapshot(...)``, a batch's ``update``)
+rebuild at once only when they add at least half the live count, so that cost is
+proportional to their own size; smaller ones migrate incrementally, item by item.
+Memory: at rest (no migration) elen <= 2*count + 32 log records and index load between
+1/6 and 2/3; during a migration the old index is kept as well, and holes deleted during
+it are compacted by the next one.
 
 **Who may write in place.**  A private version (a batch's, one being built by
 ``update``/``Snapshot(...)``, or the copy a writer makes of the published version) is
@@ -51,8 +80,8 @@ insertion order were 1.6-2.7x dict, and its writes were no faster than immutable
 An ordered log next to the trie would have fixed only iteration; a frozen base plus an
 overlay makes every read check the overlay and merges every O(n/8) writes.  Dict's own
 layout, paged, gives dict's memory access pattern for reads (0.6-1.36x dict, iteration
-about 1.0x at every size), O(1) pages per write (0.32-0.53x immutables.Map.set), and the
-same amortised O(n) steps dict has (resize; plus compaction after many deletes).
+about 1.0x at every size), O(1) pages per write (0.32-0.53x immutables.Map.set), and,
+with the incremental migration, none of dict's O(n) resize pauses.
 
 Publication protocol (what is published, how readers load it, how versions are reclaimed)
 ------------------------------------------------------------------------------------------
@@ -654,26 +683,33 @@ cdef extern from *:
         FM_SF_UNLOCK();
         if (n != NULL) fm_node_free(n);            /* no memory for the queue: at once */
     }
+    #define FM_SF_BUDGET 8                       /* children released per write */
     static void fm_sf_run(void) {
         fm_node *n, *now = NULL;
-        uint32_t i;
+        int budget = FM_SF_BUDGET;
         if (!FM_SF_PENDING()) return;
         FM_SF_LOCK();
-        if (fm_sf_n > 0) {
-            n = fm_sf_items[--fm_sf_n];
-            if (fm_sf_reserve(FM_FAN) < 0) now = n;     /* no memory: free n's tree at once */
-            else {
-                for (i = 0; i < n->cap; i++) {
-                    fm_node *k = fm_kids(n)[i];
-                    if (k == NULL || !fm_node_decref_is_zero(k)) continue;
-                    if (k->kind != FM_INNER) PyMem_Free(k);
-                    else fm_sf_items[fm_sf_n++] = k;
-                }
+        while (fm_sf_n > 0 && budget > 0) {
+            n = fm_sf_items[fm_sf_n - 1];
+            /* n is dead (count 0): its cap counts the children not yet released */
+            if (fm_sf_reserve(FM_SF_BUDGET) < 0) { fm_sf_n--; now = n; break; }
+            while (n->cap > 0 && budget > 0) {
+                fm_node *k = fm_kids(n)[--n->cap];
+                if (k == NULL || !fm_node_decref_is_zero(k)) continue;
+                budget--;
+                if (k->kind != FM_INNER) PyMem_Free(k);
+                else { fm_sf_items[fm_sf_n++] = k; break; }   /* depth first */
+            }
+            if (n->cap == 0 && fm_sf_items[fm_sf_n - 1] == n) { fm_sf_n--; PyMem_Free(n); }
+            else if (n->cap == 0) {
+                /* a child was pushed above n: move n under it (n is finished) */
+                fm_sf_items[fm_sf_n - 2] = fm_sf_items[fm_sf_n - 1];
+                fm_sf_n--;
                 PyMem_Free(n);
             }
         }
         FM_SF_UNLOCK();
-        if (now != NULL) fm_node_free(now);
+        if (now != NULL) fm_node_free(now);      /* no memory for the queue: at once */
     }
 
     /* ---- migration: the incremental rebuild of index and log ---- */
