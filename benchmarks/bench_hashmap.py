@@ -64,6 +64,25 @@ def latency_trace(cls, keys, value=None):
     return out
 
 
+def latency_trace_min(factory, keys, value, runs):
+    """Per-position minimum over ``runs`` traces, plus the raw worst of any single run.
+
+    A map's cost at insert i is deterministic (a resize happens at the same i every run),
+    while a scheduler preemption or page-cache hiccup lands on a random i: the minimum over
+    runs keeps the first and drops the second. The raw worst is reported alongside."""
+    best = None
+    raw_worst = 0
+    for _ in range(runs):
+        tr = latency_trace(factory, keys, value)
+        raw_worst = max(raw_worst, max(tr))
+        if best is None:
+            best = tr
+        else:
+            best = array("q", map(min, best, tr))
+        del tr
+    return best, raw_worst
+
+
 def summarize(trace, overhead):
     s = sorted(max(0.0, x - overhead) for x in trace)
     return {"worst_ns": s[-1], "p99_ns": percentile(s, 0.99), "p999_ns": percentile(s, 0.999),
@@ -191,10 +210,13 @@ def main(argv=None):
     keys = list(range(grow_to))
     bucket = max(1, grow_to // TRACE_BUCKETS)
     lat = {"keys": grow_to, "timer_overhead_ns": overhead, "bucket": bucket, "trace_max_ns": {}}
+    runs = 2 if args.quick else 3
+    lat["runs"] = runs
     for name, (factory, _, value) in [("dict", (dict, None, None))] + list(peers("int").items()):
-        progress(f"  {name}")
-        tr = latency_trace(factory, keys, value)
+        progress(f"  {name} ({runs} runs)")
+        tr, raw_worst = latency_trace_min(factory, keys, value, runs)
         lat[name] = summarize(tr, overhead)
+        lat[name]["raw_worst_ns"] = max(0, raw_worst - overhead)
         lat["trace_max_ns"][name] = bucket_max(tr, bucket, overhead)
         del tr
     lat["worst_ratio"] = lat["HashMap"]["worst_ns"] / lat["dict"]["worst_ns"]
@@ -250,11 +272,16 @@ def render(res):
     lines = [f"# HashMap vs dict and cykhash (Python {res.machine['python']}, "
              f"{res.machine.get('cpu_model', '?')})", "",
              f"Growing to {lat['keys']:,} int keys, per-insert latency (timer overhead "
-             f"{lat['timer_overhead_ns']:.0f} ns subtracted):", "",
-             "| | worst | p99.99 | p99.9 | p99 | median |", "|---|---|---|---|---|---|"]
+             f"{lat['timer_overhead_ns']:.0f} ns subtracted; each position's minimum over "
+             f"{lat.get('runs', 1)} runs, which drops random preemptions but keeps "
+             f"deterministic pauses; 'raw worst' is the worst of any single run):", "",
+             "| | worst | raw worst | p99.99 | p99.9 | p99 | median |",
+             "|---|---|---|---|---|---|---|"]
     for name in names:
         s = lat[name]
-        lines.append(f"| {name} | {s['worst_ns']/1e6:.3f} ms | {s['p9999_ns']/1e3:.1f} µs | "
+        raw = s.get("raw_worst_ns", s["worst_ns"])
+        lines.append(f"| {name} | {s['worst_ns']/1e6:.3f} ms | {raw/1e6:.3f} ms | "
+                     f"{s['p9999_ns']/1e3:.1f} µs | "
                      f"{s['p999_ns']/1e3:.2f} µs | {s['p99_ns']:.0f} ns | {s['median_ns']:.0f} ns |")
     sizes = sorted({r["n"] for r in res.rows})
     lines += ["", f"Worst HashMap insert / worst dict insert: **{lat['worst_ratio']:.4f}**", "",

@@ -91,7 +91,7 @@ from cpython.object cimport PyObject, PyTypeObject, Py_EQ, traverseproc, inquiry
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.mem cimport PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree
 from cpython.dict cimport PyDict_CheckExact
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
 from libc.string cimport memset, memcpy
 
 import collections.abc as _abc
@@ -127,6 +127,61 @@ cdef inline Py_hash_t _hash(object key) except? -1:
         if h != -1:
             return h
     return PyObject_Hash(key)
+
+
+cdef extern from *:
+    """
+    #if defined(_WIN32)
+    #define FM_HAVE_MMAP 0
+    static void *fm_map_zeroed(size_t n) { (void)n; return NULL; }
+    static void fm_unmap(void *p, size_t n) { (void)p; (void)n; }
+    #else
+    #include <sys/mman.h>
+    #define FM_HAVE_MMAP 1
+    static void *fm_map_zeroed(size_t n) {
+        void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    static void fm_unmap(void *p, size_t n) { munmap(p, n); }
+    #endif
+    """
+    const int FM_HAVE_MMAP
+    void* fm_map_zeroed(size_t n) nogil
+    void fm_unmap(void* p, size_t n) nogil
+    int PyTraceMalloc_Track(unsigned int domain, uintptr_t ptr, size_t size)
+    int PyTraceMalloc_Untrack(unsigned int domain, uintptr_t ptr)
+
+# Large indices (>= 1 MiB) are mapped directly, zeroed lazily by the OS, and given back
+# to it a chunk at a time after a migration (see _retire_index): unmapping tens of MB of
+# touched pages at once costs about 1 ms per 32 MB, an O(n) pause of its own (redis#8611).
+# They are reported to tracemalloc, so memory measurements still see them.
+cdef size_t BIG_INDEX = 1 << 20
+cdef size_t RELEASE_CHUNK = 1 << 19
+cdef unsigned int TRACE_DOMAIN = 0
+
+
+cdef int32_t* _index_alloc(Py_ssize_t slots) noexcept:
+    """A zeroed index of `slots` int32 slots, or NULL."""
+    cdef size_t nbytes = <size_t>slots * sizeof(int32_t)
+    cdef void* p
+    if FM_HAVE_MMAP and nbytes >= BIG_INDEX:
+        p = fm_map_zeroed(nbytes)
+        if p != NULL:
+            PyTraceMalloc_Track(TRACE_DOMAIN, <uintptr_t>p, nbytes)
+        return <int32_t*>p
+    return <int32_t*>PyMem_RawCalloc(slots, sizeof(int32_t))
+
+
+cdef void _index_free(int32_t* p, Py_ssize_t slots) noexcept:
+    """Free an index at once (whole-map operations, dealloc)."""
+    cdef size_t nbytes = <size_t>slots * sizeof(int32_t)
+    if p == NULL:
+        return
+    if FM_HAVE_MMAP and nbytes >= BIG_INDEX:
+        PyTraceMalloc_Untrack(TRACE_DOMAIN, <uintptr_t>p)
+        fm_unmap(p, nbytes)
+    else:
+        PyMem_RawFree(p)
 
 
 ctypedef struct Entry:
@@ -244,6 +299,9 @@ cdef class HashMap:
     # change counters
     cdef uint64_t stamp        # structural changes: lookups restart if it moved under them
     cdef uint64_t layout       # entry ids changed: iterators relocate by key identity
+    # a retired large index being given back to the OS a chunk per write
+    cdef char* rel_ptr
+    cdef size_t rel_bytes
     # statistics
     cdef Py_ssize_t n_migrations, n_forced
     cdef object __weakref__
@@ -343,8 +401,9 @@ cdef class HashMap:
         for i in range(self.nsegs):
             PyMem_RawFree(self.segs[i].p)
         PyMem_RawFree(self.segs)
-        PyMem_RawFree(self.idx)
-        PyMem_RawFree(self.old_idx)
+        _index_free(self.idx, self.mask + 1 if self.idx != NULL else 0)
+        _index_free(self.old_idx, self.old_mask + 1 if self.old_idx != NULL else 0)
+        self._release_all()
         self.segs = NULL
         self.idx = NULL
         self.old_idx = NULL
@@ -359,7 +418,7 @@ cdef class HashMap:
     cdef int _start_migration(self, Py_ssize_t slots) except -1:
         """Allocate a new index of `slots` slots and begin moving into it. The running
         migration, if any, must have finished. MemoryError leaves the map unchanged."""
-        cdef int32_t* new_idx = <int32_t*>PyMem_RawCalloc(slots, sizeof(int32_t))
+        cdef int32_t* new_idx = _index_alloc(slots)
         if new_idx == NULL:
             raise MemoryError()
         if self.idx == NULL:             # first index of an empty map: nothing to move
@@ -431,7 +490,7 @@ cdef class HashMap:
     @cython.final
     cdef void _finish(self) noexcept:
         """The cursor reached the end of the log: drop the old index, cut the log at w."""
-        PyMem_RawFree(self.old_idx)
+        self._retire_index(self.old_idx, self.old_mask + 1)
         self.old_idx = NULL
         self.old_mask = 0
         if self.n != self.mig_w:
@@ -487,8 +546,41 @@ cdef class HashMap:
 
     @cython.final
     cdef inline void _write_step(self) noexcept:
+        """The bounded background work every write does: migration steps, and giving a
+        retired index back to the OS."""
         if self.old_idx != NULL:
             self._migrate(T_STEP)
+        if self.rel_bytes:
+            self._release_chunk()
+
+    @cython.final
+    cdef void _retire_index(self, int32_t* p, Py_ssize_t slots) noexcept:
+        """Free an old index: small ones at once, large ones a chunk per later write."""
+        cdef size_t nbytes = <size_t>slots * sizeof(int32_t)
+        if not (FM_HAVE_MMAP and nbytes >= BIG_INDEX):
+            PyMem_RawFree(p)
+            return
+        self._release_all()          # a previous one still pending (rare): finish it
+        self.rel_ptr = <char*>p
+        self.rel_bytes = nbytes
+
+    @cython.final
+    cdef void _release_chunk(self) noexcept:
+        cdef size_t chunk = RELEASE_CHUNK if self.rel_bytes > RELEASE_CHUNK else self.rel_bytes
+        self.rel_bytes -= chunk
+        if self.rel_bytes == 0:
+            PyTraceMalloc_Untrack(TRACE_DOMAIN, <uintptr_t>self.rel_ptr)
+        fm_unmap(self.rel_ptr + self.rel_bytes, chunk)
+        if self.rel_bytes == 0:
+            self.rel_ptr = NULL
+
+    @cython.final
+    cdef void _release_all(self) noexcept:
+        if self.rel_bytes:
+            PyTraceMalloc_Untrack(TRACE_DOMAIN, <uintptr_t>self.rel_ptr)
+            fm_unmap(self.rel_ptr, self.rel_bytes)
+            self.rel_ptr = NULL
+            self.rel_bytes = 0
 
     # ------------------------------------------------------------------ lookup
 
@@ -613,10 +705,9 @@ cdef class HashMap:
         self.segs[i >> self.seg_shift].live -= 1
         self.live -= 1
         self.stamp += 1
-        if self.old_idx != NULL:
-            self._migrate(T_STEP)
-        else:
+        if self.old_idx == NULL:
             self._maybe_shrink()
+        self._write_step()
 
     @cython.final
     cdef object _get(self, object key, Py_hash_t h, object default):
@@ -815,10 +906,9 @@ cdef class HashMap:
             self.old_end = i
         self.stamp += 1
         self.layout += 1
-        if self.old_idx != NULL:
-            self._migrate(T_STEP)
-        else:
+        if self.old_idx == NULL:
             self._maybe_shrink()
+        self._write_step()
 
     def clear(self, *, bint keep_capacity=False):
         """Remove all items. O(n) (the references must be released).
@@ -841,7 +931,8 @@ cdef class HashMap:
         cdef Entry* ep
         cdef PyObject* k
         cdef PyObject* v
-        PyMem_RawFree(self.old_idx)
+        _index_free(self.old_idx, self.old_mask + 1 if self.old_idx != NULL else 0)
+        self._release_all()
         # detach everything first: user code run by the DECREFs below sees an empty map
         self.segs = NULL
         self.idx = NULL
@@ -879,7 +970,7 @@ cdef class HashMap:
         for i in range(nsegs):
             PyMem_RawFree(segs[i].p)
         PyMem_RawFree(segs)
-        PyMem_RawFree(idx)
+        _index_free(idx, mask + 1 if idx != NULL else 0)
 
     def __iter__(self):
         return _make_iter(self, 0, False)
@@ -888,15 +979,31 @@ cdef class HashMap:
         return _make_iter(self, 0, True)
 
     def keys(self):
-        """A live, set-like view of the keys, in insertion order."""
+        """A live, set-like view of the keys, in insertion order. O(1) to create;
+        iterating it is O(n), ``in`` is O(1), set operations return sets (as for dict).
+
+        >>> m = HashMap(a=1, b=2); k = m.keys(); m["c"] = 3
+        >>> list(k), k & {"a", "z"}
+        (['a', 'b', 'c'], {'a'})
+        """
         return _KeysView(self)
 
     def values(self):
-        """A live view of the values, in insertion order."""
+        """A live view of the values, in insertion order. O(1) to create; iterating it
+        and ``in`` are O(n).
+
+        >>> list(HashMap(a=1, b=2).values())
+        [1, 2]
+        """
         return _ValuesView(self)
 
     def items(self):
-        """A live, set-like view of the (key, value) pairs, in insertion order."""
+        """A live, set-like view of the (key, value) pairs, in insertion order. O(1) to
+        create; iterating it is O(n), ``(k, v) in items`` is O(1).
+
+        >>> m = HashMap(a=1); list(m.items()), ("a", 1) in m.items()
+        ([('a', 1)], True)
+        """
         return _ItemsView(self)
 
     def update(self, *args, **kwargs):
@@ -952,6 +1059,7 @@ cdef class HashMap:
     @classmethod
     def fromkeys(cls, iterable, value=None):
         """Create a new map with keys from iterable and values set to value.
+        O(len(iterable)), amortised O(1) per key with no O(n) pause.
 
         >>> HashMap.fromkeys("ab", 0)
         HashMap({'a': 0, 'b': 0})
@@ -1091,7 +1199,11 @@ cdef class HashMap:
 
     @property
     def capacity(self):
-        """How many entries the map can hold before its next migration starts."""
+        """How many entries the map can hold before its next migration starts. O(1).
+
+        >>> HashMap.with_capacity(100).capacity >= 100
+        True
+        """
         return self.usable - self.fill + self.live
 
     def _progress(self):
@@ -1109,6 +1221,10 @@ cdef class HashMap:
         ``migration_remaining`` (log positions still to visit), ``old_index_slots``,
         ``migrations`` (started so far), ``forced_finishes`` (should stay 0),
         ``segments`` and ``bytes`` (memory held, as ``__sizeof__``).
+
+        >>> s = HashMap.fromkeys(range(10)).stats()
+        >>> s["len"], s["migrating"], s["tombstones"]
+        (10, False, 0)
         """
         cdef Py_ssize_t holes = 0, pos = 0
         while True:
@@ -1144,7 +1260,7 @@ cdef class HashMap:
             size += (self.mask + 1) * sizeof(int32_t)
         if self.old_idx != NULL:
             size += (self.old_mask + 1) * sizeof(int32_t)
-        return size
+        return size + self.rel_bytes
 
     def _check(self):
         """Verify every internal invariant; raise AssertionError on the first violation.
