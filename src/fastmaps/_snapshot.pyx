@@ -61,6 +61,11 @@ proportional to their own size; smaller ones migrate incrementally, item by item
 Memory: at rest (no migration) elen <= 2*count + 32 log records and index load between
 1/6 and 2/3; during a migration the old index is kept as well, and holes deleted during
 it are compacted by the next one.
+One step is still proportional to the map, though it only reads: deleting the last
+record trims the run of holes before it (so that popitem stays LIFO), and holes elsewhere
+may number up to count + 32.  Only a delete pattern that empties a long stretch at the
+end of the log but keeps its last record pays it (500k holes at 10^6: about 2 ms of
+reading records); per-page live counts would reduce it to O(log n).
 
 **Who may write in place.**  A private version (a batch's, one being built by
 ``update``/``Snapshot(...)``, or the copy a writer makes of the published version) is
@@ -1488,9 +1493,10 @@ cdef class SnapshotMap:
     cut into pages held in 32-way trees, so every page access walks O(log32 n) tree
     levels: 3 at 10^6 items, at most 6; the complexities below count that as O(1).
     A lookup is O(1) average, O(n) worst case when many keys' hashes collide.  A
-    single-key write is amortised O(1): when the version is shared it copies at most one
-    log page and one index page with their tree paths, and the rare index rebuild or log
-    compaction is O(n) -- the worst case of one write.
+    single-key write is O(1): when the version is shared it copies at most one log page
+    and one index page with their tree paths, plus a bounded step (8 log positions) of a
+    running migration; index growth and log compaction are spread over writes, so no
+    single write is O(n) unless many keys' hashes collide.
 
     >>> m = SnapshotMap(a=1)
     >>> m["b"] = 2
@@ -1725,9 +1731,9 @@ cdef class SnapshotMap:
         """Remove key and return its value.  If key is absent, return default, or raise
         KeyError when no default is given.  Publishes a new version if key was present.
 
-        Complexity: amortised O(1) (an O(1) average lookup, then a copy-on-write of at
-        most one log page and one index page); worst case O(n), when the delete leaves
-        more holes than live items and the log is compacted (or hashes collide).
+        Complexity: O(1) average (a lookup, then a copy-on-write of at most one log page
+        and one index page, plus a bounded step of a running migration: the log is
+        compacted incrementally); worst case O(n) only when hashes collide.
 
         >>> m = SnapshotMap(a=1)
         >>> m.pop("a"), m.pop("a", None)
@@ -1749,8 +1755,9 @@ cdef class SnapshotMap:
         """Remove and return the last inserted (key, value) pair (LIFO, like dict);
         KeyError if the map is empty.
 
-        Complexity: amortised O(1) (the last log position always holds the last live
-        item, so no key is compared); worst case O(n) when the log is compacted.
+        Complexity: O(1) (the last log position always holds the last live item, so no
+        key is compared), plus a bounded step of a running migration; removing the last
+        item skips the trailing holes before it (see the module docstring).
 
         >>> m = SnapshotMap(a=1, b=2)
         >>> m.popitem(), m
@@ -1763,8 +1770,8 @@ cdef class SnapshotMap:
         default (publishing a new version).  The check and the insert are atomic.
 
         Complexity: O(1) average when key is present (nothing is published, but the
-        writer lock is taken); otherwise an insert: amortised O(1), worst case O(n) when
-        the index is rebuilt (it grows to keep its load at most 2/3).
+        writer lock is taken); otherwise an insert: O(1) average (the index grows
+        incrementally, a bounded step per write, to keep its load at most 2/3).
 
         >>> m = SnapshotMap()
         >>> m.setdefault("a", 1), m.setdefault("a", 2), m
@@ -1778,9 +1785,9 @@ cdef class SnapshotMap:
         them or none).  Nothing is published if nothing changes, or if a key's
         ``__eq__`` raises (the exception propagates).  Returns None.
 
-        Complexity: amortised O(k) for k items (keys are hashed before the lock is taken;
-        each page the update touches is copied once); worst case O(n + k), when the index
-        is rebuilt to make room.
+        Complexity: O(k) average for k items (keys are hashed before the lock is taken;
+        each page the update touches is copied once); when k is at least half the map's
+        size the index is rebuilt at once to make room, O(n + k) = O(k).
 
         >>> m = SnapshotMap(a=1)
         >>> m.update({"b": 2}, c=3)
@@ -1916,8 +1923,8 @@ cdef class SnapshotMap:
         store value, publish, and return (value, False).  Atomic: the check and the store
         run under the writer lock.
 
-        Complexity: O(1) average when key is present; otherwise an insert: amortised
-        O(1), worst case O(n) when the index is rebuilt.
+        Complexity: O(1) average when key is present; otherwise an insert: O(1) average
+        (the index grows incrementally, a bounded step per write).
 
         >>> m = SnapshotMap()
         >>> m.load_or_store("a", 1), m.load_or_store("a", 2)
@@ -1932,8 +1939,7 @@ cdef class SnapshotMap:
     def load_and_delete(self, key):
         """Delete key; return (its value, True), or (None, False) if it was absent.
 
-        Complexity: as ``pop()``: amortised O(1), worst case O(n) when the log is
-        compacted.
+        Complexity: as ``pop()``: O(1) average (the log is compacted incrementally).
 
         >>> m = SnapshotMap(a=1)
         >>> m.load_and_delete("a"), m.load_and_delete("a")
@@ -1949,9 +1955,8 @@ cdef class SnapshotMap:
         """Store value for key (inserting key if absent); return (previous value, True),
         or (None, False) if key was absent.
 
-        Complexity: O(1) average for a present key (at most one log page is copied, no
-        rebuild); for a new key an insert: amortised O(1), worst case O(n) when the
-        index is rebuilt.
+        Complexity: O(1) average for a present key (at most one log page is copied); for
+        a new key an insert: O(1) average (the index grows incrementally).
 
         >>> m = SnapshotMap(a=1)
         >>> m.swap("a", 2), m.swap("b", 3), m
@@ -1983,8 +1988,7 @@ cdef class SnapshotMap:
         """If key is present and its value is old (identity, then ==), delete it and
         return True; otherwise return False.
 
-        Complexity: as ``pop()``: amortised O(1), worst case O(n) when the log is
-        compacted.
+        Complexity: as ``pop()``: O(1) average (the log is compacted incrementally).
 
         >>> m = SnapshotMap(a=1, b=2)
         >>> m.compare_and_delete("a", 0), m.compare_and_delete("a", 1), m
@@ -2566,7 +2570,7 @@ cdef class Batch:
         """Remove key from the batch and return its value.  If key is absent, return
         default, or raise KeyError when no default is given.
 
-        Complexity: amortised O(1); worst case O(n) when the log is compacted.
+        Complexity: O(1) average (the log is compacted incrementally).
 
         >>> m = SnapshotMap(a=1)
         >>> with m.batch() as b:
@@ -2585,8 +2589,7 @@ cdef class Batch:
         """Remove and return the last inserted (key, value) pair of the batch; KeyError
         if the batch is empty.
 
-        Complexity: amortised O(1) (no key is compared); worst case O(n) when the log is
-        compacted.
+        Complexity: O(1) (no key is compared), plus a bounded migration step.
 
         >>> m = SnapshotMap(a=1, b=2)
         >>> with m.batch() as b:
@@ -2614,8 +2617,8 @@ cdef class Batch:
         """Return the batch's value for key; if key is absent, first insert it with the
         value default.
 
-        Complexity: O(1) average when key is present; otherwise an insert: amortised
-        O(1), worst case O(n) when the index is rebuilt.
+        Complexity: O(1) average when key is present; otherwise an insert: O(1) average
+        (the index grows incrementally, a bounded step per write).
 
         >>> m = SnapshotMap(a=1)
         >>> with m.batch() as b:
@@ -2632,8 +2635,8 @@ cdef class Batch:
         the items before it stay applied to the batch (let the exception leave the block
         to discard the whole batch).
 
-        Complexity: amortised O(k) for k items; worst case O(n + k), when the index is
-        rebuilt to make room.
+        Complexity: O(k) average for k items; when k is at least half the batch's size the
+        index is rebuilt at once, O(n + k) = O(k).
 
         >>> m = SnapshotMap(a=1)
         >>> with m.batch() as b:
