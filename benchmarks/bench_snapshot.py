@@ -238,9 +238,11 @@ def bench_snapshot_scaling(res: Results, sizes, repeats):
 
 
 def bench_worst_write(res: Results, n: int) -> None:
-    """Worst single-write latency: the amortised O(n) steps.  Inserts n//2 new keys one at a
-    time into a map of n (crossing an index rebuild), then deletes the oldest keys until the
-    log is compacted; the same sequence on dict+Lock (whose resizes are O(n) too)."""
+    """Worst single-write latency across index growth and log compaction (incremental
+    migrations in SnapshotMap; the row names keep the events they cross).  Inserts n//2 new
+    keys one at a time into a map of n (crossing index growth), then deletes the oldest
+    keys until the log is compacted; the same sequence on dict+Lock (whose resizes are
+    O(n))."""
     keys = int_keys(n)
     new = [k + (1 << 42) for k in keys[: n // 2]]
     lock = threading.Lock()

@@ -324,20 +324,25 @@ cdef extern from *:
     }
 
     /* ---- reading a version ---- */
-    static inline fm_entry *fm_entry_at(const fm_ver *v, Py_ssize_t p) {
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FM_HOT static inline __attribute__((always_inline))
+    #else
+    #define FM_HOT static inline
+    #endif
+    FM_HOT fm_entry *fm_entry_at(const fm_ver *v, Py_ssize_t p) {
         fm_node *n = v->eroot;
         int d;
         for (d = v->edepth; d > 0; d--)
             n = fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
         return fm_ents(n) + ((size_t)p & (FM_ECAP - 1));
     }
-    static inline int32_t *fm_islot_at(fm_node *n, int depth, size_t i) {
+    FM_HOT int32_t *fm_islot_at(fm_node *n, int depth, size_t i) {
         int d;
         for (d = depth; d > 0; d--)
             n = fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
         return fm_slots(n) + (i & (FM_ICAP - 1));
     }
-    static inline int32_t *fm_slot_at(const fm_ver *v, size_t i) {
+    FM_HOT int32_t *fm_slot_at(const fm_ver *v, size_t i) {
         return fm_islot_at(v->iroot, v->idepth, i);
     }
     /* During a migration: is log position p indexed by the old index? */
@@ -346,9 +351,10 @@ cdef extern from *:
     }
     /* The old-index half of fm_probe (the key is not in the new index).  Slots of the old
        index pointing outside [mr, mend) are stale (their records moved) and are skipped
-       without touching the log.  A hit's slot is reported as -2 - i. */
-    static int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key, Py_ssize_t *pos,
-                            Py_ssize_t *slot) {
+       without touching the log.  A hit's slot is reported as -2 - i.  Kept out of line so
+       that fm_probe stays small enough to be inlined into the lookups. */
+    static Py_NO_INLINE int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key,
+                                         Py_ssize_t *pos, Py_ssize_t *slot) {
         size_t mask = v->omask, perturb = (size_t)h, i = (size_t)h & mask;
         for (;;) {
             int32_t ix = *fm_islot_at(v->oroot, v->odepth, i);
@@ -378,7 +384,7 @@ cdef extern from *:
        else the EMPTY slot ending it; -1 when there is no index); -1: error (__eq__ raised).  The caller owns a reference
        keeping the version alive (or holds the lock guarding a private version); the
        version cannot change while __eq__ runs. */
-    static inline int fm_probe(const fm_ver *v, Py_hash_t h, PyObject *key, Py_ssize_t *pos,
+    FM_HOT int fm_probe(const fm_ver *v, Py_hash_t h, PyObject *key, Py_ssize_t *pos,
                                Py_ssize_t *slot, Py_ssize_t *freeslot) {
         size_t mask, i, perturb;
         Py_ssize_t fs = -1;
@@ -408,7 +414,7 @@ cdef extern from *:
             return 1;
         }
     }
-    static inline int fm_find(const fm_ver *v, Py_hash_t h, PyObject *key, fm_entry **out) {
+    FM_HOT int fm_find(const fm_ver *v, Py_hash_t h, PyObject *key, fm_entry **out) {
         Py_ssize_t pos;
         int r = fm_probe(v, h, key, &pos, NULL, NULL);
         if (r > 0) *out = fm_entry_at(v, pos);
