@@ -95,6 +95,7 @@ from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
 from libc.string cimport memset, memcpy
 
 import collections.abc as _abc
+import copyreg as _copyreg
 import sys as _sys
 from types import GenericAlias as _GenericAlias, MappingProxyType as _MappingProxyType
 
@@ -109,6 +110,7 @@ cdef extern from "Python.h":
     void PyType_Modified(object t)
     Py_ssize_t Py_REFCNT(object o)
     PyObject* PyTuple_GET_ITEM(object t, Py_ssize_t i)
+    Py_ssize_t PyTuple_GET_SIZE(object t)
     void PyTuple_SET_ITEM(object t, Py_ssize_t i, object o)   # steals (we INCREF first)
     int PyObject_GC_IsTracked(object o)
     void PyObject_GC_Track(object o)
@@ -297,8 +299,12 @@ cdef class HashMap:
     cdef size_t old_mask
     cdef Py_ssize_t mig_w, mig_r, old_end
     # change counters
-    cdef uint64_t stamp        # structural changes: lookups restart if it moved under them
+    cdef uint64_t stamp        # index replaced, migration progress, entries moved: a lookup
+                               # whose __eq__ saw it change restarts (plain inserts and
+                               # deletes do not change it: a probe can continue past them)
     cdef uint64_t layout       # entry ids changed: iterators relocate by key identity
+    cdef uint64_t n_dels       # deletions so far: relocation by identity is exact without
+    cdef uint64_t n_ins        # insertions so far (see _lookup_for_insert)
     # a retired large index being given back to the OS a chunk per write
     cdef char* rel_ptr
     cdef size_t rel_bytes
@@ -612,8 +618,8 @@ cdef class HashMap:
                         startkey = <object>sk
                         eq = PyObject_RichCompareBool(startkey, key, Py_EQ)
                         startkey = None
-                        if self.stamp != stamp:
-                            return RESTART
+                        if self.stamp != stamp or self._ent(ident).key != sk:
+                            return RESTART    # the table, or the compared entry, changed
                         if eq:
                             slotp[0] = &idx[i]
                             return ident
@@ -672,14 +678,26 @@ cdef class HashMap:
         slot[0] = <int32_t>(self.n + 1)
         self.n += 1
         self.live += 1
-        self.stamp += 1
+        self.n_ins += 1
         self._write_step()
         return 0
 
     @cython.final
-    cdef int _set(self, object key, Py_hash_t h, object value) except -1:
+    cdef inline Py_ssize_t _lookup_for_insert(self, object key, Py_hash_t h) except -2:
+        """_lookup before an insert. A probe continues past plain inserts made by an
+        __eq__ it calls (as CPython's does), so if that __eq__ inserted this very key
+        object on a slot the probe had passed, it is found again by identity (no user
+        code) rather than inserted twice."""
         cdef int32_t* slot
+        cdef uint64_t ins = self.n_ins
         cdef Py_ssize_t i = self._lookup(key, h, &slot)
+        if i < 0 and self.n_ins != ins:
+            i = self._find_key_id(<PyObject*>key, h)
+        return i
+
+    @cython.final
+    cdef int _set(self, object key, Py_hash_t h, object value) except -1:
+        cdef Py_ssize_t i = self._lookup_for_insert(key, h)
         cdef Entry* ep
         cdef PyObject* old
         if i < 0:
@@ -704,7 +722,7 @@ cdef class HashMap:
         slot[0] = DUMMY
         self.segs[i >> self.seg_shift].live -= 1
         self.live -= 1
-        self.stamp += 1
+        self.n_dels += 1
         if self.old_idx == NULL:
             self._maybe_shrink()
         self._write_step()
@@ -772,9 +790,9 @@ cdef class HashMap:
         if i >= 0:
             return <object>self._ent(i).value
         if type(self) is not HashMap:
-            missing = getattr(type(self), "__missing__", None)
+            missing = _lookup_special(self, "__missing__")
             if missing is not None:
-                return missing(self, key)
+                return missing(key)
         raise KeyError(key)
 
     def __setitem__(self, key, value):
@@ -798,7 +816,7 @@ cdef class HashMap:
         return self._lookup(key, h, &slot) >= 0
 
     @cython.binding(False)
-    def get(self, key, default=None):
+    def get(self, key, default=None, /):
         """Return the value for key if key is in the map, else default. O(1).
 
         >>> HashMap(a=1).get("b", 0)
@@ -806,7 +824,7 @@ cdef class HashMap:
         """
         return self._get(key, _hash(key), default)
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, key, default=None, /):
         """Insert key with a value of default if key is not in the map; return the value
         for key. O(1) amortised, and never an O(n) pause.
 
@@ -814,8 +832,7 @@ cdef class HashMap:
         HashMap({'a': [1]})
         """
         cdef Py_hash_t h = _hash(key)
-        cdef int32_t* slot
-        cdef Py_ssize_t i = self._lookup(key, h, &slot)
+        cdef Py_ssize_t i = self._lookup_for_insert(key, h)
         if i >= 0:
             return <object>self._ent(i).value
         self._insert_new(key, h, default)
@@ -835,6 +852,10 @@ cdef class HashMap:
         cdef Py_ssize_t i
         if len(args) > 1:
             raise TypeError(f"pop expected at most 2 arguments, got {1 + len(args)}")
+        if self.live == 0:           # like dict: an empty map does not hash the key
+            if args:
+                return args[0]
+            raise KeyError(key)
         h = _hash(key)
         i = self._lookup(key, h, &slot)
         if i < 0:
@@ -901,6 +922,7 @@ cdef class HashMap:
         slot[0] = DUMMY
         self.segs[i >> self.seg_shift].live -= 1
         self.live -= 1
+        self.n_dels += 1
         self.n = i
         if self.old_idx != NULL and self.old_end > i:
             self.old_end = i
@@ -943,6 +965,7 @@ cdef class HashMap:
         self.mig_w = self.mig_r = self.old_end = 0
         self.stamp += 1
         self.layout += 1
+        self.n_dels += 1
         for i in range(n):
             if migrating and w <= i < r:
                 continue
@@ -1022,12 +1045,18 @@ cdef class HashMap:
 
     @cython.final
     cdef int _update_from(self, object other, bint presize) except -1:
+        """dict's update/merge rules: a HashMap or dict whose iteration is not overridden
+        is merged directly (a HashMap's stored hashes are reused: no __hash__ calls);
+        anything with a ``keys`` attribute is read as ``other[k] for k in
+        list(other.keys())``; anything else is an iterable of pairs."""
         cdef Py_ssize_t i
-        if isinstance(other, HashMap):
+        cdef _HashMapIterator it
+        if isinstance(other, HashMap) and type(other).__iter__ is HashMap.__iter__:
             if presize and self.live == 0:
                 self._reserve(len(other))
-            for k, v in (<HashMap>other).items():
-                self._set(k, _hash(k), v)
+            it = _make_iter(<HashMap>other, ITER_ITEMS, False)
+            for k, v in it:
+                self._set(k, it.last_hash, v)
             return 0
         if PyDict_CheckExact(other) or (isinstance(other, dict)
                                         and type(other).__iter__ is dict.__iter__):
@@ -1036,9 +1065,17 @@ cdef class HashMap:
             for k, v in (<dict>other).items():
                 self._set(k, _hash(k), v)
             return 0
-        keys = getattr(other, "keys", None)
-        if keys is not None:
-            for k in keys():
+        keys = getattr(other, "keys", _MISSING)
+        if keys is not _MISSING:
+            ks = keys()
+            try:
+                ks = list(ks)
+            except TypeError:
+                if not hasattr(ks, "__iter__"):
+                    raise TypeError(f"{type(other).__name__}.keys() returned a non-iterable "
+                                    f"(type {type(ks).__name__})") from None
+                raise
+            for k in ks:
                 self._set(k, _hash(k), other[k])
             return 0
         i = 0
@@ -1057,7 +1094,7 @@ cdef class HashMap:
         return 0
 
     @classmethod
-    def fromkeys(cls, iterable, value=None):
+    def fromkeys(cls, iterable, value=None, /):
         """Create a new map with keys from iterable and values set to value.
         O(len(iterable)), amortised O(1) per key with no O(n) pause.
 
@@ -1113,7 +1150,11 @@ cdef class HashMap:
 
     def __copy__(self):
         if type(self) is HashMap:
-            return self.copy()
+            new = self.copy()
+            attrs = vars(self)
+            if attrs:
+                vars(new).update(attrs)
+            return new
         return _copy_via_reduce(self)
 
     # ------------------------------------------------------------------ extras
@@ -1333,12 +1374,14 @@ cdef class HashMap:
     # ------------------------------------------------------------------ comparisons, repr
 
     def __eq__(self, other):
-        if not isinstance(other, (HashMap, dict)) and not isinstance(other, _abc.Mapping):
+        # As dict: compare with HashMaps and dicts; other mappings get NotImplemented, so
+        # their own __eq__ decides (collections.abc.Mapping compares item by item).
+        if not isinstance(other, (HashMap, dict)):
             return NotImplemented
         return _mapping_equal(self, other)
 
     def __ne__(self, other):
-        if not isinstance(other, (HashMap, dict)) and not isinstance(other, _abc.Mapping):
+        if not isinstance(other, (HashMap, dict)):
             return NotImplemented
         return not _mapping_equal(self, other)
 
@@ -1352,15 +1395,22 @@ cdef class HashMap:
             return "..."
         try:
             parts = []
-            for k, v in _tolerant_items(self):
+            for k, v, _ in _tolerant_items(self):
                 parts.append(f"{k!r}: {v!r}")
             return f"{name}({{{', '.join(parts)}}})"
         finally:
             Py_ReprLeave(self)
 
-    def __reduce__(self):
-        state = getattr(self, "__dict__", None) or None
-        return (type(self), (), state, None, iter(self.items()))
+    def __reduce_ex__(self, protocol):
+        # As for a dict subclass: recreate with cls.__new__ (no __init__ call), restore the
+        # instance state (__dict__ and __slots__, or a custom __getstate__), then the items.
+        cls = type(self)
+        getstate = getattr(self, "__getstate__", None)
+        if getstate is not None:                      # 3.11+: object.__getstate__
+            state = getstate()
+        else:
+            state = _state_310(self)
+        return (_copyreg.__newobj__, (cls,), state or None, None, iter(self.items()))
 
     def __or__(self, other):
         if not isinstance(other, (HashMap, dict)):
@@ -1392,13 +1442,47 @@ cdef Py_ssize_t _count_dummies(int32_t* idx, Py_ssize_t slots) noexcept:
     return c
 
 
+_MISSING = object()
+
+
+cdef extern from "Python.h":
+    PyObject* PyDict_GetItemWithError(object d, object k) except? NULL
+
+
+def _lookup_special(obj, name):
+    """type(obj).<name> bound to obj through the descriptor protocol (how CPython looks up
+    special methods such as __missing__), or None."""
+    for klass in type(obj).__mro__:
+        d = klass.__dict__
+        if name in d:
+            f = d[name]
+            get = getattr(type(f), "__get__", None)
+            return get(f, obj, type(obj)) if get is not None else f
+    return None
+
+
+def _state_310(obj):
+    """The instance state pickle saves for a dict subclass on Python 3.10 (which has no
+    object.__getstate__): __dict__, plus the __slots__ values if there are any."""
+    d = obj.__dict__ or None
+    slots = {}
+    for name in _copyreg._slotnames(type(obj)):
+        if name in ("__dict__", "__weakref__"):
+            continue
+        try:
+            slots[name] = getattr(obj, name)
+        except AttributeError:
+            pass
+    return (d, slots) if slots else d
+
+
 def _copy_via_reduce(obj):
     import copy
     return copy._reconstruct(obj, None, *obj.__reduce_ex__(4))
 
 
 def _tolerant_items(HashMap m):
-    """(key, value) pairs in order, like dict's internal iteration: tolerates mutation
+    """(key, value, hash) in order, like dict's internal iteration: tolerates mutation
     (never raises for it, may then skip or repeat) and never reads freed memory. Used by
     ==, repr."""
     cdef Py_ssize_t pos = 0, found
@@ -1424,34 +1508,31 @@ def _tolerant_items(HashMap m):
         last_hash = ep.hash
         k = <object>ep.key
         v = <object>ep.value
-        yield k, v
+        yield k, v, last_hash
 
 
 cdef bint _mapping_equal(HashMap a, object b) except -1:
+    """a == b for b a HashMap or a dict: same length, and every key of a is in b (looked
+    up without __missing__, with a's stored hash when b is a HashMap) with an equal value
+    (identity first). Tolerates mutation during the comparison, as dict does."""
     cdef HashMap hb
     cdef int32_t* slot
     cdef Py_ssize_t i
-    cdef Py_hash_t h
+    cdef PyObject* found
     if a.live != len(b):
         return False
-    for k, v in _tolerant_items(a):
-        if isinstance(b, HashMap):
-            hb = <HashMap>b
-            h = _hash(k)
+    hb = b if isinstance(b, HashMap) else None
+    for k, v, h in _tolerant_items(a):
+        if hb is not None:
             i = hb._lookup(k, h, &slot)
             if i < 0:
                 return False
             bv = <object>hb._ent(i).value
-        elif isinstance(b, dict):
-            try:
-                bv = dict.__getitem__(b, k)
-            except KeyError:
-                return False
         else:
-            try:
-                bv = b[k]
-            except KeyError:
+            found = PyDict_GetItemWithError(b, k)   # (an error propagates)
+            if found == NULL:
                 return False
+            bv = <object>found
         if not (v is bv or PyObject_RichCompareBool(v, bv, Py_EQ)):
             return False
     return True
@@ -1478,6 +1559,7 @@ cdef _HashMapIterator _make_iter(HashMap m, int kind, bint rev):
     it.remaining = m.live
     it.layout = m.layout
     it.last_key = NULL
+    it.n_dels = m.n_dels
     it.pos = m.n - 1 if rev else 0
     return it
 
@@ -1489,6 +1571,7 @@ cdef class _HashMapIterator:
     cdef Py_ssize_t pos
     cdef PyObject* last_key    # address of the last key produced (never dereferenced)
     cdef Py_hash_t last_hash
+    cdef uint64_t n_dels       # the map's deletion count at the last step
     cdef uint64_t layout
     cdef Py_ssize_t used
     cdef Py_ssize_t remaining
@@ -1503,6 +1586,17 @@ cdef class _HashMapIterator:
         if self.m is None or self.m.live != self.used:
             return 0
         return self.remaining
+
+    def __reduce__(self):
+        # like dict iterators: pickled as an iterator over a list of what remains
+        cdef _HashMapIterator twin
+        if self.m is None:
+            return (iter, ((),))
+        twin = _make_iter(self.m, self.kind, self.rev)
+        twin.pos, twin.last_key, twin.last_hash = self.pos, self.last_key, self.last_hash
+        twin.layout, twin.used, twin.remaining = self.layout, self.used, self.remaining
+        twin.n_dels = self.n_dels
+        return (iter, (list(twin),))
 
     def __next__(self):
         cdef HashMap m = self.m
@@ -1545,10 +1639,12 @@ cdef class _HashMapIterator:
         self.pos = pos
         if self.remaining <= 0:
             self.remaining = -1
+            self.m = None          # like dict: later calls end the iteration
             raise RuntimeError(f"{type(m).__name__} keys changed during iteration")
         self.remaining -= 1
         self.last_key = ep.key
         self.last_hash = ep.hash
+        self.n_dels = m.n_dels
         if self.kind == ITER_KEYS:
             return <object>ep.key
         if self.kind == ITER_VALUES:
@@ -1562,7 +1658,9 @@ cdef class _HashMapIterator:
         if self.last_key == NULL:
             self.pos = m.n - 1 if self.rev else 0
             return 0
-        found = m._find_key_id(self.last_key, self.last_hash)
+        # Without deletions the last key is still the entry we produced (it may only have
+        # moved). After a delete it may be gone, or re-inserted at the end: keys changed.
+        found = -1 if m.n_dels != self.n_dels else m._find_key_id(self.last_key, self.last_hash)
         if found < 0:
             self.remaining = -1
             self.m = None
@@ -1598,7 +1696,7 @@ cdef class _HashMapIterator:
 cdef class _MapView:
     cdef HashMap _m
 
-    def __cinit__(self, HashMap m):
+    def __cinit__(self, HashMap m not None):
         self._m = m
 
     def __len__(self):
@@ -1620,14 +1718,10 @@ cdef class _SetView(_MapView):
     """Set operations shared by the keys and items views (results are sets, as for dict)."""
 
     def __and__(self, other):
-        r = set(self)
-        r.intersection_update(other)
-        return r
+        return _view_and(self, other)
 
     def __rand__(self, other):
-        r = set(other)
-        r.intersection_update(self)
-        return r
+        return _view_and(self, other)
 
     def __or__(self, other):
         r = set(self)
@@ -1685,6 +1779,23 @@ cdef class _SetView(_MapView):
     __hash__ = None
 
 
+_DICT_VIEWS = (type({}.keys()), type({}.items()))
+
+
+def _view_and(view, other):
+    """view & other, the way dict's views compute it: elements come from iterating the
+    other operand (or the larger view), so only they need to be hashable."""
+    if type(other) is set and len(view) <= len(other):
+        return other.intersection(view)
+    if isinstance(other, (_KeysView, _ItemsView) + _DICT_VIEWS) and len(other) > len(view):
+        view, other = other, view
+    result = set()
+    for x in other:
+        if x in view:
+            result.add(x)
+    return result
+
+
 def _all_in(a, b):
     for x in a:
         if x not in b:
@@ -1701,7 +1812,8 @@ cdef class _KeysView(_SetView):
         return _make_iter(self._m, ITER_KEYS, True)
 
     def __contains__(self, key):
-        return key in self._m
+        cdef int32_t* slot
+        return self._m._lookup(key, _hash(key), &slot) >= 0   # not a subclass's __contains__
 
     def _kind_name(self):
         return "keys"
@@ -1719,9 +1831,10 @@ cdef class _ItemsView(_SetView):
         cdef HashMap m = self._m
         cdef int32_t* slot
         cdef Py_ssize_t i
-        if not isinstance(item, tuple) or len(item) != 2:
+        if not isinstance(item, tuple) or PyTuple_GET_SIZE(item) != 2:
             return False
-        key, value = item
+        key = <object>PyTuple_GET_ITEM(item, 0)
+        value = <object>PyTuple_GET_ITEM(item, 1)
         i = m._lookup(key, _hash(key), &slot)
         if i < 0:
             return False
