@@ -1599,57 +1599,85 @@ cdef class _HashMapIterator:
         return (iter, (list(twin),))
 
     def __next__(self):
-        cdef HashMap m = self.m
         cdef Entry* ep
-        cdef Py_ssize_t pos
-        if m is None:
+        if self.m is None:
             raise StopIteration
-        if m.live != self.used:
-            self.used = -1         # like dict: the error is permanent
-            raise RuntimeError(f"{type(m).__name__} changed size during iteration")
-        if m.layout != self.layout:
-            self._relocate(m)
-        if self.rev:
-            pos = self.pos
-            while True:
-                if m.old_idx != NULL and m.mig_w <= pos < m.mig_r:
-                    pos = m.mig_w - 1
-                if pos < 0:
-                    self.m = None
-                    raise StopIteration
-                if pos >= m.n:
-                    pos = m.n - 1
-                    continue
-                ep = m._ent(pos)
-                pos -= 1
-                if ep.key != NULL:
-                    break
-        else:
-            pos = self.pos
-            while True:
-                pos = m._next_pos(pos)
-                if pos >= m.n:
-                    self.pos = pos
-                    self.m = None
-                    raise StopIteration
-                ep = m._ent(pos)
-                pos += 1
-                if ep.key != NULL:
-                    break
-        self.pos = pos
+        # self.m is read through the typed attribute (no reference counting per item)
+        if self.m.live != self.used:
+            return self._size_changed()
+        if self.m.layout != self.layout:
+            self._relocate(self.m)
+        ep = self._bwd() if self.rev else self._fwd()
+        if ep == NULL:
+            self.m = None
+            raise StopIteration
         if self.remaining <= 0:
-            self.remaining = -1
-            self.m = None          # like dict: later calls end the iteration
-            raise RuntimeError(f"{type(m).__name__} keys changed during iteration")
+            return self._keys_changed()
         self.remaining -= 1
         self.last_key = ep.key
         self.last_hash = ep.hash
-        self.n_dels = m.n_dels
+        self.n_dels = self.m.n_dels
         if self.kind == ITER_KEYS:
             return <object>ep.key
         if self.kind == ITER_VALUES:
             return <object>ep.value
         return self._item(ep.key, ep.value)
+
+    # _fwd/_bwd read the map only through self.m's C fields: no reference counting.
+    cdef inline Entry* _fwd(self) noexcept:
+        """The next live entry in logical order ([0, w) ++ [r, n)), or NULL."""
+        cdef Py_ssize_t pos = self.pos
+        cdef Py_ssize_t n = self.m.n
+        cdef bint migrating = self.m.old_idx != NULL
+        cdef Seg* segs = self.m.segs
+        cdef int shift = self.m.seg_shift
+        cdef Py_ssize_t smask = self.m.seg_mask
+        cdef Entry* ep
+        while True:
+            if migrating and self.m.mig_w <= pos < self.m.mig_r:
+                pos = self.m.mig_r
+            if pos >= n:
+                self.pos = pos
+                return NULL
+            ep = segs[pos >> shift].p + (pos & smask)
+            pos += 1
+            if ep.key != NULL:
+                self.pos = pos
+                return ep
+
+    cdef inline Entry* _bwd(self) noexcept:
+        """The previous live entry in logical order, or NULL."""
+        cdef Py_ssize_t pos = self.pos
+        cdef Py_ssize_t n = self.m.n
+        cdef bint migrating = self.m.old_idx != NULL
+        cdef Seg* segs = self.m.segs
+        cdef int shift = self.m.seg_shift
+        cdef Py_ssize_t smask = self.m.seg_mask
+        cdef Entry* ep
+        while True:
+            if migrating and self.m.mig_w <= pos < self.m.mig_r:
+                pos = self.m.mig_w - 1
+            if pos < 0:
+                self.pos = pos
+                return NULL
+            if pos >= n:
+                pos = n - 1
+                continue
+            ep = segs[pos >> shift].p + (pos & smask)
+            pos -= 1
+            if ep.key != NULL:
+                self.pos = pos
+                return ep
+
+    cdef object _size_changed(self):
+        self.used = -1             # like dict: the error is permanent
+        raise RuntimeError(f"{type(self.m).__name__} changed size during iteration")
+
+    cdef object _keys_changed(self):
+        name = type(self.m).__name__
+        self.remaining = -1
+        self.m = None              # like dict: later calls end the iteration
+        raise RuntimeError(f"{name} keys changed during iteration")
 
     cdef int _relocate(self, HashMap m) except -1:
         """Entries moved since the last step: continue next to the last key produced."""
@@ -1674,21 +1702,32 @@ cdef class _HashMapIterator:
         cdef PyObject* res = <PyObject*>self.result
         cdef PyObject* old_k
         cdef PyObject* old_v
-        if self.result is not None and Py_REFCNT(<object>res) == 1:
-            old_k = PyTuple_GET_ITEM(<object>res, 0)
-            old_v = PyTuple_GET_ITEM(<object>res, 1)
-            Py_INCREF(<object>k)
-            Py_INCREF(<object>v)
-            PyTuple_SET_ITEM(<object>res, 0, <object>k)
-            PyTuple_SET_ITEM(<object>res, 1, <object>v)
-            if not PyObject_GC_IsTracked(<object>res):
-                PyObject_GC_Track(<object>res)   # the GC may have untracked it
-            Py_DECREF(<object>old_k)            # after the tuple is consistent again
-            Py_DECREF(<object>old_v)
+        if res != <PyObject*>None and fm_refcnt(res) == 1:
+            old_k = fm_tuple_get(res, 0)
+            old_v = fm_tuple_get(res, 1)
+            fm_incref(k)
+            fm_incref(v)
+            fm_tuple_set(res, 0, k)
+            fm_tuple_set(res, 1, v)
+            if not fm_gc_is_tracked(res):
+                fm_gc_track(res)               # the GC may have untracked it
+            fm_decref(old_k)                   # after the tuple is consistent again
+            fm_decref(old_v)
             return self.result
         result = (<object>k, <object>v)
         self.result = result
         return result
+
+
+cdef extern from "Python.h":
+    # Raw-pointer forms of the C API, so that Cython adds no reference counting of its own.
+    Py_ssize_t fm_refcnt "Py_REFCNT" (PyObject* o) noexcept
+    PyObject* fm_tuple_get "PyTuple_GET_ITEM" (PyObject* t, Py_ssize_t i) noexcept
+    void fm_tuple_set "PyTuple_SET_ITEM" (PyObject* t, Py_ssize_t i, PyObject* o) noexcept
+    void fm_incref "Py_INCREF" (PyObject* o) noexcept
+    void fm_decref "Py_DECREF" (PyObject* o) noexcept
+    int fm_gc_is_tracked "PyObject_GC_IsTracked" (PyObject* o) noexcept
+    void fm_gc_track "PyObject_GC_Track" (PyObject* o) noexcept
 
 
 # ---------------------------------------------------------------------- views
