@@ -353,6 +353,15 @@ cdef extern from *:
        index pointing outside [mr, mend) are stale (their records moved) and are skipped
        without touching the log.  A hit's slot is reported as -2 - i.  Kept out of line so
        that fm_probe stays small enough to be inlined into the lookups. */
+    #ifndef Py_NO_INLINE                /* Python.h defines it from 3.11 on */
+    #  if defined(__GNUC__) || defined(__clang__)
+    #    define Py_NO_INLINE __attribute__((noinline))
+    #  elif defined(_MSC_VER)
+    #    define Py_NO_INLINE __declspec(noinline)
+    #  else
+    #    define Py_NO_INLINE
+    #  endif
+    #endif
     static Py_NO_INLINE int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key,
                                          Py_ssize_t *pos, Py_ssize_t *slot) {
         size_t mask = v->omask, perturb = (size_t)h, i = (size_t)h & mask;
