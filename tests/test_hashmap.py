@@ -302,6 +302,30 @@ def test_with_capacity_reserve_starts_no_migration():
         HashMap.with_capacity(-1)
 
 
+def test_large_presized_index_then_migrations():
+    # an index of >= 2 MiB comes from its own mapping (with_capacity, reserve and
+    # shrink_to_fit ask for huge pages); exercise it through growth, deletes and shrinking
+    n = 400_000
+    m = HashMap.with_capacity(n)
+    assert m.stats()["index_slots"] * 4 >= 2 << 20
+    ref = {}
+    for i in range(n):
+        m[i * 7919] = i
+        ref[i * 7919] = i
+    m._check()
+    m.reserve(3 * n)
+    for i in range(0, n, 3):
+        del m[i * 7919]
+        del ref[i * 7919]
+    m.shrink_to_fit()
+    m._check()
+    assert m == ref and list(m) == list(ref)
+    m.clear(keep_capacity=True)
+    m.update(ref)
+    m._check()
+    assert list(m.items()) == list(ref.items())
+
+
 def test_clear_keep_capacity_refills_without_migrating():
     m = HashMap(pairs(20000))
     slots = m.stats()["index_slots"]

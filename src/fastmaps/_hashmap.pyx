@@ -135,39 +135,59 @@ cdef extern from *:
     """
     #if defined(_WIN32)
     #define FM_HAVE_MMAP 0
-    static void *fm_map_zeroed(size_t n) { (void)n; return NULL; }
+    static void *fm_map_zeroed(size_t n, int huge) { (void)n; (void)huge; return NULL; }
     static void fm_unmap(void *p, size_t n) { (void)p; (void)n; }
     #else
     #include <sys/mman.h>
     #define FM_HAVE_MMAP 1
-    static void *fm_map_zeroed(size_t n) {
-        void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        return p == MAP_FAILED ? NULL : p;
+    #define FM_HUGE ((size_t)1 << 21)
+    /* huge: ask for transparent huge pages (aligned to 2 MiB). Only for indexes that a
+       whole-map call (with_capacity, reserve, shrink_to_fit, copy) allocates: the first
+       touch of a huge page zeroes 2 MiB at once, so a migration's new index, whose pages
+       are all touched by its first few steps, would turn lazy zeroing into a pause. */
+    static void *fm_map_zeroed(size_t n, int huge) {
+        size_t extra = huge && n >= FM_HUGE ? FM_HUGE : 0;
+        char *p = (char *)mmap(NULL, n + extra, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == (char *)MAP_FAILED) return NULL;
+        if (extra) {
+            size_t head = (FM_HUGE - ((size_t)p & (FM_HUGE - 1))) & (FM_HUGE - 1);
+            if (head) munmap(p, head);
+            if (extra - head) munmap(p + head + n, extra - head);
+            p += head;
+    #ifdef MADV_HUGEPAGE
+            madvise(p, n, MADV_HUGEPAGE);
+    #endif
+        }
+        return p;
     }
     static void fm_unmap(void *p, size_t n) { munmap(p, n); }
     #endif
     """
     const int FM_HAVE_MMAP
-    void* fm_map_zeroed(size_t n) nogil
+    void* fm_map_zeroed(size_t n, int huge) nogil
     void fm_unmap(void* p, size_t n) nogil
     int PyTraceMalloc_Track(unsigned int domain, uintptr_t ptr, size_t size)
     int PyTraceMalloc_Untrack(unsigned int domain, uintptr_t ptr)
 
-# Large indices (>= 1 MiB) are mapped directly, zeroed lazily by the OS, and given back
+# Large indices (>= 2 MiB) are mapped directly, zeroed lazily by the OS, and given back
 # to it a chunk at a time after a migration (see _retire_index): unmapping tens of MB of
 # touched pages at once costs about 1 ms per 32 MB, an O(n) pause of its own (redis#8611).
-# They are reported to tracemalloc, so memory measurements still see them.
-cdef size_t BIG_INDEX = 1 << 20
+# They are reported to tracemalloc, so memory measurements still see them. Smaller ones
+# come from calloc: zeroing up to 1 MiB at once costs tens of microseconds, less than the
+# 256 page faults a lazily zeroed 1 MiB mapping takes (measured: building a 1e5-key map
+# from empty spent ~9% of its time in those faults).
+cdef size_t BIG_INDEX = 1 << 21
 cdef size_t RELEASE_CHUNK = 1 << 19
 cdef unsigned int TRACE_DOMAIN = 0
 
 
-cdef int32_t* _index_alloc(Py_ssize_t slots) noexcept:
-    """A zeroed index of `slots` int32 slots, or NULL."""
+cdef int32_t* _index_alloc(Py_ssize_t slots, bint huge) noexcept:
+    """A zeroed index of `slots` int32 slots, or NULL. `huge`: see fm_map_zeroed."""
     cdef size_t nbytes = <size_t>slots * sizeof(int32_t)
     cdef void* p
     if FM_HAVE_MMAP and nbytes >= BIG_INDEX:
-        p = fm_map_zeroed(nbytes)
+        p = fm_map_zeroed(nbytes, huge)
         if p != NULL:
             PyTraceMalloc_Track(TRACE_DOMAIN, <uintptr_t>p, nbytes)
         return <int32_t*>p
@@ -421,10 +441,11 @@ cdef class HashMap:
     # ------------------------------------------------------------------ migration protocol
 
     @cython.final
-    cdef int _start_migration(self, Py_ssize_t slots) except -1:
+    cdef int _start_migration(self, Py_ssize_t slots, bint whole=False) except -1:
         """Allocate a new index of `slots` slots and begin moving into it. The running
-        migration, if any, must have finished. MemoryError leaves the map unchanged."""
-        cdef int32_t* new_idx = _index_alloc(slots)
+        migration, if any, must have finished. MemoryError leaves the map unchanged.
+        `whole`: called by a whole-map operation that completes the migration at once."""
+        cdef int32_t* new_idx = _index_alloc(slots, whole)
         if new_idx == NULL:
             raise MemoryError()
         if self.idx == NULL:             # first index of an empty map: nothing to move
@@ -1197,7 +1218,7 @@ cdef class HashMap:
         if self.idx == NULL or self.usable - self.fill < n - self.live:
             slots = _slots_for(n + 1)
             if self.idx == NULL:
-                self._start_migration(slots)
+                self._start_migration(slots, True)
             else:
                 self._rebuild(slots)
         self._ensure_log(self.n + (n - self.live))
@@ -1208,7 +1229,7 @@ cdef class HashMap:
         """Synchronous migration into an index of `slots` slots (whole-map calls only)."""
         if self.old_idx != NULL:
             self._complete_migration()
-        self._start_migration(slots)     # allocation can fail: then nothing changed
+        self._start_migration(slots, True)   # allocation can fail: then nothing changed
         self._complete_migration()
         return 0
 
