@@ -284,8 +284,14 @@ def test_sizeof_reports_storage():
     m = HashMap()
     empty = sys.getsizeof(m)
     m.update(pairs(10000))
-    assert sys.getsizeof(m) > empty + 10000 * 24
+    assert sys.getsizeof(m) > empty + 10000 * 16        # all-str keys: no stored hashes
     assert m.stats()["bytes"] == m.__sizeof__()
+    str_only = sys.getsizeof(m)
+    m[10**12] = 0                                         # one non-str key: its segment
+    assert sys.getsizeof(m) == str_only + 2048 * 8        # gets a hash array
+    n = HashMap((i, i) for i in range(10000))
+    assert sys.getsizeof(n) > empty + 10000 * 24
+    assert n.stats()["bytes"] == n.__sizeof__()
 
 
 def test_with_capacity_reserve_starts_no_migration():

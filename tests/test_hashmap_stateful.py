@@ -111,6 +111,15 @@ class MapVsDict(RuleBasedStateMachine):
         for i in range(1000, 1000 + n, 2):
             self.both("__delitem__", i)
 
+    @rule(n=st.integers(1, 40), tag=st.sampled_from(["s", "t"]))
+    def bulk_str_insert_then_delete(self, n, tag):
+        # runs of exact-str keys fill segments that store no hashes; mixed with the other
+        # rules' keys, migrations move entries between str-only and hash-storing segments
+        for i in range(n):
+            self.both("__setitem__", f"{tag}{i}", i)
+        for i in range(0, n, 3):
+            self.both("__delitem__", f"{tag}{i}")
+
     @rule(keep=st.booleans())
     def clear(self, keep):
         self.m.clear(keep_capacity=keep)

@@ -207,14 +207,25 @@ cdef void _index_free(int32_t* p, Py_ssize_t slots) noexcept:
 
 
 ctypedef struct Entry:
-    Py_hash_t hash
     PyObject* key          # NULL: a hole (deleted entry) or a vacated position
     PyObject* value
 
 
 ctypedef struct Seg:
     Entry* p               # 2**seg_shift entries (the first segment of a small map: fewer)
+    Py_hash_t* h           # the entries' hashes, or NULL while every key stored in this
+                           # segment is an exact str (whose hash the str caches, as dict's
+                           # all-str tables rely on): 16 instead of 24 bytes per entry
     Py_ssize_t live        # live entries in this segment: lets scans skip empty segments
+
+
+cdef extern from *:
+    """
+    #define FM_IS_STR(o) (Py_TYPE(o) == &PyUnicode_Type)
+    #define FM_STR_HASH(o) (((PyASCIIObject *)(o))->hash)
+    """
+    bint FM_IS_STR(PyObject* o) noexcept nogil
+    Py_hash_t FM_STR_HASH(PyObject* o) noexcept nogil
 
 cdef int32_t DUMMY = -1
 cdef Py_ssize_t MIN_SLOTS = 8
@@ -355,11 +366,55 @@ cdef class HashMap:
         return self.segs[i >> self.seg_shift].p + (i & self.seg_mask)
 
     @cython.final
+    cdef inline Py_hash_t _ehash(self, Py_ssize_t i) noexcept nogil:
+        """The hash of live entry i: stored, or cached by its exact-str key."""
+        cdef Seg* sg = &self.segs[i >> self.seg_shift]
+        if sg.h != NULL:
+            return sg.h[i & self.seg_mask]
+        return FM_STR_HASH(sg.p[i & self.seg_mask].key)
+
+    @cython.final
+    cdef inline Py_ssize_t _seg_cap(self, Py_ssize_t si) noexcept nogil:
+        if si == 0 and self.log_cap < self.seg_mask + 1:
+            return self.log_cap
+        return self.seg_mask + 1
+
+    @cython.final
+    cdef int _add_hashes(self, Py_ssize_t si) noexcept:
+        """Give segment si a hash array (its live keys are exact str until now: their
+        hashes are copied from the str objects). O(segment). 0, or -1 (nothing changed)
+        if memory is short. Raises nothing, calls no user code."""
+        cdef Seg* sg = &self.segs[si]
+        cdef Py_ssize_t j, cap = self._seg_cap(si)
+        cdef Py_ssize_t used = self.n - (si << self.seg_shift)   # positions past n: unset
+        cdef Py_hash_t* h = <Py_hash_t*>PyMem_RawMalloc(cap * sizeof(Py_hash_t))
+        if h == NULL:
+            return -1
+        for j in range(min(cap, used)):
+            h[j] = FM_STR_HASH(sg.p[j].key) if sg.p[j].key != NULL else 0
+        sg.h = h
+        return 0
+
+    @cython.final
+    cdef inline int _store_hash(self, Py_ssize_t i, PyObject* key, Py_hash_t h) noexcept:
+        """Record the hash of the key about to be stored at id i (before it is stored).
+        0, or -1 if a hash array was needed and memory is short (nothing changed)."""
+        cdef Seg* sg = &self.segs[i >> self.seg_shift]
+        if sg.h == NULL:
+            if FM_IS_STR(key):
+                return 0
+            if self._add_hashes(i >> self.seg_shift) < 0:
+                return -1
+        sg.h[i & self.seg_mask] = h
+        return 0
+
+    @cython.final
     cdef int _ensure_log(self, Py_ssize_t need) except -1:
         """Make ids [0, need) addressable. Allocates only; changes no entry."""
         cdef Py_ssize_t seg_size = self.seg_mask + 1
         cdef Py_ssize_t cap, new_dir
         cdef Entry* p
+        cdef Py_hash_t* h
         cdef Seg* d
         while self.log_cap < need:
             if self.nsegs == 0 or (self.nsegs == 1 and self.log_cap < seg_size):
@@ -379,6 +434,11 @@ cdef class HashMap:
                 if p == NULL:
                     raise MemoryError()
                 self.segs[0].p = p
+                if self.segs[0].h != NULL:
+                    h = <Py_hash_t*>PyMem_RawRealloc(self.segs[0].h, cap * sizeof(Py_hash_t))
+                    if h == NULL:
+                        raise MemoryError()   # segs[0].p merely has room to spare
+                    self.segs[0].h = h
                 self.nsegs = 1
                 self.log_cap = cap
                 self.stamp += 1      # entry addresses may have moved
@@ -396,6 +456,7 @@ cdef class HashMap:
             if p == NULL:
                 raise MemoryError()
             self.segs[self.nsegs].p = p
+            self.segs[self.nsegs].h = NULL
             self.segs[self.nsegs].live = 0
             self.nsegs += 1
             self.log_cap += seg_size
@@ -408,7 +469,9 @@ cdef class HashMap:
         while self.nsegs > keep and self.nsegs > 1:
             self.nsegs -= 1
             PyMem_RawFree(self.segs[self.nsegs].p)
+            PyMem_RawFree(self.segs[self.nsegs].h)
             self.segs[self.nsegs].p = NULL
+            self.segs[self.nsegs].h = NULL
             self.log_cap -= self.seg_mask + 1
 
     @cython.final
@@ -426,6 +489,7 @@ cdef class HashMap:
                     Py_DECREF(<object>ep.value)
         for i in range(self.nsegs):
             PyMem_RawFree(self.segs[i].p)
+            PyMem_RawFree(self.segs[i].h)
         PyMem_RawFree(self.segs)
         _index_free(self.idx, self.mask + 1 if self.idx != NULL else 0)
         _index_free(self.old_idx, self.old_mask + 1 if self.old_idx != NULL else 0)
@@ -472,9 +536,11 @@ cdef class HashMap:
 
     @cython.final
     cdef void _migrate(self, Py_ssize_t budget) noexcept:
-        """Advance the running migration by up to `budget` log positions. Calls no user code
-        and allocates nothing."""
+        """Advance the running migration by up to `budget` log positions. Calls no user code.
+        Allocates only when a key that needs a stored hash moves into a segment without a
+        hash array; if that fails, the migration pauses here and resumes on a later write."""
         cdef Py_ssize_t w = self.mig_w, r = self.mig_r, n = self.n, old_end = self.old_end
+        cdef Py_hash_t hh
         cdef Entry* src
         cdef int32_t* slot
         cdef bint moved = False
@@ -488,13 +554,16 @@ cdef class HashMap:
                 continue
             src = self._ent(r)
             if src.key != NULL:
+                hh = self._ehash(r)
+                if r != w and self._store_hash(w, src.key, hh) < 0:
+                    break
                 if r < old_end:
-                    slot = _find_free(self.idx, self.mask, src.hash)
+                    slot = _find_free(self.idx, self.mask, hh)
                     if slot[0] == 0:
                         self.fill += 1
                     slot[0] = <int32_t>(w + 1)
                 elif r != w:
-                    slot = _find_id(self.idx, self.mask, src.hash, r)
+                    slot = _find_id(self.idx, self.mask, hh, r)
                     slot[0] = <int32_t>(w + 1)
                 if r != w:
                     self._ent(w)[0] = src[0]
@@ -531,6 +600,8 @@ cdef class HashMap:
     cdef int _complete_migration(self) except -1:
         if self.old_idx != NULL:
             self._migrate(PY_SSIZE_T_MAX)
+            if self.old_idx != NULL:       # a move needed a hash array and memory is short
+                raise MemoryError()
         return 0
 
     @cython.final
@@ -619,7 +690,8 @@ cdef class HashMap:
         cdef size_t i = <size_t>h & mask
         cdef int32_t ix
         cdef Py_ssize_t ident
-        cdef Entry* ep
+        cdef Seg* sg
+        cdef Py_ssize_t j
         cdef PyObject* sk
         cdef object startkey
         cdef bint eq
@@ -630,12 +702,13 @@ cdef class HashMap:
             if ix > 0:
                 ident = ix - 1
                 if lo <= ident < hi:
-                    ep = self._ent(ident)
-                    sk = ep.key
+                    sg = &self.segs[ident >> self.seg_shift]
+                    j = ident & self.seg_mask
+                    sk = sg.p[j].key
                     if sk == <PyObject*>key:
                         slotp[0] = &idx[i]
                         return ident
-                    if ep.hash == h:
+                    if (sg.h[j] if sg.h != NULL else FM_STR_HASH(sk)) == h:
                         startkey = <object>sk
                         eq = PyObject_RichCompareBool(startkey, key, Py_EQ)
                         startkey = None
@@ -670,10 +743,10 @@ cdef class HashMap:
     @cython.final
     cdef inline int32_t* _slot_of(self, Py_ssize_t ident) noexcept:
         """The index slot referencing live entry `ident` (no user code)."""
-        cdef Entry* ep = self._ent(ident)
+        cdef Py_hash_t h = self._ehash(ident)
         if self.old_idx != NULL and self.mig_r <= ident < self.old_end:
-            return _find_id(self.old_idx, self.old_mask, ep.hash, ident)
-        return _find_id(self.idx, self.mask, ep.hash, ident)
+            return _find_id(self.old_idx, self.old_mask, h, ident)
+        return _find_id(self.idx, self.mask, h, ident)
 
     # ------------------------------------------------------------------ core writes
 
@@ -686,10 +759,11 @@ cdef class HashMap:
             self._make_room()
         if self.n >= self.log_cap:
             self._ensure_log(self.n + 1)
+        if self._store_hash(self.n, <PyObject*>key, h) < 0:
+            raise MemoryError()
         ep = self._ent(self.n)
         Py_INCREF(key)
         Py_INCREF(value)
-        ep.hash = h
         ep.key = <PyObject*>key
         ep.value = <PyObject*>value
         self.segs[self.n >> self.seg_shift].live += 1
@@ -1013,6 +1087,7 @@ cdef class HashMap:
             return
         for i in range(nsegs):
             PyMem_RawFree(segs[i].p)
+            PyMem_RawFree(segs[i].h)
         PyMem_RawFree(segs)
         _index_free(idx, mask + 1 if idx != NULL else 0)
 
@@ -1077,7 +1152,7 @@ cdef class HashMap:
                 self._reserve(len(other))
             it = _make_iter(<HashMap>other, ITER_ITEMS, False)
             for k, v in it:
-                self._set(k, it.last_hash, v)
+                self._set(k, it._last_hash(), v)     # (k keeps the key alive)
             return 0
         if PyDict_CheckExact(other) or (isinstance(other, dict)
                                         and type(other).__iter__ is dict.__iter__):
@@ -1142,6 +1217,7 @@ cdef class HashMap:
         cdef Entry* ep
         cdef Entry* dst
         cdef int32_t* slot
+        cdef Py_hash_t h
         if self.live == 0:
             return new
         new._reserve(self.live)
@@ -1154,13 +1230,15 @@ cdef class HashMap:
             if ep.key == NULL:
                 continue
             # a copy holds distinct keys: append without lookups; no user code runs here
+            h = self._ehash(pos - 1)
+            if new._store_hash(new.n, ep.key, h) < 0:
+                raise MemoryError()
             dst = new._ent(new.n)
             Py_INCREF(<object>ep.key)
             Py_INCREF(<object>ep.value)
-            dst.hash = ep.hash
             dst.key = ep.key
             dst.value = ep.value
-            slot = _find_free(new.idx, new.mask, ep.hash)
+            slot = _find_free(new.idx, new.mask, h)
             if slot[0] == 0:
                 new.fill += 1
             slot[0] = <int32_t>(new.n + 1)
@@ -1250,9 +1328,15 @@ cdef class HashMap:
     cdef void _shrink_first_segment(self) noexcept:
         cdef Py_ssize_t cap = 8
         cdef Entry* p
+        cdef Py_hash_t* h
         while cap < self.n:
             cap *= 2
         if cap < self.log_cap:
+            if self.segs[0].h != NULL:
+                h = <Py_hash_t*>PyMem_RawRealloc(self.segs[0].h, cap * sizeof(Py_hash_t))
+                if h == NULL:
+                    return
+                self.segs[0].h = h
             p = <Entry*>PyMem_RawRealloc(self.segs[0].p, cap * sizeof(Entry))
             if p != NULL:
                 self.segs[0].p = p
@@ -1315,9 +1399,12 @@ cdef class HashMap:
         }
 
     def __sizeof__(self):
-        cdef Py_ssize_t size = type(self).__basicsize__
+        cdef Py_ssize_t size = type(self).__basicsize__, s
         size += self.dir_cap * sizeof(Seg)
         size += self.log_cap * sizeof(Entry)
+        for s in range(self.nsegs):
+            if self.segs[s].h != NULL:
+                size += self._seg_cap(s) * sizeof(Py_hash_t)
         if self.idx != NULL:
             size += (self.mask + 1) * sizeof(int32_t)
         if self.old_idx != NULL:
@@ -1351,10 +1438,13 @@ cdef class HashMap:
                 live += 1
                 assert ep.value != NULL, f"live entry {pos} without value"
                 assert (<object>ep.key).__hash__ is not None, f"unhashable key at {pos}"
+                if self.segs[pos >> self.seg_shift].h == NULL:
+                    assert FM_IS_STR(ep.key), f"entry {pos}: not a str, no stored hash"
+                    assert FM_STR_HASH(ep.key) != -1, f"entry {pos}: str hash not cached"
                 slot = self._slot_of(pos)
                 assert slot != NULL, f"entry {pos} not on its probe path"
                 if migrating and self.mig_r <= pos < self.old_end:
-                    assert _find_id(self.idx, self.mask, ep.hash, pos) == NULL, \
+                    assert _find_id(self.idx, self.mask, self._ehash(pos), pos) == NULL, \
                         f"unmoved entry {pos} also in the new index"
             else:
                 assert ep.value == NULL, f"hole {pos} with a value"
@@ -1526,7 +1616,7 @@ def _tolerant_items(HashMap m):
         if ep.key == NULL:
             continue
         last_key = ep.key
-        last_hash = ep.hash
+        last_hash = m._ehash(pos - 1)
         k = <object>ep.key
         v = <object>ep.value
         yield k, v, last_hash
@@ -1591,7 +1681,7 @@ cdef class _HashMapIterator:
     cdef HashMap m             # None once exhausted
     cdef Py_ssize_t pos
     cdef PyObject* last_key    # address of the last key produced (never dereferenced)
-    cdef Py_hash_t last_hash
+    cdef Py_hash_t last_hash   # hash of last_key; -1: last_key is an exact str (read it there)
     cdef uint64_t n_dels       # the map's deletion count at the last step
     cdef uint64_t layout
     cdef Py_ssize_t used
@@ -1636,7 +1726,6 @@ cdef class _HashMapIterator:
             return self._keys_changed()
         self.remaining -= 1
         self.last_key = ep.key
-        self.last_hash = ep.hash
         self.n_dels = self.m.n_dels
         if self.kind == ITER_KEYS:
             return <object>ep.key
@@ -1653,6 +1742,7 @@ cdef class _HashMapIterator:
         cdef Seg* segs = self.m.segs
         cdef int shift = self.m.seg_shift
         cdef Py_ssize_t smask = self.m.seg_mask
+        cdef Seg* sg
         cdef Entry* ep
         while True:
             if migrating and self.m.mig_w <= pos < self.m.mig_r:
@@ -1660,11 +1750,13 @@ cdef class _HashMapIterator:
             if pos >= n:
                 self.pos = pos
                 return NULL
-            ep = segs[pos >> shift].p + (pos & smask)
-            pos += 1
+            sg = segs + (pos >> shift)
+            ep = sg.p + (pos & smask)
             if ep.key != NULL:
-                self.pos = pos
+                self.last_hash = sg.h[pos & smask] if sg.h != NULL else -1
+                self.pos = pos + 1
                 return ep
+            pos += 1
 
     cdef inline Entry* _bwd(self) noexcept:
         """The previous live entry in logical order, or NULL."""
@@ -1674,6 +1766,7 @@ cdef class _HashMapIterator:
         cdef Seg* segs = self.m.segs
         cdef int shift = self.m.seg_shift
         cdef Py_ssize_t smask = self.m.seg_mask
+        cdef Seg* sg
         cdef Entry* ep
         while True:
             if migrating and self.m.mig_w <= pos < self.m.mig_r:
@@ -1684,11 +1777,13 @@ cdef class _HashMapIterator:
             if pos >= n:
                 pos = n - 1
                 continue
-            ep = segs[pos >> shift].p + (pos & smask)
-            pos -= 1
+            sg = segs + (pos >> shift)
+            ep = sg.p + (pos & smask)
             if ep.key != NULL:
-                self.pos = pos
+                self.last_hash = sg.h[pos & smask] if sg.h != NULL else -1
+                self.pos = pos - 1
                 return ep
+            pos -= 1
 
     cdef object _size_changed(self):
         self.used = -1             # like dict: the error is permanent
@@ -1709,13 +1804,19 @@ cdef class _HashMapIterator:
             return 0
         # Without deletions the last key is still the entry we produced (it may only have
         # moved). After a delete it may be gone, or re-inserted at the end: keys changed.
-        found = -1 if m.n_dels != self.n_dels else m._find_key_id(self.last_key, self.last_hash)
+        # (So the last key is alive, and an exact str's cached hash can be read from it.)
+        found = -1 if m.n_dels != self.n_dels else m._find_key_id(self.last_key, self._last_hash())
         if found < 0:
             self.remaining = -1
             self.m = None
             raise RuntimeError(f"{type(m).__name__} keys changed during iteration")
         self.pos = found - 1 if self.rev else found + 1
         return 0
+
+    cdef inline Py_hash_t _last_hash(self) noexcept:
+        """The hash of the last key produced, which must still be alive: stored by the
+        step (-1: the key is an exact str that caches it)."""
+        return self.last_hash if self.last_hash != -1 else FM_STR_HASH(self.last_key)
 
     cdef inline object _item(self, PyObject* k, PyObject* v):
         """(k, v), reusing the previous result tuple when the caller has dropped it (as
