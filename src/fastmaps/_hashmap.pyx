@@ -8,16 +8,23 @@ Layout
 ------
 Like CPython's compact dict, the map is two structures:
 
-* the **entry log**: entries ``{hash, key, value}`` (24 bytes) stored in insertion order
-  and addressed by a dense integer *id*. The log is split into fixed-size **segments** of
-  ``2**seg_shift`` entries (2048 by default, 64 KiB) reached through a small directory, so
+* the **entry log**: entries ``{key, value}`` (16 bytes) stored in insertion order and
+  addressed by a dense integer *id*. The log is split into fixed-size **segments** of
+  ``2**seg_shift`` entries (2048 by default, 32 KiB) reached through a small directory, so
   appending never copies existing entries: growing the log allocates one segment (and, once
-  in a while, doubles the directory of segment pointers: n/2048 pointers, 16 KiB at 4M
-  entries). Only the first segment of a small map grows by doubling (8, 16, ..., 2048
-  entries), which keeps small maps small and bounds that copy by one segment.
+  in a while, doubles the directory: n/2048 records of 24 bytes, 48 KiB at 4M entries).
+  Only the first segment of a small map grows by doubling (8, 16, ..., 2048 entries),
+  which keeps small maps small and bounds that copy by one segment.
   A deleted entry becomes a *hole* (key == NULL).
-* the **index**: a power-of-two array of int32 slots. 0 = EMPTY (so an index comes from
-  ``calloc`` and large ones are zeroed lazily by the OS, not by a memset pause), -1 = DUMMY
+* **hashes**: a segment gets an array of the entries' hashes (8 bytes each) the first time
+  it must store a key that is not an exact ``str`` (``_store_hash``; filling it from the
+  str keys already there is O(segment), never a whole-map conversion). Until then every
+  key in it is an exact str, whose hash the str object caches (``_ehash`` reads it there),
+  the same fact dict's 16-byte all-str tables rely on. str-keyed maps therefore cost 16
+  bytes per entry plus the index, others 24.
+* the **index**: a power-of-two array of int32 slots. 0 = EMPTY (so an index comes zeroed
+  from ``calloc``, or, from 2 MiB up, from its own mapping that the OS zeroes lazily:
+  no memset pause), -1 = DUMMY
   (a deleted slot that probe chains must step over), k > 0 = entry id k-1.
   Probing is CPython's perturbed sequence ``i = (5*i + 1 + perturb) & mask;
   perturb >>= 5`` over the raw Python hash, which suits Python's non-random int hashes.
@@ -60,7 +67,9 @@ outside ``[r, old_end)`` is stale and skipped without touching its entry.
 Reentrancy and user code
 ------------------------
 ``__hash__`` is called once per key per operation; migration never calls ``__hash__`` or
-``__eq__`` (hashes are stored). ``__eq__`` can do anything, so a lookup INCREFs the stored
+``__eq__`` (hashes are stored, or cached by exact str keys). Moving an entry into a
+segment may need that segment's hash array; if memory is short the migration pauses and
+resumes on a later write (a whole-map call that must finish it raises MemoryError). ``__eq__`` can do anything, so a lookup INCREFs the stored
 key, compares, and restarts from scratch if the map's ``stamp`` (bumped by every
 structural change: insert, delete, migration step, clear) changed meanwhile. Writes
 allocate before they mutate (MemoryError leaves the map unchanged) and DECREF removed
@@ -73,8 +82,9 @@ Iteration
 An iterator holds a position (an id), the address and hash of the last key it produced
 and the map's ``layout`` counter (bumped whenever entry ids change: moves, trims, clear).
 If ``layout`` changed, it finds that key's entry again by probing the index with the
-stored hash and comparing addresses only (never dereferencing the old key, so a freed key
-is harmless) and continues after it: O(1), exact, and needs no registry of live
+stored hash and comparing addresses only, and continues after it (it relocates only if no
+deletion happened since its last step, so the key is still in the map: an exact str's
+cached hash is read from it then; a freed key is never touched): O(1), exact, and needs no registry of live
 iterators. If the key is gone, the map's keys changed during iteration and, as in dict,
 RuntimeError is raised (a change of size raises it earlier, as in dict).
 
@@ -1680,7 +1690,7 @@ cdef class _HashMapIterator:
     """Iterator over a HashMap's keys, values or items, forwards or in reverse."""
     cdef HashMap m             # None once exhausted
     cdef Py_ssize_t pos
-    cdef PyObject* last_key    # address of the last key produced (never dereferenced)
+    cdef PyObject* last_key    # the last key produced (read only while surely alive)
     cdef Py_hash_t last_hash   # hash of last_key; -1: last_key is an exact str (read it there)
     cdef uint64_t n_dels       # the map's deletion count at the last step
     cdef uint64_t layout
