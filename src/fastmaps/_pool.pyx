@@ -490,11 +490,9 @@ cdef class ObjectPool:
     # load/store, which stalls on store-forwarding against the other method's 8-byte
     # stores (measured: ~40% of the get/put pair).
     cdef Py_ssize_t _in_use
-    cdef Py_ssize_t _idle_cap       # max_idle, or PY_SSIZE_T_MAX when unbounded
+    cdef Py_ssize_t _put_room       # the put() fast path may run while _idle.used < this
     cdef bint _fast_get_ok          # not closed, no validate, local cache on
-    cdef bint _fast_put_ok          # not closed, no reset, no waiters, local cache on
     cdef Py_ssize_t _max_idle
-    cdef Py_ssize_t _n_local
     cdef Py_ssize_t _max_size
     cdef unsigned long long _gets
     cdef Py_ssize_t _local_cache
@@ -512,6 +510,7 @@ cdef class ObjectPool:
     cdef bint _gc_release
     cdef bint _closed
     cdef bint _initialized
+    cdef Py_ssize_t _idle_cap       # max_idle, or PY_SSIZE_T_MAX when unbounded
 
     def __cinit__(self, *args, **kwargs):
         self._shared = []
@@ -534,7 +533,7 @@ cdef class ObjectPool:
         """Release every cached object (dealloc / tp_clear only)."""
         cdef Py_ssize_t i, j, lc = self._local_cache
         cdef PyObject* o
-        if self._slot_items == NULL or not self._n_local:
+        if self._slot_items == NULL:
             return
         for i in range(FM_NSLOTS):
             for j in range(self._slot_n[i]):
@@ -544,7 +543,6 @@ cdef class ObjectPool:
                 self._discarded += 1
                 Py_XDECREF(o)
             self._slot_n[i] = 0
-        self._n_local = 0
 
     def __init__(self, factory, *, reset=None, validate=None, max_idle=None,
                  max_size=None, local_cache=4, gc_release=True, gc_generation=2):
@@ -600,10 +598,21 @@ cdef class ObjectPool:
     # (a no-op on GIL builds). They call no Python code and drop no last reference.
 
     cdef void _update_fast_flags(self) noexcept:
+        """Recompute the fast-path gates. Call after any change of: closed, waiters, the
+        idle set's capacity (it grows in the slow put()/prefill(), shrinks in clear())."""
+        cdef Py_ssize_t room
         self._fast_get_ok = (not self._closed and self._validate is None and
                              self._local_cache > 0)
-        self._fast_put_ok = (not self._closed and self._reset is None and
-                             self._waiters == 0 and self._local_cache > 0)
+        if (self._closed or self._reset is not None or self._waiters != 0 or
+                self._local_cache == 0):
+            room = 0
+        else:
+            # below both max_idle and half the idle set's capacity (its load bound), so
+            # the fast path can insert without growing the set
+            room = (self._idle.mask + 1) >> 1
+            if self._idle_cap < room:
+                room = self._idle_cap
+        self._put_room = room
 
     cdef inline void _st_handed_out(self) noexcept:
         self._in_use += 1
@@ -618,7 +627,6 @@ cdef class ObjectPool:
         obj = <object>p   # takes a new reference ...
         Py_DECREF(obj)    # ... and gives back the one the slot held
         self._slot_n[slot] = n
-        self._n_local -= 1
         _ps_remove(&self._idle, _addr(obj))
         return obj
 
@@ -628,7 +636,6 @@ cdef class ObjectPool:
         Py_INCREF(obj)
         self._slot_items[(slot << self._slot_shift) + n] = <PyObject*>obj
         self._slot_n[slot] = n + 1
-        self._n_local += 1
 
     cdef inline object _st_shared_pop(self):
         cdef Py_ssize_t n = self._n_shared - 1
@@ -654,16 +661,14 @@ cdef class ObjectPool:
         del out[self._n_shared:]
         self._shared = []
         self._n_shared = 0
-        if self._n_local:
-            for i in range(FM_NSLOTS):
-                n = self._slot_n[i]
-                for j in range(n):
-                    p = self._slot_items[(i << self._slot_shift) + j]
-                    self._slot_items[(i << self._slot_shift) + j] = NULL
-                    out.append(<object>p)
-                    Py_DECREF(<object>p)
-                self._slot_n[i] = 0
-            self._n_local = 0
+        for i in range(FM_NSLOTS):
+            n = self._slot_n[i]
+            for j in range(n):
+                p = self._slot_items[(i << self._slot_shift) + j]
+                self._slot_items[(i << self._slot_shift) + j] = NULL
+                out.append(<object>p)
+                Py_DECREF(<object>p)
+            self._slot_n[i] = 0
         return out
 
     cdef object _st_take_idle(self):
@@ -675,7 +680,7 @@ cdef class ObjectPool:
                 return self._st_slot_pop(i)
         if self._n_shared:
             return self._st_shared_pop()
-        if self._n_local:
+        if self._idle.used > len(self._victim):  # some cache slot holds objects: steal
             for i in range(FM_NSLOTS):
                 if self._slot_n[i]:
                     return self._st_slot_pop(i)
@@ -699,6 +704,7 @@ cdef class ObjectPool:
         else:
             memset(self._idle.slots, 0, (self._idle.mask + 1) * sizeof(uintptr_t))
             self._idle.used = 0
+        self._update_fast_flags()  # the idle set may have shrunk
         self._discarded += len(out)
         return out
 
@@ -728,7 +734,6 @@ cdef class ObjectPool:
         p = self._slot_items[k]
         self._slot_items[k] = NULL
         self._slot_n[slot] = n
-        self._n_local -= 1
         _ps_remove(&self._idle, <uintptr_t>p)
         self._fast_hits += 1  # counts as a get and a hit (see stats())
         self._st_handed_out()
@@ -895,9 +900,7 @@ cdef class ObjectPool:
         """The put() fast path: push onto the calling thread's cache slot.
         1: done; 0: take the slow path (which also reports a double put)."""
         cdef Py_ssize_t slot, n
-        if (not self._fast_put_ok or self._in_use <= 0 or
-                self._idle.used >= self._idle_cap or
-                (self._idle.used + 1) * 2 > self._idle.mask + 1):
+        if self._idle.used >= self._put_room or self._in_use <= 0:
             return 0
         slot = fm_thread_slot()
         n = self._slot_n[slot]
@@ -908,7 +911,6 @@ cdef class ObjectPool:
         fm_incref(o)
         self._slot_items[(slot << self._slot_shift) + n] = o
         self._slot_n[slot] = n + 1
-        self._n_local += 1
         self._in_use -= 1
         self._puts += 1
         return 1
@@ -1005,6 +1007,7 @@ cdef class ObjectPool:
                 _ps_add(&self._idle, _addr(obj))
                 if slot >= 0:
                     self._st_slot_push(slot, obj)
+                self._update_fast_flags()  # the idle set may have grown
             else:
                 self._discarded += 1
         self._notify()
@@ -1121,6 +1124,7 @@ cdef class ObjectPool:
                     _ps_reserve(&self._idle)
                     self._st_shared_push(obj)
                     _ps_add(&self._idle, _addr(obj))
+                    self._update_fast_flags()  # the idle set may have grown
                 else:
                     self._discarded += 1
             if keep:
@@ -1292,7 +1296,7 @@ cdef class ObjectPool:
     def _check(self):
         """Verify the internal invariants (see the module docstring); raise AssertionError
         on the first violation. For tests; O(idle objects)."""
-        cdef Py_ssize_t n_local = 0, n, cap, i, j, base, lc = self._local_cache
+        cdef Py_ssize_t n, cap, i, j, base, lc = self._local_cache
         with cython.critical_section(self):
             seen = set()
             if lc and self._slot_items == NULL:
@@ -1311,11 +1315,8 @@ cdef class ObjectPool:
                     raise AssertionError(f"slot {i}: live object beyond its fill level")
                 if any(self._slot_items[base + j] == NULL for j in range(n)):
                     raise AssertionError(f"slot {i}: NULL below its fill level")
-                n_local += n
                 tiers.append((f"slot {i}", [<object>self._slot_items[base + j]
                                             for j in range(n)]))
-            if n_local != self._n_local:
-                raise AssertionError(f"_n_local={self._n_local} but slots hold {n_local}")
             for name, objs in tiers:
                 for o in objs:
                     if id(o) in seen:
@@ -1377,7 +1378,7 @@ cdef int _pool_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
             return r
     self = <ObjectPool>o
     lc = self._local_cache
-    if self._slot_items != NULL and self._n_local:
+    if self._slot_items != NULL:
         for i in range(FM_NSLOTS):
             for j in range(self._slot_n[i]):
                 r = visit(self._slot_items[(i << self._slot_shift) + j], arg)
