@@ -203,6 +203,43 @@ cdef extern from *:
     static inline Py_ssize_t fm_thread_slot(void) {
         return (Py_ssize_t)((FM_THREAD_KEY() * 0x9E3779B97F4A7C15ULL) >> (64 - FM_SLOT_BITS));
     }
+    /* An entry in front of a METH_FASTCALL|METH_KEYWORDS method: a call without
+       arguments goes straight to `noargs` (same contract as a METH_NOARGS function);
+       every other call goes to the method's own (Cython-generated) wrapper, which parses
+       the arguments. Both are tail calls. */
+    typedef PyObject* (*fm_fastcall_kw)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
+    typedef PyObject* (*fm_noargs_fn)(PyObject*);
+    static fm_fastcall_kw fm_get_full = NULL;
+    static fm_noargs_fn fm_get_noargs = NULL;
+    static PyObject* fm_get_entry(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                                  PyObject* kwnames) {
+        if (nargs == 0 && kwnames == NULL)
+            return fm_get_noargs(self);
+        return fm_get_full(self, args, nargs, kwnames);
+    }
+    /* Route the method `descr` (a method descriptor of a final type) through
+       fm_get_entry. GIL builds only: the free-threaded fast path needs the critical
+       section that the Cython wrapper provides. Idempotent. */
+    static int fm_install_get_entry(PyObject* descr, void* noargs) {
+    #if !FM_FREE_THREADED
+        PyMethodDef* def;
+        if (!PyObject_TypeCheck(descr, &PyMethodDescr_Type)) {
+            PyErr_SetString(PyExc_ImportError, "fastmaps._pool: get is not a method descriptor");
+            return -1;
+        }
+        def = ((PyMethodDescrObject*)descr)->d_method;
+        if (def->ml_meth == (PyCFunction)(void(*)(void))fm_get_entry)
+            return 0;
+        if (def->ml_flags != (METH_FASTCALL | METH_KEYWORDS)) {
+            PyErr_SetString(PyExc_ImportError, "fastmaps._pool: unexpected flags for get");
+            return -1;
+        }
+        fm_get_noargs = (fm_noargs_fn)noargs;
+        fm_get_full = (fm_fastcall_kw)(void(*)(void))def->ml_meth;
+        def->ml_meth = (PyCFunction)(void(*)(void))fm_get_entry;
+    #endif
+        return 0;
+    }
     """
     const int FM_NSLOTS
     const int FM_FREE_THREADED
@@ -216,6 +253,7 @@ cdef extern from *:
         fm_traverseproc tp_traverse
         fm_inquiry tp_clear
     object fm_list_take(list lst, Py_ssize_t i)
+    int fm_install_get_entry(object descr, void* noargs) except -1
     void fm_list_store(list lst, Py_ssize_t i, object o)
 
 cdef enum:
@@ -1394,6 +1432,19 @@ cdef int _pool_clear(PyObject* o) noexcept:
 
 (<fm_gc_slots*>ObjectPool).tp_traverse = _pool_traverse
 (<fm_gc_slots*>ObjectPool).tp_clear = _pool_clear
+
+
+# ------------------------------------------------------------------------------------
+# get() without arguments skips Cython's argument parsing (GIL builds): see the C entry
+# fm_get_entry above. `get(timeout)` / `get(timeout=...)` and every call the fast path
+# cannot serve still run the generated wrapper, so signature, errors and slow path are
+# unchanged.
+# ------------------------------------------------------------------------------------
+cdef object _get_noargs(ObjectPool self):
+    return self._get_impl(None)
+
+
+fm_install_get_entry(ObjectPool.__dict__["get"], <void*>_get_noargs)
 
 
 @cython.freelist(16)
