@@ -203,43 +203,55 @@ cdef extern from *:
     static inline Py_ssize_t fm_thread_slot(void) {
         return (Py_ssize_t)((FM_THREAD_KEY() * 0x9E3779B97F4A7C15ULL) >> (64 - FM_SLOT_BITS));
     }
-    /* An entry in front of a METH_FASTCALL|METH_KEYWORDS method: a call without
-       arguments goes straight to `noargs` (same contract as a METH_NOARGS function);
-       every other call goes to the method's own (Cython-generated) wrapper, which parses
-       the arguments. Both are tail calls. */
+    /* Fast entries for hot METH_FASTCALL|METH_KEYWORDS methods (GIL builds only).
+       fm_install_entry() points the method's PyMethodDef at an entry function that
+       sends the common call shape (no arguments, or exactly three positional ones)
+       straight to a C-level implementation with the same contract as the method, and
+       every other call (keywords, other counts) to the method's own Cython-generated
+       wrapper, which parses the arguments and reports errors as before. Both are tail
+       calls; the Python-visible method (name, doc, flags, descriptor) is unchanged. The
+       free-threaded build keeps the generated wrappers (their critical sections). */
     typedef PyObject* (*fm_fastcall_kw)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
-    typedef PyObject* (*fm_noargs_fn)(PyObject*);
-    static fm_fastcall_kw fm_get_full = NULL;
-    static fm_noargs_fn fm_get_noargs = NULL;
-    static PyObject* fm_get_entry(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
-                                  PyObject* kwnames) {
-        if (nargs == 0 && kwnames == NULL)
-            return fm_get_noargs(self);
-        return fm_get_full(self, args, nargs, kwnames);
-    }
-    /* Route the method `descr` (a method descriptor of a final type) through
-       fm_get_entry. GIL builds only: the free-threaded fast path needs the critical
-       section that the Cython wrapper provides. Idempotent. */
-    static int fm_install_get_entry(PyObject* descr, void* noargs) {
+    typedef PyObject* (*fm_args0_fn)(PyObject*);
+    typedef PyObject* (*fm_args3_fn)(PyObject*, PyObject*, PyObject*, PyObject*);
+    #define FM_DEFINE_ENTRY(NAME, NARGS, CALL)                                            \
+        static fm_fastcall_kw NAME##_full = NULL;                                        \
+        static fm_args##NARGS##_fn NAME##_fast = NULL;                                   \
+        static PyObject* NAME##_entry(PyObject* self, PyObject* const* args,             \
+                                     Py_ssize_t nargs, PyObject* kwnames) {              \
+            if (nargs == NARGS && kwnames == NULL)                                       \
+                return CALL;                                                             \
+            return NAME##_full(self, args, nargs, kwnames);                              \
+        }                                                                                \
+        static int NAME##_install(PyObject* descr, void* fast) {                         \
+            return fm_install_entry(descr, NAME##_entry, &NAME##_full,                   \
+                                    (void**)&NAME##_fast, fast);                         \
+        }
+    static int fm_install_entry(PyObject* descr, fm_fastcall_kw entry,
+                                fm_fastcall_kw* full, void** fast_slot, void* fast) {
     #if !FM_FREE_THREADED
         PyMethodDef* def;
         if (!PyObject_TypeCheck(descr, &PyMethodDescr_Type)) {
-            PyErr_SetString(PyExc_ImportError, "fastmaps._pool: get is not a method descriptor");
+            PyErr_SetString(PyExc_ImportError, "fastmaps._pool: not a method descriptor");
             return -1;
         }
         def = ((PyMethodDescrObject*)descr)->d_method;
-        if (def->ml_meth == (PyCFunction)(void(*)(void))fm_get_entry)
-            return 0;
+        if (def->ml_meth == (PyCFunction)(void(*)(void))entry)
+            return 0;  /* already installed */
         if (def->ml_flags != (METH_FASTCALL | METH_KEYWORDS)) {
-            PyErr_SetString(PyExc_ImportError, "fastmaps._pool: unexpected flags for get");
+            PyErr_Format(PyExc_ImportError, "fastmaps._pool: unexpected flags for %s",
+                         def->ml_name);
             return -1;
         }
-        fm_get_noargs = (fm_noargs_fn)noargs;
-        fm_get_full = (fm_fastcall_kw)(void(*)(void))def->ml_meth;
-        def->ml_meth = (PyCFunction)(void(*)(void))fm_get_entry;
+        *fast_slot = fast;
+        *full = (fm_fastcall_kw)(void(*)(void))def->ml_meth;
+        def->ml_meth = (PyCFunction)(void(*)(void))entry;
     #endif
         return 0;
     }
+    FM_DEFINE_ENTRY(fm_pool_get, 0, fm_pool_get_fast(self))
+    FM_DEFINE_ENTRY(fm_pool_borrow, 0, fm_pool_borrow_fast(self))
+    FM_DEFINE_ENTRY(fm_lease_exit, 3, fm_lease_exit_fast(self, args[0], args[1], args[2]))
     """
     const int FM_NSLOTS
     const int FM_FREE_THREADED
@@ -253,7 +265,9 @@ cdef extern from *:
         fm_traverseproc tp_traverse
         fm_inquiry tp_clear
     object fm_list_take(list lst, Py_ssize_t i)
-    int fm_install_get_entry(object descr, void* noargs) except -1
+    int fm_pool_get_install(object descr, void* fast) except -1
+    int fm_pool_borrow_install(object descr, void* fast) except -1
+    int fm_lease_exit_install(object descr, void* fast) except -1
     void fm_list_store(list lst, Py_ssize_t i, object o)
 
 cdef enum:
@@ -1106,6 +1120,9 @@ cdef class ObjectPool:
         >>> len(pool), pool.stats()["discarded"]
         (0, 1)
         """
+        return self._new_lease(timeout, discard_on_error)
+
+    cdef inline Lease _new_lease(self, object timeout, bint discard_on_error):
         cdef Lease lease = Lease.__new__(Lease)
         lease._pool = self
         lease._timeout = timeout
@@ -1434,19 +1451,6 @@ cdef int _pool_clear(PyObject* o) noexcept:
 (<fm_gc_slots*>ObjectPool).tp_clear = _pool_clear
 
 
-# ------------------------------------------------------------------------------------
-# get() without arguments skips Cython's argument parsing (GIL builds): see the C entry
-# fm_get_entry above. `get(timeout)` / `get(timeout=...)` and every call the fast path
-# cannot serve still run the generated wrapper, so signature, errors and slow path are
-# unchanged.
-# ------------------------------------------------------------------------------------
-cdef object _get_noargs(ObjectPool self):
-    return self._get_impl(None)
-
-
-fm_install_get_entry(ObjectPool.__dict__["get"], <void*>_get_noargs)
-
-
 @cython.freelist(16)
 @cython.final
 cdef class Lease:
@@ -1483,6 +1487,7 @@ cdef class Lease:
         raise TypeError("Lease objects are created by ObjectPool.borrow()")
 
     @cython.binding(False)
+    @cython.always_allow_keywords(False)
     def __enter__(self):
         if self._state != 0:
             raise RuntimeError("a Lease can only be entered once")
@@ -1492,6 +1497,9 @@ cdef class Lease:
 
     @cython.binding(False)
     def __exit__(self, exc_type, exc, tb):
+        return self._exit(exc_type)
+
+    cdef inline object _exit(self, object exc_type):
         if self._state != 1:
             return False
         self._state = 2
@@ -1558,3 +1566,25 @@ cdef class Lease:
     def __repr__(self):
         state = ("new", "active", "finished")[self._state]
         return f"<Lease {state} obj={self._obj!r}>"
+
+
+# ------------------------------------------------------------------------------------
+# Fast entries (GIL builds; see FM_DEFINE_ENTRY in the C block at the top): `get()`,
+# `borrow()` and `Lease.__exit__(t, v, tb)` called in their common shape skip Cython's
+# argument parsing. These functions have exactly the methods' semantics for that shape.
+# ------------------------------------------------------------------------------------
+cdef object _pool_get0(ObjectPool self):
+    return self._get_impl(None)
+
+
+cdef object _pool_borrow0(ObjectPool self):
+    return self._new_lease(None, False)
+
+
+cdef object _lease_exit3(Lease self, object exc_type, object exc, object tb):
+    return self._exit(exc_type)
+
+
+fm_pool_get_install(ObjectPool.__dict__["get"], <void*>_pool_get0)
+fm_pool_borrow_install(ObjectPool.__dict__["borrow"], <void*>_pool_borrow0)
+fm_lease_exit_install(Lease.__dict__["__exit__"], <void*>_lease_exit3)
