@@ -210,7 +210,9 @@ cdef extern from *:
        every other call (keywords, other counts) to the method's own Cython-generated
        wrapper, which parses the arguments and reports errors as before. Both are tail
        calls; the Python-visible method (name, doc, flags, descriptor) is unchanged. The
-       free-threaded build keeps the generated wrappers (their critical sections). */
+       free-threaded build keeps the generated wrappers (their critical sections), and so
+       does any build where the method is not a METH_FASTCALL|METH_KEYWORDS method
+       descriptor (the entry is only an optimisation). Returns 1 if installed, else 0. */
     typedef PyObject* (*fm_fastcall_kw)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
     typedef PyObject* (*fm_args0_fn)(PyObject*);
     typedef PyObject* (*fm_args3_fn)(PyObject*, PyObject*, PyObject*, PyObject*);
@@ -231,23 +233,20 @@ cdef extern from *:
                                 fm_fastcall_kw* full, void** fast_slot, void* fast) {
     #if !FM_FREE_THREADED
         PyMethodDef* def;
-        if (!PyObject_TypeCheck(descr, &PyMethodDescr_Type)) {
-            PyErr_SetString(PyExc_ImportError, "fastmaps._pool: not a method descriptor");
-            return -1;
-        }
+        if (!PyObject_TypeCheck(descr, &PyMethodDescr_Type))
+            return 0;
         def = ((PyMethodDescrObject*)descr)->d_method;
         if (def->ml_meth == (PyCFunction)(void(*)(void))entry)
-            return 0;  /* already installed */
-        if (def->ml_flags != (METH_FASTCALL | METH_KEYWORDS)) {
-            PyErr_Format(PyExc_ImportError, "fastmaps._pool: unexpected flags for %s",
-                         def->ml_name);
-            return -1;
-        }
+            return 1;  /* already installed (module initialised again) */
+        if (def->ml_flags != (METH_FASTCALL | METH_KEYWORDS))
+            return 0;
         *fast_slot = fast;
         *full = (fm_fastcall_kw)(void(*)(void))def->ml_meth;
         def->ml_meth = (PyCFunction)(void(*)(void))entry;
-    #endif
+        return 1;
+    #else
         return 0;
+    #endif
     }
     FM_DEFINE_ENTRY(fm_pool_get, 0, fm_pool_get_fast(self))
     FM_DEFINE_ENTRY(fm_pool_borrow, 0, fm_pool_borrow_fast(self))
@@ -265,9 +264,9 @@ cdef extern from *:
         fm_traverseproc tp_traverse
         fm_inquiry tp_clear
     object fm_list_take(list lst, Py_ssize_t i)
-    int fm_pool_get_install(object descr, void* fast) except -1
-    int fm_pool_borrow_install(object descr, void* fast) except -1
-    int fm_lease_exit_install(object descr, void* fast) except -1
+    int fm_pool_get_install(object descr, void* fast)
+    int fm_pool_borrow_install(object descr, void* fast)
+    int fm_lease_exit_install(object descr, void* fast)
     void fm_list_store(list lst, Py_ssize_t i, object o)
 
 cdef enum:
@@ -1585,6 +1584,10 @@ cdef object _lease_exit3(Lease self, object exc_type, object exc, object tb):
     return self._exit(exc_type)
 
 
-fm_pool_get_install(ObjectPool.__dict__["get"], <void*>_pool_get0)
-fm_pool_borrow_install(ObjectPool.__dict__["borrow"], <void*>_pool_borrow0)
-fm_lease_exit_install(Lease.__dict__["__exit__"], <void*>_lease_exit3)
+# Which entries are installed (tests check that a GIL build has all three).
+_FAST_ENTRIES = frozenset(name for name, ok in (
+    ("ObjectPool.get", fm_pool_get_install(ObjectPool.__dict__["get"], <void*>_pool_get0)),
+    ("ObjectPool.borrow",
+     fm_pool_borrow_install(ObjectPool.__dict__["borrow"], <void*>_pool_borrow0)),
+    ("Lease.__exit__", fm_lease_exit_install(Lease.__dict__["__exit__"], <void*>_lease_exit3)),
+) if ok)
