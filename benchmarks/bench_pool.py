@@ -300,8 +300,9 @@ def main(argv=None) -> int:
     row("pool vs SimpleQueue", "SimpleQueue get_nowait+put", simplequeue_pool(n),
         "pool.get+put", pair_pool(n), n)
     for touch in (0, 512, 4096, BUF):
-        row(f"buffers touch={touch}", "bytearray(65536)+fill", buffers_alloc(nbuf, touch),
-            "pool get+fill+put", buffers_pool(nbuf, touch), nbuf, speedup=True)
+        fill = "+fill" if touch else ""
+        row(f"buffers touch={touch}", f"bytearray(65536){fill}", buffers_alloc(nbuf, touch),
+            f"pool get{fill}+put", buffers_pool(nbuf, touch), nbuf, speedup=True)
     row("2 threads: pair", "shared list pop+append", shared_list_pair(n_2t),
         "shared pool.get+put", shared_pool_pair(n_2t), 2 * n_2t)
     row("2 threads: buffers touch=4096", "bytearray(65536)+fill",
