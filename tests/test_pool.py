@@ -219,6 +219,78 @@ def test_borrow_timeout_argument():
     stats_add_up(pool)
 
 
+# ------------------------------------------------------------- fast call entries
+def test_fast_entries_installed_on_gil_builds():
+    import sys
+    import sysconfig
+
+    from fastmaps import _pool
+    if sysconfig.get_config_var("Py_GIL_DISABLED") or sys.implementation.name != "cpython":
+        assert _pool._FAST_ENTRIES == frozenset()
+    else:
+        assert _pool._FAST_ENTRIES == {"ObjectPool.get", "ObjectPool.borrow",
+                                       "Lease.__exit__"}
+
+
+def test_call_shapes_outside_the_fast_entries_behave_as_before():
+    # The entries only take get()/borrow() without arguments and __exit__ with exactly
+    # three positional ones; every other shape goes through the generated wrappers.
+    pool = ObjectPool(Obj, max_size=1)
+    held = pool.get(timeout=None)
+    with pytest.raises(TimeoutError):
+        pool.get(0)
+    with pytest.raises(TimeoutError):
+        pool.get(timeout=0)
+    with pytest.raises(TypeError, match="at most 1 positional"):
+        pool.get(1, 2)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        pool.get(wait=1)
+    with pytest.raises(TypeError):
+        ObjectPool.get(object())
+    assert ObjectPool.get.__name__ == "get" and "timeout" in ObjectPool.get.__doc__
+    pool.put(held)
+    with pytest.raises(TypeError, match="at most 1 positional"):
+        pool.borrow(1, 2)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        pool.borrow(discard=True)
+    lease = pool.borrow(timeout=1, discard_on_error=True)
+    with pytest.raises(TypeError):
+        lease.__enter__(1)
+    o = lease.__enter__()
+    with pytest.raises(TypeError, match="3 positional"):
+        lease.__exit__(None, None)
+    with pytest.raises(TypeError, match="3 positional"):
+        lease.__exit__(None, None, None, None)
+    assert lease.__exit__(exc_type=KeyError, exc=None, tb=None) is False
+    assert lease.obj is None and len(pool) == 0  # discard_on_error: dropped
+    lease = pool.borrow()
+    assert lease.__enter__() is not o
+    assert lease.__exit__(None, None, None) is False
+    assert lease.__exit__(None, None, None) is False  # finished: no-op
+    assert len(pool) == 1
+    stats_add_up(pool)
+
+
+def test_unbound_and_bound_method_calls():
+    pool = ObjectPool(Obj)
+    get, put, borrow = ObjectPool.get, ObjectPool.put, ObjectPool.borrow
+    o = get(pool)
+    put(pool, o)
+    assert pool.get() is o
+    pool.put(o)
+    bound_get = pool.get
+    assert bound_get() is o
+    with borrow(pool) as o2:
+        assert o2 is not o
+    exit_ = Lease.__exit__
+    lease = pool.borrow()
+    o3 = Lease.__enter__(lease)
+    assert exit_(lease, None, None, None) is False
+    assert o3 is o2
+    pool.put(o)
+    stats_add_up(pool)
+
+
 # --------------------------------------------------------------------------- reset
 def test_reset_runs_on_put_before_reuse():
     seen = []
