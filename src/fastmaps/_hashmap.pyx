@@ -46,7 +46,7 @@ is kept. The entry log is then compacted *in place* by a cursor, a few entries p
 A migration step looks at the entry at ``r``: a hole is skipped; a live entry is copied
 down to ``w`` (if w < r) and its slot in the new index is written (inserted if it came
 from the old region, re-pointed if it was appended during the migration). Every write
-(insert, delete, value update) does ``step`` (8) such steps; lookups do none. When ``r``
+(insert, delete, value update) does ``step`` (64) such steps; lookups do none. When ``r``
 reaches ``n`` the old index is freed, the log ends at ``w`` and trailing segments are
 released. The entire protocol lives in ``_start_migration``/``_migrate``/``_finish``.
 
@@ -245,7 +245,7 @@ cdef Py_ssize_t NOT_FOUND = -1
 cdef Py_ssize_t RESTART = -3
 
 # Tuning (module-wide; tests shrink these to keep migrations running constantly).
-cdef Py_ssize_t T_STEP = 8             # log positions visited per write during a migration
+cdef Py_ssize_t T_STEP = 64            # log positions visited per write during a migration
 cdef Py_ssize_t T_SYNC_BELOW = 4096    # migrations visiting <= this many positions run at once
 cdef int T_SEG_SHIFT = 11              # log segment = 2**11 entries (new maps only)
 
