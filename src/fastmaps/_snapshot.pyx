@@ -1102,6 +1102,7 @@ cdef class Snapshot:
         cdef fm_entry* e
         return fm_find(&self.v, fm_hash(key), <PyObject*>key, &e) != 0
 
+    @cython.binding(False)
     def get(self, key, default=None):
         """Return the value for key if key is present, else default (never KeyError).
 
@@ -1577,6 +1578,7 @@ cdef class SnapshotMap:
         cdef fm_entry* e
         return fm_find(&s.v, h, <PyObject*>key, &e) != 0
 
+    @cython.binding(False)
     def get(self, key, default=None):
         """Return the value for key if key is present, else default (never KeyError).
 
@@ -2479,6 +2481,7 @@ cdef class Batch:
         finally:
             self._leave()
 
+    @cython.binding(False)
     def get(self, key, default=None):
         """Return the value for key in the batch (its own writes included) if present,
         else default.
