@@ -155,6 +155,8 @@ cdef extern from *:
     #define FM_ELEAF 1
     #define FM_ILEAF 2
     #define FM_MAX_LEN ((Py_ssize_t)0x7fffffff)
+    #define FM_TAG_EMPTY 0                /* index tag bytes: slot EMPTY, DUMMY, or a */
+    #define FM_TAG_DUMMY 1                /* live slot's tag, 2..255 (fm_tag) */
 
     typedef struct fm_node {
         Py_ssize_t refcnt;     /* node reference count (atomic on free-threaded builds) */
@@ -192,6 +194,14 @@ cdef extern from *:
     static inline fm_node **fm_kids(fm_node *n) { return (fm_node **)(n + 1); }
     static inline fm_entry *fm_ents(fm_node *n) { return (fm_entry *)(n + 1); }
     static inline int32_t *fm_slots(fm_node *n) { return (int32_t *)(n + 1); }
+    /* An index leaf holds cap int32 slots followed by cap tag bytes. */
+    static inline uint8_t *fm_tags(fm_node *n) { return (uint8_t *)(fm_slots(n) + n->cap); }
+    /* The tag of a live slot: 8 bits of the hash, mixed (int hashes are the identity, so
+       their high bits are often zero and their low bits chose the slot), never 0 or 1. */
+    static inline uint8_t fm_tag(Py_hash_t h) {
+        uint8_t t = (uint8_t)(((uint64_t)h * 0x9E3779B97F4A7C15ull) >> 56);
+        return t < 2 ? (uint8_t)(t + 2) : t;
+    }
 
     /* ---- atomics: real ones on free-threaded builds, plain code under the GIL ---- */
     #ifdef Py_GIL_DISABLED
@@ -225,7 +235,7 @@ cdef extern from *:
     /* ---- node allocation and release ---- */
     static size_t fm_payload(int kind, uint32_t cap) {
         return kind == FM_INNER ? cap * sizeof(fm_node *)
-             : kind == FM_ELEAF ? cap * sizeof(fm_entry) : cap * sizeof(int32_t);
+             : kind == FM_ELEAF ? cap * sizeof(fm_entry) : cap * (sizeof(int32_t) + 1);
     }
     static fm_node *fm_node_new(int kind, uint32_t cap) {
         size_t sz = fm_payload(kind, cap);
@@ -233,7 +243,10 @@ cdef extern from *:
         if (n == NULL) { PyErr_NoMemory(); return NULL; }
         n->refcnt = 1; n->cap = cap; n->kind = (uint8_t)kind;
         n->_pad[0] = n->_pad[1] = n->_pad[2] = 0;
-        memset((void *)(n + 1), kind == FM_ILEAF ? 0xff : 0, sz);   /* 0xff..: FM_EMPTY */
+        if (kind == FM_ILEAF) {        /* slots 0xff..: FM_EMPTY; tags FM_TAG_EMPTY */
+            memset((void *)(n + 1), 0xff, cap * sizeof(int32_t));
+            memset((void *)fm_tags(n), FM_TAG_EMPTY, cap);
+        } else memset((void *)(n + 1), 0, sz);
         return n;
     }
     static void fm_node_free(fm_node *n);
@@ -345,6 +358,13 @@ cdef extern from *:
     FM_HOT int32_t *fm_slot_at(const fm_ver *v, size_t i) {
         return fm_islot_at(v->iroot, v->idepth, i);
     }
+    /* The leaf page of an index holding slot i. */
+    FM_HOT fm_node *fm_ileaf_at(fm_node *n, int depth, size_t i) {
+        int d;
+        for (d = depth; d > 0; d--)
+            n = fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
+        return n;
+    }
     /* During a migration: is log position p indexed by the old index? */
     static inline int fm_in_old(const fm_ver *v, Py_ssize_t p) {
         return v->oroot != NULL && p >= v->mr && p < v->mend;
@@ -365,9 +385,15 @@ cdef extern from *:
     static Py_NO_INLINE int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key,
                                          Py_ssize_t *pos, Py_ssize_t *slot) {
         size_t mask = v->omask, perturb = (size_t)h, i = (size_t)h & mask;
+        size_t lcap = v->odepth ? FM_ICAP : mask + 1;   /* slots per leaf page */
+        uint8_t tag = fm_tag(h);
+        int32_t ix;
         for (;;) {
-            int32_t ix = *fm_islot_at(v->oroot, v->odepth, i);
-            if (ix >= 0) {
+            fm_node *leaf = fm_ileaf_at(v->oroot, v->odepth, i);
+            size_t j = i & (FM_ICAP - 1);
+            uint8_t t = ((uint8_t *)(fm_slots(leaf) + lcap))[j];
+            if (t == tag) {
+                ix = fm_slots(leaf)[j];
                 if (ix >= v->mr && ix < v->mend) {
                     fm_entry *e = fm_entry_at(v, ix);
                     if (e->key == key) goto found;
@@ -377,7 +403,7 @@ cdef extern from *:
                         if (r > 0) goto found;
                     }
                 }
-            } else if (ix == FM_EMPTY) return 0;
+            } else if (t == FM_TAG_EMPTY) return 0;
             perturb >>= 5;
             i = (i * 5 + perturb + 1) & mask;
             continue;
@@ -397,23 +423,34 @@ cdef extern from *:
                                Py_ssize_t *slot, Py_ssize_t *freeslot) {
         size_t mask, i, perturb;
         Py_ssize_t fs = -1;
+        size_t lcap;
+        uint8_t tag;
+        int32_t ix;
         if (v->iroot == NULL) { if (freeslot) *freeslot = -1; return 0; }
         mask = v->imask; perturb = (size_t)h; i = (size_t)h & mask;
+        lcap = v->idepth ? FM_ICAP : mask + 1;   /* slots per leaf page */
+        tag = fm_tag(h);
         for (;;) {
-            int32_t ix = *fm_slot_at(v, i);
-            if (ix >= 0) {
-                fm_entry *e = fm_entry_at(v, ix);
+            /* the tag byte first: a slot whose tag differs is skipped without reading
+               its log record (a miss usually reads no record at all) */
+            fm_node *leaf = fm_ileaf_at(v->iroot, v->idepth, i);
+            size_t j = i & (FM_ICAP - 1);
+            uint8_t t = ((uint8_t *)(fm_slots(leaf) + lcap))[j];
+            if (t == tag) {
+                fm_entry *e;
+                ix = fm_slots(leaf)[j];
+                e = fm_entry_at(v, ix);
                 if (e->key == key) goto found;
                 if (e->hash == h) {
                     int r = PyObject_RichCompareBool(e->key, key, Py_EQ);
                     if (r < 0) return -1;
                     if (r > 0) goto found;
                 }
-            } else if (ix == FM_EMPTY) {
+            } else if (t == FM_TAG_EMPTY) {
                 if (freeslot) *freeslot = fs >= 0 ? fs : (Py_ssize_t)i;
                 if (v->oroot != NULL) return fm_probe_old(v, h, key, pos, slot);
                 return 0;
-            } else if (fs < 0) fs = (Py_ssize_t)i;
+            } else if (t == FM_TAG_DUMMY && fs < 0) fs = (Py_ssize_t)i;
             perturb >>= 5;
             i = (i * 5 + perturb + 1) & mask;
             continue;
@@ -564,20 +601,26 @@ cdef extern from *:
         }
     }
     /* The slot i of an index (root *root, `depth` levels), writable. */
-    static int32_t *fm_islot_writable(fm_node **root, int depth, size_t i, fm_pending *pend) {
+    /* (*tagp: its tag byte) */
+    static int32_t *fm_islot_writable(fm_node **root, int depth, size_t i, uint8_t **tagp,
+                                      fm_pending *pend) {
         fm_node **slot = root, *n;
         int d;
         for (d = depth; ; d--) {
             n = fm_own(slot, pend);
             if (n == NULL) return NULL;
-            if (d == 0) return fm_slots(n) + (i & (FM_ICAP - 1));
+            if (d == 0) {
+                *tagp = fm_tags(n) + (i & (FM_ICAP - 1));
+                return fm_slots(n) + (i & (FM_ICAP - 1));
+            }
             slot = &fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
         }
     }
     /* A slot as fm_probe / fm_slot_of report it (>= 0: index, <= -2: old index), writable. */
-    static int32_t *fm_slot_writable(fm_ver *v, Py_ssize_t slot, fm_pending *pend) {
-        if (slot >= 0) return fm_islot_writable(&v->iroot, v->idepth, (size_t)slot, pend);
-        return fm_islot_writable(&v->oroot, v->odepth, (size_t)(-2 - slot), pend);
+    static int32_t *fm_slot_writable(fm_ver *v, Py_ssize_t slot, uint8_t **tagp,
+                                     fm_pending *pend) {
+        if (slot >= 0) return fm_islot_writable(&v->iroot, v->idepth, (size_t)slot, tagp, pend);
+        return fm_islot_writable(&v->oroot, v->odepth, (size_t)(-2 - slot), tagp, pend);
     }
 
     /* ---- tuning (tests: _set_tuning) and counters ---- */
@@ -743,6 +786,7 @@ cdef extern from *:
             Py_ssize_t r = v->mr, w = v->mw, si;
             fm_entry *e, *src, *dst = NULL;
             int32_t *s;
+            uint8_t *tg;
             if (r >= v->elen || (r >= v->mend && w == r)) {
                 /* done: [w, elen) is the gap (or empty) */
                 fm_sf_release(v->oroot);        /* torn down over later writes */
@@ -769,7 +813,7 @@ cdef extern from *:
                         return -1;
                     }
                 }
-                s = fm_islot_writable(&v->iroot, v->idepth, (size_t)si, pend);
+                s = fm_islot_writable(&v->iroot, v->idepth, (size_t)si, &tg, pend);
                 if (s == NULL) return -1;
                 if (dst != NULL) {
                     *dst = *src;
@@ -777,6 +821,7 @@ cdef extern from *:
                 }
                 if (*s == FM_EMPTY) v->fill++;
                 *s = (int32_t)w;
+                *tg = fm_tag(dst != NULL ? dst->hash : src->hash);
                 v->mw = w + 1;
             }
             v->mr = r + 1;
@@ -865,6 +910,7 @@ cdef extern from *:
                          Py_ssize_t freeslot, fm_pending *pend) {
         fm_entry *e;
         int32_t *s;
+        uint8_t *tg;
         if (v->elen >= FM_MAX_LEN) {
             PyErr_SetString(PyExc_OverflowError, "SnapshotMap: too many entries");
             return -1;
@@ -885,13 +931,14 @@ cdef extern from *:
         }
         e = fm_entry_writable(v, v->elen, pend);
         if (e == NULL) return -1;
-        s = fm_slot_writable(v, freeslot, pend);
+        s = fm_slot_writable(v, freeslot, &tg, pend);
         if (s == NULL) return -1;
         e->hash = h;
         Py_INCREF(key); e->key = key;
         Py_INCREF(value); e->value = value;
         if (*s == FM_EMPTY) v->fill++;
         *s = (int32_t)v->elen;
+        *tg = fm_tag(h);
         v->elen++;
         v->count++;
         fm_maintain(v, pend);
@@ -900,13 +947,15 @@ cdef extern from *:
     static int fm_delete(fm_ver *v, Py_ssize_t pos, Py_ssize_t slot, fm_pending *pend) {
         fm_entry *e = fm_entry_writable(v, pos, pend);
         int32_t *s;
+        uint8_t *tg;
         if (e == NULL) return -1;
-        s = fm_slot_writable(v, slot, pend);
+        s = fm_slot_writable(v, slot, &tg, pend);
         if (s == NULL || fm_pending_reserve(pend, 5) < 0) return -1;
         fm_pending_push_obj(pend, e->key);
         fm_pending_push_obj(pend, e->value);
         e->key = NULL; e->value = NULL; e->hash = 0;
         *s = FM_DUMMY;
+        *tg = FM_TAG_DUMMY;
         v->count--;
         if (v->count == 0) return fm_ver_release(v, pend);     /* reserved above */
         fm_trim(v);
@@ -988,6 +1037,11 @@ cdef extern from *:
     fm_node** fm_kids(fm_node*) nogil
     fm_entry* fm_ents(fm_node*) nogil
     int32_t* fm_slots(fm_node*) nogil
+    uint8_t* fm_tags(fm_node*) nogil
+    uint8_t fm_tag(Py_hash_t) nogil
+    fm_node* fm_ileaf_at(fm_node*, int, size_t) nogil
+    int FM_TAG_EMPTY
+    int FM_TAG_DUMMY
     void fm_node_incref(fm_node*) nogil
     Py_ssize_t fm_node_refcnt(fm_node*) nogil
     void fm_node_decref(fm_node*)
@@ -2750,6 +2804,10 @@ cdef int _check_index(fm_node* root, int depth, size_t mask) except -1:
     return 0
 
 
+cdef int _tag_at(fm_node* root, int depth, size_t i) noexcept:
+    return fm_tags(fm_ileaf_at(root, depth, i))[i & (FM_ICAP - 1)]
+
+
 cdef bint _reachable(fm_node* root, int depth, size_t mask, Py_hash_t h, Py_ssize_t p):
     """Is log position p on h's probe sequence before any EMPTY slot?"""
     cdef size_t perturb = <size_t>h
@@ -2817,8 +2875,12 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
             assert not seen[ix], "two index slots for one record"
             seen[ix] = 1
             assert fm_entry_at(v, ix).key != NULL, "index slot pointing to a hole"
+            assert _tag_at(v.iroot, v.idepth, i) == fm_tag(fm_entry_at(v, ix).hash), \
+                "index tag differs from its record's"
         else:
             assert ix == FM_EMPTY or ix == FM_DUMMY, "bad index slot value"
+            assert _tag_at(v.iroot, v.idepth, i) == \
+                (FM_TAG_EMPTY if ix == FM_EMPTY else FM_TAG_DUMMY), "bad tag of a free slot"
     assert filled == v.fill, f"fill {v.fill} != {filled}"
     assert filled * 3 <= nslots * 2, "index too full"
     if mig:
@@ -2830,8 +2892,14 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
                 assert not seen[ix], "two index slots for one record"
                 seen[ix] = 1
                 assert fm_entry_at(v, ix).key != NULL, "old index slot pointing to a hole"
+                assert _tag_at(v.oroot, v.odepth, i) == fm_tag(fm_entry_at(v, ix).hash), \
+                    "old index tag differs from its record's"
+            elif ix >= 0:
+                assert _tag_at(v.oroot, v.odepth, i) >= 2, "bad tag of a stale slot"
             else:
-                assert ix >= 0 or ix == FM_EMPTY or ix == FM_DUMMY, "bad old index slot value"
+                assert ix == FM_EMPTY or ix == FM_DUMMY, "bad old index slot value"
+                assert _tag_at(v.oroot, v.odepth, i) == \
+                    (FM_TAG_EMPTY if ix == FM_EMPTY else FM_TAG_DUMMY), "bad old free tag"
     assert used == v.count, "the indexes do not cover every live record"
     # every record is reachable in the index that owns it by probing its hash without
     # crossing an EMPTY slot
