@@ -133,7 +133,7 @@ object are guarded the same way against re-entry from user code.
 cimport cython
 from cpython.object cimport PyObject
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 
 import collections.abc as _abc
 from types import GenericAlias as _GenericAlias
@@ -160,10 +160,11 @@ cdef extern from *:
 
     typedef struct fm_node {
         Py_ssize_t refcnt;     /* node reference count (atomic on free-threaded builds) */
-        uint32_t cap;          /* leaves: number of records/slots; inner nodes: FM_FAN */
+        uint32_t live;         /* log tree: live records in this subtree (index tree: 0) */
+        uint16_t cap;          /* leaves: number of records/slots; inner nodes: FM_FAN */
         uint8_t kind;          /* FM_INNER, FM_ELEAF or FM_ILEAF */
-        uint8_t _pad[3];
-        /* followed by fm_node *[cap], fm_entry[cap] or int32_t[cap] */
+        uint8_t _pad;
+        /* followed by fm_node *[cap], fm_entry[cap] or int32_t[cap] + uint8_t tags[cap] */
     } fm_node;
 
     typedef struct fm_entry {
@@ -241,8 +242,8 @@ cdef extern from *:
         size_t sz = fm_payload(kind, cap);
         fm_node *n = (fm_node *)PyMem_Malloc(sizeof(fm_node) + sz);
         if (n == NULL) { PyErr_NoMemory(); return NULL; }
-        n->refcnt = 1; n->cap = cap; n->kind = (uint8_t)kind;
-        n->_pad[0] = n->_pad[1] = n->_pad[2] = 0;
+        n->refcnt = 1; n->live = 0; n->cap = (uint16_t)cap; n->kind = (uint8_t)kind;
+        n->_pad = 0;
         if (kind == FM_ILEAF) {        /* slots 0xff..: FM_EMPTY; tags FM_TAG_EMPTY */
             memset((void *)(n + 1), 0xff, cap * sizeof(int32_t));
             memset((void *)fm_tags(n), FM_TAG_EMPTY, cap);
@@ -271,6 +272,7 @@ cdef extern from *:
         uint32_t i;
         if (c == NULL) return NULL;
         memcpy((void *)(c + 1), (void *)(n + 1), fm_payload(n->kind, n->cap));
+        c->live = n->live;
         if (n->kind == FM_INNER) {
             fm_node **k = fm_kids(c);
             for (i = 0; i < n->cap; i++) if (k[i] != NULL) fm_node_incref(k[i]);
@@ -570,7 +572,7 @@ cdef extern from *:
                     n = (fm_node *)PyMem_Realloc(v->eroot, sizeof(fm_node) + fm_payload(FM_ELEAF, cap));
                     if (n == NULL) { PyErr_NoMemory(); return NULL; }
                     memset(fm_ents(n) + n->cap, 0, (cap - n->cap) * sizeof(fm_entry));
-                    n->cap = cap;
+                    n->cap = (uint16_t)cap;
                 } else {
                     if (fm_pending_reserve(pend, 1) < 0) return NULL;
                     n = fm_node_clone(v->eroot, cap);
@@ -582,6 +584,7 @@ cdef extern from *:
                 n = fm_node_new(FM_INNER, FM_FAN);
                 if (n == NULL) return NULL;
                 fm_kids(n)[0] = v->eroot;       /* the version's reference moves down */
+                n->live = v->eroot->live;
                 v->eroot = n;
                 v->edepth++;
             }
@@ -690,17 +693,42 @@ cdef extern from *:
         return 0;
     }
 
-    /* Drop holes at the end of the log (so that the last position holds the last live
-       record: popitem is LIFO).  A migration's gap is skipped in one step. */
-    static void fm_trim(fm_ver *v) {
-        while (v->elen > 0) {
-            if (v->oroot != NULL && v->elen == v->mr && v->mw < v->mr) {
-                v->elen = v->mr = v->mw;            /* the gap holds holes only */
-                continue;
-            }
-            if (fm_entry_at(v, v->elen - 1)->key != NULL) break;
-            v->elen--;
+    /* Add delta to the live counts on the path to log position p (a record there was
+       just filled or emptied; the path is private: fm_entry_writable(v, p) was called). */
+    static void fm_live_add(fm_ver *v, Py_ssize_t p, int delta) {
+        fm_node *n = v->eroot;
+        int d;
+        for (d = v->edepth; ; d--) {
+            n->live += (uint32_t)delta;
+            if (d == 0) return;
+            n = fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
         }
+    }
+    /* The position of the last live record (v->count > 0): one descent guided by the live
+       counts, at most FM_FAN children or records read per level. */
+    static Py_ssize_t fm_last_live(const fm_ver *v) {
+        fm_node *n = v->eroot;
+        size_t base = 0;
+        int d, c;
+        for (d = v->edepth; d > 0; d--) {
+            fm_node *k = NULL;
+            for (c = FM_FAN - 1; c > 0; c--) {
+                k = fm_kids(n)[c];
+                if (k != NULL && k->live > 0) break;
+            }
+            if (c == 0) k = fm_kids(n)[0];
+            base += (size_t)c << (FM_EBITS + FM_FBITS * (d - 1));
+            n = k;
+        }
+        for (c = (int)n->cap - 1; c > 0 && fm_ents(n)[c].key == NULL; c--) ;
+        return (Py_ssize_t)(base + (size_t)c);
+    }
+    /* Drop holes at the end of the log (so that the last position holds the last live
+       record: popitem is LIFO).  O(log n) whatever the number of holes (a migration's gap
+       included): the live counts of the log tree lead to the last live record. */
+    static void fm_trim(fm_ver *v) {
+        if (v->elen > 0 && fm_entry_at(v, v->elen - 1)->key == NULL)
+            v->elen = (v->eroot != NULL && v->eroot->live > 0) ? fm_last_live(v) + 1 : 0;
         if (v->oroot != NULL) {
             if (v->mr > v->elen) v->mr = v->elen;
             if (v->mw > v->mr) v->mw = v->mr;
@@ -818,6 +846,8 @@ cdef extern from *:
                 if (dst != NULL) {
                     *dst = *src;
                     src->key = NULL; src->value = NULL; src->hash = 0;
+                    fm_live_add(v, w, 1);
+                    fm_live_add(v, r, -1);
                 }
                 if (*s == FM_EMPTY) v->fill++;
                 *s = (int32_t)w;
@@ -935,6 +965,7 @@ cdef extern from *:
         if (s == NULL) return -1;
         e->hash = h;
         Py_INCREF(key); e->key = key;
+        fm_live_add(v, v->elen, 1);
         Py_INCREF(value); e->value = value;
         if (*s == FM_EMPTY) v->fill++;
         *s = (int32_t)v->elen;
@@ -954,6 +985,7 @@ cdef extern from *:
         fm_pending_push_obj(pend, e->key);
         fm_pending_push_obj(pend, e->value);
         e->key = NULL; e->value = NULL; e->hash = 0;
+        fm_live_add(v, pos, -1);
         *s = FM_DUMMY;
         *tg = FM_TAG_DUMMY;
         v->count--;
@@ -993,7 +1025,8 @@ cdef extern from *:
     """
     ctypedef struct fm_node:
         Py_ssize_t refcnt
-        uint32_t cap
+        uint32_t live
+        uint16_t cap
         uint8_t kind
     ctypedef struct fm_entry:
         Py_hash_t hash
@@ -2791,6 +2824,22 @@ cdef Py_ssize_t _check_tree(fm_node* n, int depth, int leafbits, int kind, size_
     return total
 
 
+cdef Py_ssize_t _check_live(fm_node* n, int depth) except -1:
+    """The live counts of a log tree: each node's is its live records; returns it."""
+    cdef Py_ssize_t total = 0
+    cdef uint32_t i
+    if depth == 0:
+        for i in range(n.cap):
+            if fm_ents(n)[i].key != NULL:
+                total += 1
+    else:
+        for i in range(FM_FAN):
+            if fm_kids(n)[i] != NULL:
+                total += _check_live(fm_kids(n)[i], depth - 1)
+    assert n.live == total, f"live count {n.live} != {total} live records below"
+    return total
+
+
 cdef int _check_index(fm_node* root, int depth, size_t mask) except -1:
     cdef size_t nslots = mask + 1
     assert nslots >= 8 and (nslots & mask) == 0, "index size not a power of two"
@@ -2843,6 +2892,7 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
     else:
         assert v.elen <= (<Py_ssize_t>FM_ECAP << (FM_FBITS * v.edepth)), "elen beyond the tree"
     _check_tree(v.eroot, v.edepth, FM_EBITS, FM_ELEAF, 0, 0, v.elen)
+    assert _check_live(v.eroot, v.edepth) == v.count, "live count of the log root != count"
     for p in range(v.elen):
         e = fm_entry_at(v, p)
         if e.key != NULL:
