@@ -240,6 +240,19 @@ cdef extern from *:
     #define FM_FREE_THREADED 0
     #endif
 
+    /* hash(key); for an exact str, its cached hash is read directly (as dict does) */
+    static inline Py_hash_t fm_hash_of(PyObject *k) {
+        if (PyUnicode_CheckExact(k)) {
+    #ifdef Py_GIL_DISABLED
+            Py_hash_t h = _Py_atomic_load_ssize_relaxed(&((PyASCIIObject *)k)->hash);
+    #else
+            Py_hash_t h = ((PyASCIIObject *)k)->hash;
+    #endif
+            if (h != -1) return h;
+        }
+        return PyObject_Hash(k);
+    }
+
     /* ---- node allocation and release ---- */
     static size_t fm_payload(int kind, uint32_t cap) {
         return kind == FM_INNER ? cap * sizeof(fm_node *)
@@ -1126,7 +1139,7 @@ cdef extern from *:
     void fm_decref "Py_DECREF"(PyObject*)
     void fm_xdecref "Py_XDECREF"(PyObject*)
     Py_ssize_t fm_refcnt "Py_REFCNT"(object)
-    Py_hash_t fm_hash "PyObject_Hash"(object) except -1
+    Py_hash_t fm_hash "fm_hash_of"(object) except -1
     int fm_eq "PyObject_RichCompareBool"(PyObject*, PyObject*, int) except -1
     int Py_ReprEnter(object) except -1
     void Py_ReprLeave(object)
