@@ -1139,6 +1139,7 @@ cdef extern from *:
     void fm_decref "Py_DECREF"(PyObject*)
     void fm_xdecref "Py_XDECREF"(PyObject*)
     Py_ssize_t fm_refcnt "Py_REFCNT"(object)
+    Py_ssize_t fm_refcnt_ptr "Py_REFCNT"(PyObject*) nogil
     Py_hash_t fm_hash "fm_hash_of"(object) except -1
     int fm_eq "PyObject_RichCompareBool"(PyObject*, PyObject*, int) except -1
     int Py_ReprEnter(object) except -1
@@ -1592,7 +1593,7 @@ class _ItemsView(_abc.ItemsView):
         return f"snapshot_items({list(self)!r})"
 
 
-_MISSING = object()
+cdef object _MISSING = object()     # a C global: no module-dict lookup per use
 
 
 # ---------------------------------------------------------------------------------------
@@ -2227,7 +2228,9 @@ cdef int _publish_locked(SnapshotMap m, Snapshot s, fm_pending* pend) except -1:
 cdef inline Snapshot _maybe_prealloc(SnapshotMap m):
     """Allocate the new Snapshot before the lock when the current one looks shared (a
     GC-tracked allocation may run arbitrary code, which must not happen under the lock)."""
-    if FM_FREE_THREADED or fm_refcnt(<object>m._cur) > 1:
+    # (on the raw pointer: casting it to object would take a reference and make the
+    # count always look shared)
+    if FM_FREE_THREADED or fm_refcnt_ptr(m._cur) > 1:
         return _snap_alloc()
     return None
 
