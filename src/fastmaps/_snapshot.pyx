@@ -98,11 +98,15 @@ Publication protocol (what is published, how readers load it, how versions are r
   ``Snapshot`` object (the version's page trees, counts and version number).  The map owns
   one strong reference to it.  No page reachable from a Snapshot that anybody but the map
   can reach is ever written again (see "who may write in place").
-* Writers are serialized by one mutex (``cython.pymutex``: a ``PyMutex`` on 3.13+, a
-  ``PyThread_type_lock`` before).  A writer builds the new version privately and
-  publishes it with one atomic exchange of ``_cur`` (sequentially consistent on
-  free-threaded builds, so every store that built the version happens-before any reader
-  that loads the new pointer).  Keys are hashed before the lock is taken; the new Snapshot
+* Writers are serialized by one writer lock (``_acquire``/``_release``): a
+  ``cython.pymutex`` (``PyMutex``) on free-threaded builds; on GIL builds the owner field
+  itself, checked and set with the GIL held (no atomic instruction when uncontended),
+  with a queue for the contended case, which exists only while the holder has released
+  the GIL (user ``__eq__``, a ``batch()`` block): queued writers block on ``_lock``, the
+  first of them on ``_wake``, which the holder's release unlocks once.  A writer builds
+  the new version privately and publishes it with one atomic exchange of ``_cur``
+  (sequentially consistent on free-threaded builds, so every store that built the
+  version happens-before any reader that loads the new pointer).  Keys are hashed before the lock is taken; the new Snapshot
   object is allocated before the lock is taken when the current one looks shared; every
   reference that might be the last one (replaced values, removed entries, the previous
   version, retired versions, dropped pages) is released after the lock is released, so no
@@ -1638,7 +1642,12 @@ cdef class SnapshotMap:
     cdef Py_ssize_t _inplace     # writes applied in place to an unshared version (stats)
     cdef Py_ssize_t _copied      # writes that published a new Snapshot (stats)
     cdef fm_pending _retired     # Snapshots retired while readers were in the window
-    cdef cython.pymutex _lock
+    cdef cython.pymutex _lock    # free-threaded: the writer lock; GIL builds: the queue of
+                                 # writers waiting for the holder (see _acquire)
+    cdef cython.pymutex _wake    # GIL builds: kept locked; the holder's release unlocks it
+                                 # once to wake the first queued writer
+    cdef bint _queued            # GIL builds: a writer holds _lock, waiting to take over
+    cdef bint _waking            # GIL builds: that writer is blocked on _wake
     cdef object _gc              # present so that the type takes part in cyclic GC
     cdef object __weakref__
 
@@ -1646,6 +1655,8 @@ cdef class SnapshotMap:
         fm_pending_init(&self._retired)
         fm_incref(<PyObject*>_EMPTY)
         self._cur = <PyObject*>_EMPTY
+        if not FM_FREE_THREADED:
+            self._wake.acquire()         # uncontended: a new lock
 
     def __init__(self, mapping=(), /, **kwargs):
         cdef Snapshot s
@@ -2186,20 +2197,45 @@ cdef inline Snapshot _load(SnapshotMap m):
 
 
 cdef int _acquire(SnapshotMap m) except -1:
+    """Take the writer lock (see "Writer lock" in the module docstring)."""
     cdef uintptr_t me = <uintptr_t>PyThread_get_thread_ident()
     if fm_owner_load(&m._owner) == me:
         raise RuntimeError(
             "SnapshotMap: re-entrant write (this thread already holds the map's writer "
             "lock: a key's __hash__/__eq__ or a value's __eq__ wrote to the map during a "
             "write, or the map was written directly inside its own batch() block)")
+    if FM_FREE_THREADED:
+        m._lock.acquire()
+        fm_owner_store(&m._owner, me)
+        return 0
+    # GIL builds: _owner is read and set with the GIL held and nothing in between can
+    # release it, so a free, unqueued lock is taken without any atomic operation
+    if m._owner == 0 and not m._queued:
+        m._owner = me
+        return 0
+    # held (its holder released the GIL: user code, a batch block) or writers queued:
+    # queue on _lock (blocking releases the GIL); the first in the queue waits on _wake,
+    # which each release of the holder unlocks once while _waking is set
     m._lock.acquire()
-    fm_owner_store(&m._owner, me)
+    m._queued = True
+    while m._owner != 0:
+        m._waking = True
+        m._wake.acquire()
+    m._owner = me
+    m._queued = False
+    m._lock.release()
     return 0
 
 
 cdef inline void _release(SnapshotMap m) noexcept:
-    fm_owner_store(&m._owner, 0)
-    m._lock.release()
+    if FM_FREE_THREADED:
+        fm_owner_store(&m._owner, 0)
+        m._lock.release()
+        return
+    m._owner = 0
+    if m._waking:
+        m._waking = False
+        m._wake.release()
 
 
 cdef int _publish_locked(SnapshotMap m, Snapshot s, fm_pending* pend) except -1:
