@@ -816,6 +816,37 @@ def test_compaction_moves_records_incrementally(tiny_tuning):
         assert list(s.items()) == items
 
 
+@pytest.mark.parametrize("tuning", ["default", "tiny"])
+def test_trim_of_a_long_run_of_trailing_holes(tuning):
+    # deleting a long stretch at the end of the log but its last record, then that record:
+    # the log is trimmed to the last live record (found through the pages' live counts),
+    # popitem stays LIFO, and a snapshot taken before the trim keeps its contents
+    prev = _snapshot._set_tuning(step=2, sync_below=0) if tuning == "tiny" else None
+    try:
+        n = 5000
+        m = SnapshotMap({i: i for i in range(n)})
+        d = dict(m.snapshot().to_dict())
+        for i in range(0, n // 3, 2):                 # holes at the front as well
+            del m[i], d[i]
+        for i in range(n // 2, n - 1):
+            del m[i], d[i]
+        m._check(rehash=True)
+        held = m.snapshot()
+        held_items = list(d.items())
+        del m[n - 1], d[n - 1]
+        m._check(rehash=True)
+        for _ in range(50):
+            assert m.popitem() == d.popitem()
+        m[-1] = d[-1] = "new"                         # appended right after the trim point
+        assert list(m.items()) == list(d.items())
+        m._check(rehash=True)
+        held._check(rehash=True)
+        assert list(held.items()) == held_items
+    finally:
+        if prev is not None:
+            _snapshot._set_tuning(**prev)
+
+
 def test_popitem_empties_the_map_during_migration(tiny_tuning):
     m = SnapshotMap({i: i for i in range(600)})
     d = dict.fromkeys(range(600))

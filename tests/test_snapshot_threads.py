@@ -220,3 +220,86 @@ def test_reentrant_writes_across_threads_do_not_deadlock():
     run_threads([lambda t=t: worker(t) for t in range(3)], timeout=60)
     assert len([k for k in m if isinstance(k, Key)]) == 300
     m._check()
+
+
+def test_writers_queue_behind_a_batch_and_all_get_through():
+    # while a batch holds the writer lock (running user code, so the GIL is released),
+    # other writers must block; after the batch publishes, every one of them completes
+    # and the batch's writes are never interleaved with theirs
+    m = SnapshotMap()
+    done = []
+    started = threading.Barrier(5)
+
+    def writer(i):
+        started.wait()
+        for j in range(50):
+            m[(i, j)] = j
+        done.append(i)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    with m.batch() as b:
+        for t in threads:
+            t.start()
+        started.wait()
+        for j in range(200):
+            b[("batch", j)] = j
+            if j % 20 == 0:
+                time.sleep(0.001)         # other threads run; they cannot write
+        assert done == [] and len(m) == 0
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a writer never got the lock"
+    assert sorted(done) == [0, 1, 2, 3]
+    assert len(m) == 200 + 4 * 50
+    m._check()
+
+
+def test_writer_lock_contention_with_gil_releasing_eq_is_exclusive():
+    # keys whose __eq__ releases the GIL while a writer holds the lock; several threads
+    # contend.  __eq__ counts the writes inside it (reads run it too, lock-free, and are
+    # not counted): never more than one at a time.  Exact CAS increments check that no
+    # update is lost.
+    m = SnapshotMap()
+    tl = threading.local()
+    inside = [0]
+    most = [0]
+
+    class Slow:
+        def __init__(self, i):
+            self.i = i
+
+        def __hash__(self):
+            return self.i % 3                     # collide: __eq__ runs under the lock
+
+        def __eq__(self, other):
+            writing = getattr(tl, "writing", False)
+            if writing:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0)                         # release the GIL
+            if writing:
+                inside[0] -= 1
+            return isinstance(other, Slow) and other.i == self.i
+
+    keys = [Slow(i) for i in range(6)]
+    for k in keys:
+        m[k] = 0
+
+    def worker(tid):
+        rnd = random.Random(tid)
+        for _ in range(150):
+            k = keys[rnd.randrange(6)]
+            while True:                           # an exact CAS increment
+                old = m[k]
+                tl.writing = True
+                try:
+                    ok = m.compare_and_swap(k, old, old + 1)
+                finally:
+                    tl.writing = False
+                if ok:
+                    break
+
+    run_threads([lambda t=t: worker(t) for t in range(4)], timeout=120)
+    assert most[0] == 1, f"{most[0]} writes were inside the writer lock at once"
+    assert sum(m[k] for k in keys) == 4 * 150
+    m._check()

@@ -9,10 +9,16 @@ persistent by cutting each into fixed-size pages held in a shallow 32-way tree:
   (768 bytes).  Deleting a key leaves a hole (``key == NULL``); holes at the end are
   trimmed at once (so the last position always holds the last live entry, which makes
   ``popitem()`` LIFO like dict's), holes elsewhere are compacted away by a migration.
+  Every node of the log tree counts the live records below it, so the trim finds the
+  last live record in one descent (O(log n), however many holes precede it).
 * the **index**: ``int32`` log positions (or EMPTY / DUMMY), 256 per leaf page, probed
-  exactly like dict's (``i = hash & mask``, then ``i = 5*i + 1 + (perturb >>= 5)``).
-  A lookup reads one index slot and one log record (plus, at 10^6 entries, three inner
-  nodes on each side that stay in cache); iteration reads the log sequentially.
+  exactly like dict's (``i = hash & mask``, then ``i = 5*i + 1 + (perturb >>= 5)``),
+  plus one **tag byte** per slot (after the page's slots: 0 EMPTY, 1 DUMMY, else 8 mixed
+  bits of the live record's hash, ``fm_tag``).  A probe reads the tag first and reads
+  the log record only when the tag matches, so a miss usually reads no record and a hit
+  reads only its own (dict reads the entry of every occupied slot it probes).  A lookup
+  reads one index page and one log record (plus, at 10^6 entries, three inner nodes on
+  each side that stay in cache); iteration reads the log sequentially.
 
 Pages and inner nodes are plain C structs with their own reference count; versions share
 every page a write did not touch.  A write first finds its slot (this is where a key's
@@ -61,11 +67,9 @@ proportional to their own size; smaller ones migrate incrementally, item by item
 Memory: at rest (no migration) elen <= 2*count + 32 log records and index load between
 1/6 and 2/3; during a migration the old index is kept as well, and holes deleted during
 it are compacted by the next one.
-One step is still proportional to the map, though it only reads: deleting the last
-record trims the run of holes before it (so that popitem stays LIFO), and holes elsewhere
-may number up to count + 32.  Only a delete pattern that empties a long stretch at the
-end of the log but keeps its last record pays it (500k holes at 10^6: about 2 ms of
-reading records); per-page live counts would reduce it to O(log n).
+Deleting the last record trims the run of holes before it (so that popitem stays LIFO)
+through the live counts: O(log n) even after a long stretch at the end of the log was
+emptied (500k trailing holes at 10^6: 0.009 ms, was 0.5-2 ms when it read every hole).
 
 **Who may write in place.**  A private version (a batch's, one being built by
 ``update``/``Snapshot(...)``, or the copy a writer makes of the published version) is
@@ -94,11 +98,15 @@ Publication protocol (what is published, how readers load it, how versions are r
   ``Snapshot`` object (the version's page trees, counts and version number).  The map owns
   one strong reference to it.  No page reachable from a Snapshot that anybody but the map
   can reach is ever written again (see "who may write in place").
-* Writers are serialized by one mutex (``cython.pymutex``: a ``PyMutex`` on 3.13+, a
-  ``PyThread_type_lock`` before).  A writer builds the new version privately and
-  publishes it with one atomic exchange of ``_cur`` (sequentially consistent on
-  free-threaded builds, so every store that built the version happens-before any reader
-  that loads the new pointer).  Keys are hashed before the lock is taken; the new Snapshot
+* Writers are serialized by one writer lock (``_acquire``/``_release``): a
+  ``cython.pymutex`` (``PyMutex``) on free-threaded builds; on GIL builds the owner field
+  itself, checked and set with the GIL held (no atomic instruction when uncontended),
+  with a queue for the contended case, which exists only while the holder has released
+  the GIL (user ``__eq__``, a ``batch()`` block): queued writers block on ``_lock``, the
+  first of them on ``_wake``, which the holder's release unlocks once.  A writer builds
+  the new version privately and publishes it with one atomic exchange of ``_cur``
+  (sequentially consistent on free-threaded builds, so every store that built the
+  version happens-before any reader that loads the new pointer).  Keys are hashed before the lock is taken; the new Snapshot
   object is allocated before the lock is taken when the current one looks shared; every
   reference that might be the last one (replaced values, removed entries, the previous
   version, retired versions, dropped pages) is released after the lock is released, so no
@@ -133,7 +141,7 @@ object are guarded the same way against re-entry from user code.
 cimport cython
 from cpython.object cimport PyObject
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 
 import collections.abc as _abc
 from types import GenericAlias as _GenericAlias
@@ -155,14 +163,20 @@ cdef extern from *:
     #define FM_ELEAF 1
     #define FM_ILEAF 2
     #define FM_MAX_LEN ((Py_ssize_t)0x7fffffff)
+    #define FM_TAG_EMPTY 0                /* index tag bytes: slot EMPTY, DUMMY, or a */
+    #define FM_TAG_DUMMY 1                /* live slot's tag, 2..255 (fm_tag) */
 
     typedef struct fm_node {
         Py_ssize_t refcnt;     /* node reference count (atomic on free-threaded builds) */
-        uint32_t cap;          /* leaves: number of records/slots; inner nodes: FM_FAN */
+        uint32_t live;         /* log tree: live records in this subtree (index tree: 0) */
+        uint16_t cap;          /* leaves: number of records/slots; inner nodes: FM_FAN */
         uint8_t kind;          /* FM_INNER, FM_ELEAF or FM_ILEAF */
-        uint8_t _pad[3];
-        /* followed by fm_node *[cap], fm_entry[cap] or int32_t[cap] */
+        uint8_t _pad;
+        /* followed by fm_node *[cap], fm_entry[cap] or int32_t[cap] + uint8_t tags[cap] */
     } fm_node;
+
+    /* 16 bytes, so that a page's records / slots start 16-byte aligned after it */
+    typedef char fm_node_header_is_16_bytes[sizeof(fm_node) == 16 ? 1 : -1];
 
     typedef struct fm_entry {
         Py_hash_t hash;
@@ -192,6 +206,14 @@ cdef extern from *:
     static inline fm_node **fm_kids(fm_node *n) { return (fm_node **)(n + 1); }
     static inline fm_entry *fm_ents(fm_node *n) { return (fm_entry *)(n + 1); }
     static inline int32_t *fm_slots(fm_node *n) { return (int32_t *)(n + 1); }
+    /* An index leaf holds cap int32 slots followed by cap tag bytes. */
+    static inline uint8_t *fm_tags(fm_node *n) { return (uint8_t *)(fm_slots(n) + n->cap); }
+    /* The tag of a live slot: 8 bits of the hash, mixed (int hashes are the identity, so
+       their high bits are often zero and their low bits chose the slot), never 0 or 1. */
+    static inline uint8_t fm_tag(Py_hash_t h) {
+        uint8_t t = (uint8_t)(((uint64_t)h * 0x9E3779B97F4A7C15ull) >> 56);
+        return t < 2 ? (uint8_t)(t + 2) : t;
+    }
 
     /* ---- atomics: real ones on free-threaded builds, plain code under the GIL ---- */
     #ifdef Py_GIL_DISABLED
@@ -222,18 +244,34 @@ cdef extern from *:
     #define FM_FREE_THREADED 0
     #endif
 
+    /* hash(key); for an exact str, its cached hash is read directly (as dict does) */
+    static inline Py_hash_t fm_hash_of(PyObject *k) {
+        if (PyUnicode_CheckExact(k)) {
+    #ifdef Py_GIL_DISABLED
+            Py_hash_t h = _Py_atomic_load_ssize_relaxed(&((PyASCIIObject *)k)->hash);
+    #else
+            Py_hash_t h = ((PyASCIIObject *)k)->hash;
+    #endif
+            if (h != -1) return h;
+        }
+        return PyObject_Hash(k);
+    }
+
     /* ---- node allocation and release ---- */
     static size_t fm_payload(int kind, uint32_t cap) {
         return kind == FM_INNER ? cap * sizeof(fm_node *)
-             : kind == FM_ELEAF ? cap * sizeof(fm_entry) : cap * sizeof(int32_t);
+             : kind == FM_ELEAF ? cap * sizeof(fm_entry) : cap * (sizeof(int32_t) + 1);
     }
     static fm_node *fm_node_new(int kind, uint32_t cap) {
         size_t sz = fm_payload(kind, cap);
         fm_node *n = (fm_node *)PyMem_Malloc(sizeof(fm_node) + sz);
         if (n == NULL) { PyErr_NoMemory(); return NULL; }
-        n->refcnt = 1; n->cap = cap; n->kind = (uint8_t)kind;
-        n->_pad[0] = n->_pad[1] = n->_pad[2] = 0;
-        memset((void *)(n + 1), kind == FM_ILEAF ? 0xff : 0, sz);   /* 0xff..: FM_EMPTY */
+        n->refcnt = 1; n->live = 0; n->cap = (uint16_t)cap; n->kind = (uint8_t)kind;
+        n->_pad = 0;
+        if (kind == FM_ILEAF) {        /* slots 0xff..: FM_EMPTY; tags FM_TAG_EMPTY */
+            memset((void *)(n + 1), 0xff, cap * sizeof(int32_t));
+            memset((void *)fm_tags(n), FM_TAG_EMPTY, cap);
+        } else memset((void *)(n + 1), 0, sz);
         return n;
     }
     static void fm_node_free(fm_node *n);
@@ -258,6 +296,7 @@ cdef extern from *:
         uint32_t i;
         if (c == NULL) return NULL;
         memcpy((void *)(c + 1), (void *)(n + 1), fm_payload(n->kind, n->cap));
+        c->live = n->live;
         if (n->kind == FM_INNER) {
             fm_node **k = fm_kids(c);
             for (i = 0; i < n->cap; i++) if (k[i] != NULL) fm_node_incref(k[i]);
@@ -345,6 +384,13 @@ cdef extern from *:
     FM_HOT int32_t *fm_slot_at(const fm_ver *v, size_t i) {
         return fm_islot_at(v->iroot, v->idepth, i);
     }
+    /* The leaf page of an index holding slot i. */
+    FM_HOT fm_node *fm_ileaf_at(fm_node *n, int depth, size_t i) {
+        int d;
+        for (d = depth; d > 0; d--)
+            n = fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
+        return n;
+    }
     /* During a migration: is log position p indexed by the old index? */
     static inline int fm_in_old(const fm_ver *v, Py_ssize_t p) {
         return v->oroot != NULL && p >= v->mr && p < v->mend;
@@ -365,9 +411,15 @@ cdef extern from *:
     static Py_NO_INLINE int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key,
                                          Py_ssize_t *pos, Py_ssize_t *slot) {
         size_t mask = v->omask, perturb = (size_t)h, i = (size_t)h & mask;
+        size_t lcap = v->odepth ? FM_ICAP : mask + 1;   /* slots per leaf page */
+        uint8_t tag = fm_tag(h);
+        int32_t ix;
         for (;;) {
-            int32_t ix = *fm_islot_at(v->oroot, v->odepth, i);
-            if (ix >= 0) {
+            fm_node *leaf = fm_ileaf_at(v->oroot, v->odepth, i);
+            size_t j = i & (FM_ICAP - 1);
+            uint8_t t = ((uint8_t *)(fm_slots(leaf) + lcap))[j];
+            if (t == tag) {
+                ix = fm_slots(leaf)[j];
                 if (ix >= v->mr && ix < v->mend) {
                     fm_entry *e = fm_entry_at(v, ix);
                     if (e->key == key) goto found;
@@ -377,7 +429,7 @@ cdef extern from *:
                         if (r > 0) goto found;
                     }
                 }
-            } else if (ix == FM_EMPTY) return 0;
+            } else if (t == FM_TAG_EMPTY) return 0;
             perturb >>= 5;
             i = (i * 5 + perturb + 1) & mask;
             continue;
@@ -397,23 +449,34 @@ cdef extern from *:
                                Py_ssize_t *slot, Py_ssize_t *freeslot) {
         size_t mask, i, perturb;
         Py_ssize_t fs = -1;
+        size_t lcap;
+        uint8_t tag;
+        int32_t ix;
         if (v->iroot == NULL) { if (freeslot) *freeslot = -1; return 0; }
         mask = v->imask; perturb = (size_t)h; i = (size_t)h & mask;
+        lcap = v->idepth ? FM_ICAP : mask + 1;   /* slots per leaf page */
+        tag = fm_tag(h);
         for (;;) {
-            int32_t ix = *fm_slot_at(v, i);
-            if (ix >= 0) {
-                fm_entry *e = fm_entry_at(v, ix);
+            /* the tag byte first: a slot whose tag differs is skipped without reading
+               its log record (a miss usually reads no record at all) */
+            fm_node *leaf = fm_ileaf_at(v->iroot, v->idepth, i);
+            size_t j = i & (FM_ICAP - 1);
+            uint8_t t = ((uint8_t *)(fm_slots(leaf) + lcap))[j];
+            if (t == tag) {
+                fm_entry *e;
+                ix = fm_slots(leaf)[j];
+                e = fm_entry_at(v, ix);
                 if (e->key == key) goto found;
                 if (e->hash == h) {
                     int r = PyObject_RichCompareBool(e->key, key, Py_EQ);
                     if (r < 0) return -1;
                     if (r > 0) goto found;
                 }
-            } else if (ix == FM_EMPTY) {
+            } else if (t == FM_TAG_EMPTY) {
                 if (freeslot) *freeslot = fs >= 0 ? fs : (Py_ssize_t)i;
                 if (v->oroot != NULL) return fm_probe_old(v, h, key, pos, slot);
                 return 0;
-            } else if (fs < 0) fs = (Py_ssize_t)i;
+            } else if (t == FM_TAG_DUMMY && fs < 0) fs = (Py_ssize_t)i;
             perturb >>= 5;
             i = (i * 5 + perturb + 1) & mask;
             continue;
@@ -533,7 +596,7 @@ cdef extern from *:
                     n = (fm_node *)PyMem_Realloc(v->eroot, sizeof(fm_node) + fm_payload(FM_ELEAF, cap));
                     if (n == NULL) { PyErr_NoMemory(); return NULL; }
                     memset(fm_ents(n) + n->cap, 0, (cap - n->cap) * sizeof(fm_entry));
-                    n->cap = cap;
+                    n->cap = (uint16_t)cap;
                 } else {
                     if (fm_pending_reserve(pend, 1) < 0) return NULL;
                     n = fm_node_clone(v->eroot, cap);
@@ -545,6 +608,7 @@ cdef extern from *:
                 n = fm_node_new(FM_INNER, FM_FAN);
                 if (n == NULL) return NULL;
                 fm_kids(n)[0] = v->eroot;       /* the version's reference moves down */
+                n->live = v->eroot->live;
                 v->eroot = n;
                 v->edepth++;
             }
@@ -564,20 +628,26 @@ cdef extern from *:
         }
     }
     /* The slot i of an index (root *root, `depth` levels), writable. */
-    static int32_t *fm_islot_writable(fm_node **root, int depth, size_t i, fm_pending *pend) {
+    /* (*tagp: its tag byte) */
+    static int32_t *fm_islot_writable(fm_node **root, int depth, size_t i, uint8_t **tagp,
+                                      fm_pending *pend) {
         fm_node **slot = root, *n;
         int d;
         for (d = depth; ; d--) {
             n = fm_own(slot, pend);
             if (n == NULL) return NULL;
-            if (d == 0) return fm_slots(n) + (i & (FM_ICAP - 1));
+            if (d == 0) {
+                *tagp = fm_tags(n) + (i & (FM_ICAP - 1));
+                return fm_slots(n) + (i & (FM_ICAP - 1));
+            }
             slot = &fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
         }
     }
     /* A slot as fm_probe / fm_slot_of report it (>= 0: index, <= -2: old index), writable. */
-    static int32_t *fm_slot_writable(fm_ver *v, Py_ssize_t slot, fm_pending *pend) {
-        if (slot >= 0) return fm_islot_writable(&v->iroot, v->idepth, (size_t)slot, pend);
-        return fm_islot_writable(&v->oroot, v->odepth, (size_t)(-2 - slot), pend);
+    static int32_t *fm_slot_writable(fm_ver *v, Py_ssize_t slot, uint8_t **tagp,
+                                     fm_pending *pend) {
+        if (slot >= 0) return fm_islot_writable(&v->iroot, v->idepth, (size_t)slot, tagp, pend);
+        return fm_islot_writable(&v->oroot, v->odepth, (size_t)(-2 - slot), tagp, pend);
     }
 
     /* ---- tuning (tests: _set_tuning) and counters ---- */
@@ -647,17 +717,42 @@ cdef extern from *:
         return 0;
     }
 
-    /* Drop holes at the end of the log (so that the last position holds the last live
-       record: popitem is LIFO).  A migration's gap is skipped in one step. */
-    static void fm_trim(fm_ver *v) {
-        while (v->elen > 0) {
-            if (v->oroot != NULL && v->elen == v->mr && v->mw < v->mr) {
-                v->elen = v->mr = v->mw;            /* the gap holds holes only */
-                continue;
-            }
-            if (fm_entry_at(v, v->elen - 1)->key != NULL) break;
-            v->elen--;
+    /* Add delta to the live counts on the path to log position p (a record there was
+       just filled or emptied; the path is private: fm_entry_writable(v, p) was called). */
+    static void fm_live_add(fm_ver *v, Py_ssize_t p, int delta) {
+        fm_node *n = v->eroot;
+        int d;
+        for (d = v->edepth; ; d--) {
+            n->live += (uint32_t)delta;
+            if (d == 0) return;
+            n = fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
         }
+    }
+    /* The position of the last live record (v->count > 0): one descent guided by the live
+       counts, at most FM_FAN children or records read per level. */
+    static Py_ssize_t fm_last_live(const fm_ver *v) {
+        fm_node *n = v->eroot;
+        size_t base = 0;
+        int d, c;
+        for (d = v->edepth; d > 0; d--) {
+            fm_node *k = NULL;
+            for (c = FM_FAN - 1; c > 0; c--) {
+                k = fm_kids(n)[c];
+                if (k != NULL && k->live > 0) break;
+            }
+            if (c == 0) k = fm_kids(n)[0];
+            base += (size_t)c << (FM_EBITS + FM_FBITS * (d - 1));
+            n = k;
+        }
+        for (c = (int)n->cap - 1; c > 0 && fm_ents(n)[c].key == NULL; c--) ;
+        return (Py_ssize_t)(base + (size_t)c);
+    }
+    /* Drop holes at the end of the log (so that the last position holds the last live
+       record: popitem is LIFO).  O(log n) whatever the number of holes (a migration's gap
+       included): the live counts of the log tree lead to the last live record. */
+    static void fm_trim(fm_ver *v) {
+        if (v->elen > 0 && fm_entry_at(v, v->elen - 1)->key == NULL)
+            v->elen = (v->eroot != NULL && v->eroot->live > 0) ? fm_last_live(v) + 1 : 0;
         if (v->oroot != NULL) {
             if (v->mr > v->elen) v->mr = v->elen;
             if (v->mw > v->mr) v->mw = v->mr;
@@ -743,6 +838,7 @@ cdef extern from *:
             Py_ssize_t r = v->mr, w = v->mw, si;
             fm_entry *e, *src, *dst = NULL;
             int32_t *s;
+            uint8_t *tg;
             if (r >= v->elen || (r >= v->mend && w == r)) {
                 /* done: [w, elen) is the gap (or empty) */
                 fm_sf_release(v->oroot);        /* torn down over later writes */
@@ -769,14 +865,17 @@ cdef extern from *:
                         return -1;
                     }
                 }
-                s = fm_islot_writable(&v->iroot, v->idepth, (size_t)si, pend);
+                s = fm_islot_writable(&v->iroot, v->idepth, (size_t)si, &tg, pend);
                 if (s == NULL) return -1;
                 if (dst != NULL) {
                     *dst = *src;
                     src->key = NULL; src->value = NULL; src->hash = 0;
+                    fm_live_add(v, w, 1);
+                    fm_live_add(v, r, -1);
                 }
                 if (*s == FM_EMPTY) v->fill++;
                 *s = (int32_t)w;
+                *tg = fm_tag(dst != NULL ? dst->hash : src->hash);
                 v->mw = w + 1;
             }
             v->mr = r + 1;
@@ -865,6 +964,7 @@ cdef extern from *:
                          Py_ssize_t freeslot, fm_pending *pend) {
         fm_entry *e;
         int32_t *s;
+        uint8_t *tg;
         if (v->elen >= FM_MAX_LEN) {
             PyErr_SetString(PyExc_OverflowError, "SnapshotMap: too many entries");
             return -1;
@@ -885,13 +985,15 @@ cdef extern from *:
         }
         e = fm_entry_writable(v, v->elen, pend);
         if (e == NULL) return -1;
-        s = fm_slot_writable(v, freeslot, pend);
+        s = fm_slot_writable(v, freeslot, &tg, pend);
         if (s == NULL) return -1;
         e->hash = h;
         Py_INCREF(key); e->key = key;
+        fm_live_add(v, v->elen, 1);
         Py_INCREF(value); e->value = value;
         if (*s == FM_EMPTY) v->fill++;
         *s = (int32_t)v->elen;
+        *tg = fm_tag(h);
         v->elen++;
         v->count++;
         fm_maintain(v, pend);
@@ -900,13 +1002,16 @@ cdef extern from *:
     static int fm_delete(fm_ver *v, Py_ssize_t pos, Py_ssize_t slot, fm_pending *pend) {
         fm_entry *e = fm_entry_writable(v, pos, pend);
         int32_t *s;
+        uint8_t *tg;
         if (e == NULL) return -1;
-        s = fm_slot_writable(v, slot, pend);
+        s = fm_slot_writable(v, slot, &tg, pend);
         if (s == NULL || fm_pending_reserve(pend, 5) < 0) return -1;
         fm_pending_push_obj(pend, e->key);
         fm_pending_push_obj(pend, e->value);
         e->key = NULL; e->value = NULL; e->hash = 0;
+        fm_live_add(v, pos, -1);
         *s = FM_DUMMY;
+        *tg = FM_TAG_DUMMY;
         v->count--;
         if (v->count == 0) return fm_ver_release(v, pend);     /* reserved above */
         fm_trim(v);
@@ -944,7 +1049,8 @@ cdef extern from *:
     """
     ctypedef struct fm_node:
         Py_ssize_t refcnt
-        uint32_t cap
+        uint32_t live
+        uint16_t cap
         uint8_t kind
     ctypedef struct fm_entry:
         Py_hash_t hash
@@ -988,6 +1094,11 @@ cdef extern from *:
     fm_node** fm_kids(fm_node*) nogil
     fm_entry* fm_ents(fm_node*) nogil
     int32_t* fm_slots(fm_node*) nogil
+    uint8_t* fm_tags(fm_node*) nogil
+    uint8_t fm_tag(Py_hash_t) nogil
+    fm_node* fm_ileaf_at(fm_node*, int, size_t) nogil
+    int FM_TAG_EMPTY
+    int FM_TAG_DUMMY
     void fm_node_incref(fm_node*) nogil
     Py_ssize_t fm_node_refcnt(fm_node*) nogil
     void fm_node_decref(fm_node*)
@@ -1032,7 +1143,8 @@ cdef extern from *:
     void fm_decref "Py_DECREF"(PyObject*)
     void fm_xdecref "Py_XDECREF"(PyObject*)
     Py_ssize_t fm_refcnt "Py_REFCNT"(object)
-    Py_hash_t fm_hash "PyObject_Hash"(object) except -1
+    Py_ssize_t fm_refcnt_ptr "Py_REFCNT"(PyObject*) nogil
+    Py_hash_t fm_hash "fm_hash_of"(object) except -1
     int fm_eq "PyObject_RichCompareBool"(PyObject*, PyObject*, int) except -1
     int Py_ReprEnter(object) except -1
     void Py_ReprLeave(object)
@@ -1102,6 +1214,7 @@ cdef class Snapshot:
         cdef fm_entry* e
         return fm_find(&self.v, fm_hash(key), <PyObject*>key, &e) != 0
 
+    @cython.binding(False)
     def get(self, key, default=None):
         """Return the value for key if key is present, else default (never KeyError).
 
@@ -1484,7 +1597,7 @@ class _ItemsView(_abc.ItemsView):
         return f"snapshot_items({list(self)!r})"
 
 
-_MISSING = object()
+cdef object _MISSING = object()     # a C global: no module-dict lookup per use
 
 
 # ---------------------------------------------------------------------------------------
@@ -1529,7 +1642,12 @@ cdef class SnapshotMap:
     cdef Py_ssize_t _inplace     # writes applied in place to an unshared version (stats)
     cdef Py_ssize_t _copied      # writes that published a new Snapshot (stats)
     cdef fm_pending _retired     # Snapshots retired while readers were in the window
-    cdef cython.pymutex _lock
+    cdef cython.pymutex _lock    # free-threaded: the writer lock; GIL builds: the queue of
+                                 # writers waiting for the holder (see _acquire)
+    cdef cython.pymutex _wake    # GIL builds: kept locked; the holder's release unlocks it
+                                 # once to wake the first queued writer
+    cdef bint _queued            # GIL builds: a writer holds _lock, waiting to take over
+    cdef bint _waking            # GIL builds: that writer is blocked on _wake
     cdef object _gc              # present so that the type takes part in cyclic GC
     cdef object __weakref__
 
@@ -1537,6 +1655,8 @@ cdef class SnapshotMap:
         fm_pending_init(&self._retired)
         fm_incref(<PyObject*>_EMPTY)
         self._cur = <PyObject*>_EMPTY
+        if not FM_FREE_THREADED:
+            self._wake.acquire()         # uncontended: a new lock
 
     def __init__(self, mapping=(), /, **kwargs):
         cdef Snapshot s
@@ -1577,6 +1697,7 @@ cdef class SnapshotMap:
         cdef fm_entry* e
         return fm_find(&s.v, h, <PyObject*>key, &e) != 0
 
+    @cython.binding(False)
     def get(self, key, default=None):
         """Return the value for key if key is present, else default (never KeyError).
 
@@ -2076,20 +2197,45 @@ cdef inline Snapshot _load(SnapshotMap m):
 
 
 cdef int _acquire(SnapshotMap m) except -1:
+    """Take the writer lock (see "Writer lock" in the module docstring)."""
     cdef uintptr_t me = <uintptr_t>PyThread_get_thread_ident()
     if fm_owner_load(&m._owner) == me:
         raise RuntimeError(
             "SnapshotMap: re-entrant write (this thread already holds the map's writer "
             "lock: a key's __hash__/__eq__ or a value's __eq__ wrote to the map during a "
             "write, or the map was written directly inside its own batch() block)")
+    if FM_FREE_THREADED:
+        m._lock.acquire()
+        fm_owner_store(&m._owner, me)
+        return 0
+    # GIL builds: _owner is read and set with the GIL held and nothing in between can
+    # release it, so a free, unqueued lock is taken without any atomic operation
+    if m._owner == 0 and not m._queued:
+        m._owner = me
+        return 0
+    # held (its holder released the GIL: user code, a batch block) or writers queued:
+    # queue on _lock (blocking releases the GIL); the first in the queue waits on _wake,
+    # which each release of the holder unlocks once while _waking is set
     m._lock.acquire()
-    fm_owner_store(&m._owner, me)
+    m._queued = True
+    while m._owner != 0:
+        m._waking = True
+        m._wake.acquire()
+    m._owner = me
+    m._queued = False
+    m._lock.release()
     return 0
 
 
 cdef inline void _release(SnapshotMap m) noexcept:
-    fm_owner_store(&m._owner, 0)
-    m._lock.release()
+    if FM_FREE_THREADED:
+        fm_owner_store(&m._owner, 0)
+        m._lock.release()
+        return
+    m._owner = 0
+    if m._waking:
+        m._waking = False
+        m._wake.release()
 
 
 cdef int _publish_locked(SnapshotMap m, Snapshot s, fm_pending* pend) except -1:
@@ -2118,7 +2264,9 @@ cdef int _publish_locked(SnapshotMap m, Snapshot s, fm_pending* pend) except -1:
 cdef inline Snapshot _maybe_prealloc(SnapshotMap m):
     """Allocate the new Snapshot before the lock when the current one looks shared (a
     GC-tracked allocation may run arbitrary code, which must not happen under the lock)."""
-    if FM_FREE_THREADED or fm_refcnt(<object>m._cur) > 1:
+    # (on the raw pointer: casting it to object would take a reference and make the
+    # count always look shared)
+    if FM_FREE_THREADED or fm_refcnt_ptr(m._cur) > 1:
         return _snap_alloc()
     return None
 
@@ -2479,6 +2627,7 @@ cdef class Batch:
         finally:
             self._leave()
 
+    @cython.binding(False)
     def get(self, key, default=None):
         """Return the value for key in the batch (its own writes included) if present,
         else default.
@@ -2734,6 +2883,22 @@ cdef Py_ssize_t _check_tree(fm_node* n, int depth, int leafbits, int kind, size_
     return total
 
 
+cdef Py_ssize_t _check_live(fm_node* n, int depth) except -1:
+    """The live counts of a log tree: each node's is its live records; returns it."""
+    cdef Py_ssize_t total = 0
+    cdef uint32_t i
+    if depth == 0:
+        for i in range(n.cap):
+            if fm_ents(n)[i].key != NULL:
+                total += 1
+    else:
+        for i in range(FM_FAN):
+            if fm_kids(n)[i] != NULL:
+                total += _check_live(fm_kids(n)[i], depth - 1)
+    assert n.live == total, f"live count {n.live} != {total} live records below"
+    return total
+
+
 cdef int _check_index(fm_node* root, int depth, size_t mask) except -1:
     cdef size_t nslots = mask + 1
     assert nslots >= 8 and (nslots & mask) == 0, "index size not a power of two"
@@ -2745,6 +2910,10 @@ cdef int _check_index(fm_node* root, int depth, size_t mask) except -1:
         assert _check_tree(root, depth, FM_IBITS, FM_ILEAF, 0, nslots, 0) == \
             <Py_ssize_t>(nslots // FM_ICAP), "index pages missing"
     return 0
+
+
+cdef int _tag_at(fm_node* root, int depth, size_t i) noexcept:
+    return fm_tags(fm_ileaf_at(root, depth, i))[i & (FM_ICAP - 1)]
 
 
 cdef bint _reachable(fm_node* root, int depth, size_t mask, Py_hash_t h, Py_ssize_t p):
@@ -2782,6 +2951,7 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
     else:
         assert v.elen <= (<Py_ssize_t>FM_ECAP << (FM_FBITS * v.edepth)), "elen beyond the tree"
     _check_tree(v.eroot, v.edepth, FM_EBITS, FM_ELEAF, 0, 0, v.elen)
+    assert _check_live(v.eroot, v.edepth) == v.count, "live count of the log root != count"
     for p in range(v.elen):
         e = fm_entry_at(v, p)
         if e.key != NULL:
@@ -2814,8 +2984,12 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
             assert not seen[ix], "two index slots for one record"
             seen[ix] = 1
             assert fm_entry_at(v, ix).key != NULL, "index slot pointing to a hole"
+            assert _tag_at(v.iroot, v.idepth, i) == fm_tag(fm_entry_at(v, ix).hash), \
+                "index tag differs from its record's"
         else:
             assert ix == FM_EMPTY or ix == FM_DUMMY, "bad index slot value"
+            assert _tag_at(v.iroot, v.idepth, i) == \
+                (FM_TAG_EMPTY if ix == FM_EMPTY else FM_TAG_DUMMY), "bad tag of a free slot"
     assert filled == v.fill, f"fill {v.fill} != {filled}"
     assert filled * 3 <= nslots * 2, "index too full"
     if mig:
@@ -2827,8 +3001,14 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
                 assert not seen[ix], "two index slots for one record"
                 seen[ix] = 1
                 assert fm_entry_at(v, ix).key != NULL, "old index slot pointing to a hole"
+                assert _tag_at(v.oroot, v.odepth, i) == fm_tag(fm_entry_at(v, ix).hash), \
+                    "old index tag differs from its record's"
+            elif ix >= 0:
+                assert _tag_at(v.oroot, v.odepth, i) >= 2, "bad tag of a stale slot"
             else:
-                assert ix >= 0 or ix == FM_EMPTY or ix == FM_DUMMY, "bad old index slot value"
+                assert ix == FM_EMPTY or ix == FM_DUMMY, "bad old index slot value"
+                assert _tag_at(v.oroot, v.odepth, i) == \
+                    (FM_TAG_EMPTY if ix == FM_EMPTY else FM_TAG_DUMMY), "bad old free tag"
     assert used == v.count, "the indexes do not cover every live record"
     # every record is reachable in the index that owns it by probing its hash without
     # crossing an EMPTY slot
