@@ -10,6 +10,7 @@ import types
 import pytest
 
 from fastmaps import HashMap
+from fastmaps._hashmap import _set_tuning
 
 
 def pairs(n, start=0):
@@ -441,6 +442,47 @@ def test_churn_at_constant_size_keeps_memory_and_probes_bounded():
     assert len(m) == 10000
     assert max(sizes) < 2 * min(sizes)
     assert m.stats()["index_slots"] <= 65536
+
+
+def test_churn_of_one_key_keeps_the_log_bounded():
+    # Deleting and re-inserting the same key reuses its DUMMY slot, so the index never
+    # fills; the log must still be compacted (dict bounds its entries by its usable size).
+    m = HashMap.fromkeys(range(100), 1)
+    for _ in range(200000):
+        del m[5]
+        m[5] = 1
+    m._check()
+    st = m.stats()
+    assert list(m) == [k for k in range(100) if k != 5] + [5]
+    assert st["log_length"] <= st["index_slots"]
+    assert st["bytes"] < 64 * 1024
+    assert st["forced_finishes"] == 0
+
+
+def test_inserts_during_a_shrink_from_a_long_log_fit_the_new_index():
+    # A shrinking migration starts with a small index while ids up to the old log length
+    # are still in use; inserts made while it runs append ids past that length. Every slot
+    # must hold its id (and tag) exactly, with no forced finish.
+    prev = _set_tuning(sync_below=0)
+    try:
+        m = HashMap.fromkeys(range(20000), 0)
+        k = 0
+        while True:
+            del m[k]
+            k += 1
+            st = m.stats()
+            if st["migrating"] and st["log_length"] > st["index_slots"]:
+                break
+        m._check()
+        for j in range(100000, 100000 + 3000):
+            m[j] = 1
+            if j % 97 == 0:
+                m._check()
+        m._check()
+        assert m._progress()[3] == 0
+        assert list(m) == list(range(k, 20000)) + list(range(100000, 103000))
+    finally:
+        _set_tuning(**prev)
 
 
 def test_reverse_iteration_stays_exact_while_updates_move_entries():

@@ -25,14 +25,26 @@ Like CPython's compact dict, the map is two structures:
 * the **index**: a power-of-two array of int32 slots. 0 = EMPTY (so an index comes zeroed
   from ``calloc``, or, from 2 MiB up, from its own mapping that the OS zeroes lazily:
   no memset pause), -1 = DUMMY
-  (a deleted slot that probe chains must step over), k > 0 = entry id k-1.
+  (a deleted slot that probe chains must step over), else ``tag | (id + 1)``.
+  ``idmask`` (2**b - 1, fixed when the index is allocated) is the id field: wide enough
+  for every id this index can hold (``_start_migration`` sizes it). The bits from b to 30
+  are the **tag**, the top bits of ``hash * 0x9E3779B97F4A7C15`` (``_tag``), so every bit
+  of the hash feeds it even when the low bits picked the slot. A probe computes
+  ``x = slot ^ tag``: ``x <= idmask`` means "tag matches, not DUMMY" and x - 1 is the id.
+  Only then is the entry read: a miss rarely reads any entry, a hit only its own (dict
+  reads the entry of every occupied slot it passes). With ids near 2**31 the tag has no
+  bits left and every slot matches: correct, just unfiltered.
   Probing is CPython's perturbed sequence ``i = (5*i + 1 + perturb) & mask;
   perturb >>= 5`` over the raw Python hash, which suits Python's non-random int hashes.
-  The load limit is 2/3 of the slots, counting DUMMY slots (``fill <= usable``).
+  The load limit is 2/3 of the slots, counting DUMMY slots (``fill <= usable``), and the
+  log too stops at ``usable`` outside migrations (``room_at``): an insert that reuses a
+  DUMMY slot does not raise ``fill`` but does append, so without that limit deleting and
+  re-inserting one key forever would grow the log forever.
 
 Migration (growth, tombstone compaction and shrinking are one mechanism)
 -----------------------------------------------------------------------
-When an insert finds the index full (``fill == usable``), or a delete leaves the map
+When an insert finds the index full (``fill == usable``) or the log at ``room_at``, or a
+delete leaves the map
 under 1/8 of ``usable``, a **migration** starts: a new index of ``S_new`` slots is
 allocated (``S_new`` = the smallest power of two >= 3 * len, as CPython's GROWTH_RATE, and
 large enough for the inserts that can happen while the migration runs), and the old index
@@ -51,7 +63,8 @@ reaches ``n`` the old index is freed, the log ends at ``w`` and trailing segment
 released. The entire protocol lives in ``_start_migration``/``_migrate``/``_finish``.
 
 Sizing guarantees the migration finishes before the new index fills up: it needs at most
-``n_start / (step - 1)`` writes, and ``S_new`` reserves room for that many inserts. If it
+``n_start / (step - 1)`` writes, and ``S_new`` reserves room for that many inserts; the
+new index's id field covers ids below ``n_start`` plus that many appends. If it
 ever did not (it cannot, short of a bug), the insert finishes the running migration at
 once before starting the next (a counted "forced finish", asserted to stay 0 in tests).
 Maps whose migration would visit at most ``sync_below`` (4096) positions migrate at once.
@@ -90,7 +103,8 @@ RuntimeError is raised (a change of size raises it earlier, as in dict).
 
 Invariants (checked by ``_check()``)
 ------------------------------------
-* every live entry is referenced by exactly one slot, in the index that owns its id;
+* every live entry is referenced by exactly one slot, in the index that owns its id, with
+  its hash's tag;
   no slot references a hole or the gap; every referenced entry is on its hash's probe path;
 * ``live`` = number of live entries; ``fill`` = non-EMPTY slots of the new/current index;
 * no migration: ``w = r = 0`` and ``old_idx`` is NULL.
@@ -101,7 +115,7 @@ from cpython.object cimport PyObject, PyTypeObject, Py_EQ, traverseproc, inquiry
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.mem cimport PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree
 from cpython.dict cimport PyDict_CheckExact
-from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memset, memcpy
 
 import collections.abc as _abc
@@ -281,6 +295,20 @@ cdef inline Py_ssize_t _slots_for(Py_ssize_t entries) noexcept nogil:
     return s
 
 
+cdef inline uint32_t _idmask_for(Py_ssize_t max_id) noexcept nogil:
+    """The id field of an index whose slots hold ids up to `max_id`: 2**b - 1 > max_id."""
+    cdef uint32_t m = 1
+    while m <= <size_t>max_id and m < 0x7FFFFFFF:
+        m = (m << 1) | 1
+    return m
+
+
+cdef inline uint32_t _tag(Py_hash_t h, uint32_t idmask) noexcept nogil:
+    """The tag bits of h for an index with id field `idmask`: the top 31 bits of a
+    multiplicative mix of the hash, above the id field (none if the ids need 31 bits)."""
+    return <uint32_t>((<uint64_t>h * <uint64_t>0x9E3779B97F4A7C15) >> 33) & ~idmask
+
+
 cdef inline int32_t* _find_free(int32_t* idx, size_t mask, Py_hash_t h) noexcept nogil:
     """First EMPTY or DUMMY slot on h's probe path (reusing DUMMY keeps churn bounded)."""
     cdef size_t perturb = <size_t>h
@@ -291,11 +319,12 @@ cdef inline int32_t* _find_free(int32_t* idx, size_t mask, Py_hash_t h) noexcept
     return &idx[i]
 
 
-cdef inline int32_t* _find_id(int32_t* idx, size_t mask, Py_hash_t h, Py_ssize_t ident) noexcept nogil:
+cdef inline int32_t* _find_id(int32_t* idx, size_t mask, uint32_t idmask, Py_hash_t h,
+                              Py_ssize_t ident) noexcept nogil:
     """The slot holding entry id `ident` on h's probe path (NULL if absent: a bug)."""
     cdef size_t perturb = <size_t>h
     cdef size_t i = <size_t>h & mask
-    cdef int32_t target = <int32_t>(ident + 1)
+    cdef int32_t target = <int32_t>(_tag(h, idmask) | <uint32_t>(ident + 1))
     cdef int32_t ix
     while True:
         ix = idx[i]
@@ -335,9 +364,12 @@ cdef class HashMap:
     cdef size_t mask
     cdef Py_ssize_t usable
     cdef Py_ssize_t fill       # non-EMPTY slots in idx
+    cdef uint32_t idmask       # slot = tag bits | (id + 1) with id + 1 <= idmask
+    cdef Py_ssize_t room_at    # an insert at log length n >= room_at starts a migration
     # migration state (active iff old_idx != NULL)
     cdef int32_t* old_idx
     cdef size_t old_mask
+    cdef uint32_t old_idmask
     cdef Py_ssize_t mig_w, mig_r, old_end
     # change counters
     cdef uint64_t stamp        # index replaced, migration progress, entries moved: a lookup
@@ -526,20 +558,27 @@ cdef class HashMap:
             self.idx = new_idx
             self.mask = slots - 1
             self.usable = _usable(slots)
+            self.idmask = _idmask_for(max(self.usable, self.n))
             self.fill = 0
             self.stamp += 1
+            self._set_room()
             return 0
         self.old_idx = self.idx
         self.old_mask = self.mask
+        self.old_idmask = self.idmask
         self.idx = new_idx
         self.mask = slots - 1
         self.usable = _usable(slots)
+        # ids in the new index: moved ones (< old_end = n), and appends while the migration
+        # runs (at most n // (step - 1) + 1 writes); then, once it is done, < usable
+        self.idmask = _idmask_for(max(self.usable, self.n + self.n // (T_STEP - 1) + 64))
         self.fill = 0
         self.mig_w = 0
         self.mig_r = 0
         self.old_end = self.n
         self.n_migrations += 1
         self.stamp += 1
+        self._set_room()
         if self.n <= T_SYNC_BELOW:
             self._migrate(PY_SSIZE_T_MAX)
         return 0
@@ -571,10 +610,10 @@ cdef class HashMap:
                     slot = _find_free(self.idx, self.mask, hh)
                     if slot[0] == 0:
                         self.fill += 1
-                    slot[0] = <int32_t>(w + 1)
+                    slot[0] = <int32_t>(_tag(hh, self.idmask) | <uint32_t>(w + 1))
                 elif r != w:
-                    slot = _find_id(self.idx, self.mask, hh, r)
-                    slot[0] = <int32_t>(w + 1)
+                    slot = _find_id(self.idx, self.mask, self.idmask, hh, r)
+                    slot[0] = <int32_t>(_tag(hh, self.idmask) | <uint32_t>(w + 1))
                 if r != w:
                     self._ent(w)[0] = src[0]
                     src.key = NULL
@@ -604,7 +643,20 @@ cdef class HashMap:
         self.n = self.mig_w
         self.mig_w = self.mig_r = self.old_end = 0
         self.stamp += 1
+        self._set_room()
         self._trim_segments()
+
+    @cython.final
+    cdef inline void _set_room(self) noexcept:
+        """Where the next insert must start a migration, besides a full index: while one
+        runs, where ids would overflow the new index's id field (sizing keeps that out of
+        reach); otherwise at log length `usable`, which also bounds the log when inserts
+        keep reusing DUMMY slots (delete and re-insert the same key forever), as dict
+        bounds its entry count by its usable size."""
+        if self.old_idx != NULL:
+            self.room_at = <Py_ssize_t>self.idmask
+        else:
+            self.room_at = min(self.usable, <Py_ssize_t>self.idmask)
 
     @cython.final
     cdef int _complete_migration(self) except -1:
@@ -693,11 +745,13 @@ cdef class HashMap:
     # ------------------------------------------------------------------ lookup
 
     @cython.final
-    cdef inline Py_ssize_t _probe(self, int32_t* idx, size_t mask, object key, Py_hash_t h,
-                           Py_ssize_t lo, Py_ssize_t hi, int32_t** slotp,
+    cdef inline Py_ssize_t _probe(self, int32_t* idx, size_t mask, uint32_t idmask, object key,
+                           Py_hash_t h, Py_ssize_t lo, Py_ssize_t hi, int32_t** slotp,
                            uint64_t stamp) except -2:
         cdef size_t perturb = <size_t>h
         cdef size_t i = <size_t>h & mask
+        cdef uint32_t tag = _tag(h, idmask)
+        cdef uint32_t x
         cdef int32_t ix
         cdef Py_ssize_t ident
         cdef Seg* sg
@@ -709,8 +763,9 @@ cdef class HashMap:
             ix = idx[i]
             if ix == 0:
                 return NOT_FOUND
-            if ix > 0:
-                ident = ix - 1
+            x = <uint32_t>ix ^ tag
+            if x <= idmask:          # not DUMMY (bit 31 set), and the tag matches
+                ident = <Py_ssize_t>x - 1
                 if lo <= ident < hi:
                     sg = &self.segs[ident >> self.seg_shift]
                     j = ident & self.seg_mask
@@ -740,13 +795,14 @@ cdef class HashMap:
             if self.idx == NULL:
                 return NOT_FOUND
             stamp = self.stamp
-            res = self._probe(self.idx, self.mask, key, h, 0, PY_SSIZE_T_MAX, slotp, stamp)
+            res = self._probe(self.idx, self.mask, self.idmask, key, h, 0, PY_SSIZE_T_MAX,
+                              slotp, stamp)
             if res == RESTART:
                 continue
             if res >= 0 or self.old_idx == NULL:
                 return res
-            res = self._probe(self.old_idx, self.old_mask, key, h, self.mig_r, self.old_end,
-                              slotp, stamp)
+            res = self._probe(self.old_idx, self.old_mask, self.old_idmask, key, h, self.mig_r,
+                              self.old_end, slotp, stamp)
             if res != RESTART:
                 return res
 
@@ -755,8 +811,8 @@ cdef class HashMap:
         """The index slot referencing live entry `ident` (no user code)."""
         cdef Py_hash_t h = self._ehash(ident)
         if self.old_idx != NULL and self.mig_r <= ident < self.old_end:
-            return _find_id(self.old_idx, self.old_mask, h, ident)
-        return _find_id(self.idx, self.mask, h, ident)
+            return _find_id(self.old_idx, self.old_mask, self.old_idmask, h, ident)
+        return _find_id(self.idx, self.mask, self.idmask, h, ident)
 
     # ------------------------------------------------------------------ core writes
 
@@ -765,7 +821,7 @@ cdef class HashMap:
         """Append a key known to be absent. No user code runs in here."""
         cdef Entry* ep
         cdef int32_t* slot
-        if self.fill >= self.usable:
+        if self.fill >= self.usable or self.n >= self.room_at:
             self._make_room()
         if self.n >= self.log_cap:
             self._ensure_log(self.n + 1)
@@ -780,7 +836,7 @@ cdef class HashMap:
         slot = _find_free(self.idx, self.mask, h)
         if slot[0] == 0:
             self.fill += 1
-        slot[0] = <int32_t>(self.n + 1)
+        slot[0] = <int32_t>(_tag(h, self.idmask) | <uint32_t>(self.n + 1))
         self.n += 1
         self.live += 1
         self.n_ins += 1
@@ -855,6 +911,8 @@ cdef class HashMap:
         code, `key` is never dereferenced), or -1."""
         cdef int32_t* idx = self.idx
         cdef size_t mask = self.mask
+        cdef uint32_t idmask = self.idmask
+        cdef uint32_t tag, x
         cdef size_t perturb, i
         cdef int32_t ix
         cdef Py_ssize_t ident, lo = 0, hi = PY_SSIZE_T_MAX
@@ -867,16 +925,19 @@ cdef class HashMap:
                     return -1
                 idx = self.old_idx
                 mask = self.old_mask
+                idmask = self.old_idmask
                 lo = self.mig_r
                 hi = self.old_end
             perturb = <size_t>h
             i = <size_t>h & mask
+            tag = _tag(h, idmask)
             while True:
                 ix = idx[i]
                 if ix == 0:
                     break
-                if ix > 0:
-                    ident = ix - 1
+                x = <uint32_t>ix ^ tag
+                if x <= idmask:
+                    ident = <Py_ssize_t>x - 1
                     if lo <= ident < hi and self._ent(ident).key == key:
                         return ident
                 perturb >>= 5
@@ -1094,6 +1155,7 @@ cdef class HashMap:
             self.mask = mask
             self.usable = _usable(mask + 1)
             self.stamp += 1
+            self._set_room()
             return
         for i in range(nsegs):
             PyMem_RawFree(segs[i].p)
@@ -1251,7 +1313,7 @@ cdef class HashMap:
             slot = _find_free(new.idx, new.mask, h)
             if slot[0] == 0:
                 new.fill += 1
-            slot[0] = <int32_t>(new.n + 1)
+            slot[0] = <int32_t>(_tag(h, new.idmask) | <uint32_t>(new.n + 1))
             new.segs[new.n >> new.seg_shift].live += 1
             new.n += 1
             new.live += 1
@@ -1303,7 +1365,7 @@ cdef class HashMap:
         if n <= self.live:
             n = self.live
         # the index must take n live entries plus the DUMMY slots already present
-        if self.idx == NULL or self.usable - self.fill < n - self.live:
+        if self.idx == NULL or self._capacity() < n:
             slots = _slots_for(n + 1)
             if self.idx == NULL:
                 self._start_migration(slots, True)
@@ -1360,7 +1422,13 @@ cdef class HashMap:
         >>> HashMap.with_capacity(100).capacity >= 100
         True
         """
-        return self.usable - self.fill + self.live
+        return self._capacity()
+
+    @cython.final
+    cdef Py_ssize_t _capacity(self) noexcept:
+        if self.idx == NULL:
+            return 0
+        return self.live + min(self.usable - self.fill, self.room_at - self.n)
 
     def _progress(self):
         """(migrating, positions left to visit, migrations started, forced finishes); O(1).
@@ -1393,7 +1461,7 @@ cdef class HashMap:
         migrating = self.old_idx != NULL
         return {
             "len": self.live,
-            "capacity": self.usable - self.fill + self.live,
+            "capacity": self._capacity(),
             "index_slots": (self.mask + 1) if self.idx != NULL else 0,
             "index_fill": self.fill,
             "tombstones": holes + _count_dummies(self.idx, self.mask + 1 if self.idx != NULL else 0),
@@ -1454,7 +1522,7 @@ cdef class HashMap:
                 slot = self._slot_of(pos)
                 assert slot != NULL, f"entry {pos} not on its probe path"
                 if migrating and self.mig_r <= pos < self.old_end:
-                    assert _find_id(self.idx, self.mask, self._ehash(pos), pos) == NULL, \
+                    assert _find_id(self.idx, self.mask, self.idmask, self._ehash(pos), pos) == NULL, \
                         f"unmoved entry {pos} also in the new index"
             else:
                 assert ep.value == NULL, f"hole {pos} with a value"
@@ -1474,13 +1542,16 @@ cdef class HashMap:
             if ix != 0:
                 fill += 1
             if ix > 0:
-                ident = ix - 1
+                ident = (ix & self.idmask) - 1
+                assert ident >= 0, f"slot {s}: id field 0"
                 assert ident < self.n, f"slot {s} points past the log"
                 assert not (migrating and self.mig_w <= ident < self.mig_r), \
                     f"slot {s} points into the migration gap"
                 assert not (migrating and self.mig_r <= ident < self.old_end), \
                     f"new-index slot {s} points into the unvisited region"
                 assert self._ent(ident).key != NULL, f"slot {s} points to a hole"
+                assert ix == <int32_t>(_tag(self._ehash(ident), self.idmask) | <uint32_t>(ident + 1)), \
+                    f"slot {s}: wrong tag"
             else:
                 assert ix == 0 or ix == DUMMY, f"bad slot value {ix}"
         assert fill == self.fill, f"fill {self.fill} but {fill} used slots"
@@ -1488,8 +1559,9 @@ cdef class HashMap:
         if migrating:
             for s in range(self.old_mask + 1):
                 ix = self.old_idx[s]
-                if ix > 0 and self.mig_r <= ix - 1 < self.old_end:
-                    assert self._ent(ix - 1).key != NULL, f"old slot {s} points to a hole"
+                if ix > 0 and self.mig_r <= (ix & self.old_idmask) - 1 < self.old_end:
+                    assert self._ent((ix & self.old_idmask) - 1).key != NULL, \
+                        f"old slot {s} points to a hole"
         return True
 
     # ------------------------------------------------------------------ comparisons, repr
