@@ -485,6 +485,47 @@ def test_inserts_during_a_shrink_from_a_long_log_fit_the_new_index():
         _set_tuning(**prev)
 
 
+def test_reentrant_clear_keep_capacity_keeps_the_capacity():
+    m = HashMap.with_capacity(1000)
+
+    class ClearsAgain:
+        def __del__(self):
+            m["x"] = 1          # builds a tiny index of its own ...
+            m.clear()           # ... and drops it while the outer clear runs
+
+    m[1] = ClearsAgain()
+    m.clear(keep_capacity=True)
+    cap = m.capacity
+    assert cap >= 1000
+    started = m._progress()[2]
+    for i in range(cap):
+        m[i] = i
+    m._check()
+    assert m._progress()[2] == started, "an insert within capacity started a migration"
+
+
+def test_capacity_during_a_migration_is_a_promise():
+    prev = _set_tuning(sync_below=0)
+    try:
+        for n in (5000, 20000):
+            m = HashMap()
+            i = 0
+            while not m._progress()[0] or len(m) < n:
+                m[i] = i
+                i += 1
+            while not m._progress()[0]:        # stop inside a running migration
+                m[i] = i
+                i += 1
+            started = m._progress()[2]
+            for _ in range(m.capacity - len(m)):
+                m[i] = i
+                i += 1
+            m._check()
+            assert m._progress()[2] == started
+    finally:
+        _set_tuning(**prev)
+
+
 def test_reverse_iteration_stays_exact_while_updates_move_entries():
     m = HashMap()
     for i in range(100000):

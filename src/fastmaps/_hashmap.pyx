@@ -32,8 +32,10 @@ Like CPython's compact dict, the map is two structures:
   of the hash feeds it even when the low bits picked the slot. A probe computes
   ``x = slot ^ tag``: ``x <= idmask`` means "tag matches, not DUMMY" and x - 1 is the id.
   Only then is the entry read: a miss rarely reads any entry, a hit only its own (dict
-  reads the entry of every occupied slot it passes). With ids near 2**31 the tag has no
-  bits left and every slot matches: correct, just unfiltered.
+  reads the entry of every occupied slot it passes). The id field is at least as wide as
+  log2(slots) bits, so the tag shrinks as the map grows: 10 bits at 1e6 entries, 1 bit
+  from about 1.8e8, none from an index of 2**31 slots (about 3.6e8 live entries) on,
+  where every slot matches: correct, just unfiltered.
   Probing is CPython's perturbed sequence ``i = (5*i + 1 + perturb) & mask;
   perturb >>= 5`` over the raw Python hash, which suits Python's non-random int hashes.
   The load limit is 2/3 of the slots, counting DUMMY slots (``fill <= usable``), and the
@@ -1115,6 +1117,7 @@ cdef class HashMap:
         cdef bint migrating = self.old_idx != NULL
         cdef int32_t* idx = self.idx
         cdef size_t mask = self.mask
+        cdef uint32_t idmask = self.idmask
         cdef Py_ssize_t i
         cdef Entry* ep
         cdef PyObject* k
@@ -1153,6 +1156,7 @@ cdef class HashMap:
             self.log_cap = log_cap
             self.idx = idx
             self.mask = mask
+            self.idmask = idmask        # user code run above may have replaced it
             self.usable = _usable(mask + 1)
             self.stamp += 1
             self._set_room()
@@ -1417,7 +1421,8 @@ cdef class HashMap:
 
     @property
     def capacity(self):
-        """How many entries the map can hold before its next migration starts. O(1).
+        """How many entries the map can hold before its next migration starts (while one
+        runs: at least this many). O(1).
 
         >>> HashMap.with_capacity(100).capacity >= 100
         True
@@ -1426,9 +1431,15 @@ cdef class HashMap:
 
     @cython.final
     cdef Py_ssize_t _capacity(self) noexcept:
+        """Exact outside migrations. During one, a lower bound: the entries not yet moved
+        (at most old_end - r of them) will take slots in the new index."""
+        cdef Py_ssize_t room
         if self.idx == NULL:
             return 0
-        return self.live + min(self.usable - self.fill, self.room_at - self.n)
+        room = min(self.usable - self.fill, self.room_at - self.n)
+        if self.old_idx != NULL:
+            room -= max(0, self.old_end - self.mig_r)
+        return self.live + max(0, room)
 
     def _progress(self):
         """(migrating, positions left to visit, migrations started, forced finishes); O(1).
@@ -1542,7 +1553,7 @@ cdef class HashMap:
             if ix != 0:
                 fill += 1
             if ix > 0:
-                ident = (ix & self.idmask) - 1
+                ident = <Py_ssize_t>(ix & self.idmask) - 1
                 assert ident >= 0, f"slot {s}: id field 0"
                 assert ident < self.n, f"slot {s} points past the log"
                 assert not (migrating and self.mig_w <= ident < self.mig_r), \
@@ -1559,9 +1570,11 @@ cdef class HashMap:
         if migrating:
             for s in range(self.old_mask + 1):
                 ix = self.old_idx[s]
-                if ix > 0 and self.mig_r <= (ix & self.old_idmask) - 1 < self.old_end:
-                    assert self._ent((ix & self.old_idmask) - 1).key != NULL, \
-                        f"old slot {s} points to a hole"
+                ident = <Py_ssize_t>(ix & self.old_idmask) - 1
+                if ix > 0 and self.mig_r <= ident < self.old_end:
+                    assert self._ent(ident).key != NULL, f"old slot {s} points to a hole"
+                    assert ix == <int32_t>(_tag(self._ehash(ident), self.old_idmask)
+                                           | <uint32_t>(ident + 1)), f"old slot {s}: wrong tag"
         return True
 
     # ------------------------------------------------------------------ comparisons, repr
