@@ -311,6 +311,11 @@ cdef inline uint32_t _tag(Py_hash_t h, uint32_t idmask) noexcept nogil:
     return <uint32_t>((<uint64_t>h * <uint64_t>0x9E3779B97F4A7C15) >> 33) & ~idmask
 
 
+cdef inline int32_t _slot_value(Py_hash_t h, uint32_t idmask, Py_ssize_t ident) noexcept nogil:
+    """What an index slot holds for entry `ident` (whose key hashes to h)."""
+    return <int32_t>(_tag(h, idmask) | <uint32_t>(ident + 1))
+
+
 cdef inline int32_t* _find_free(int32_t* idx, size_t mask, Py_hash_t h) noexcept nogil:
     """First EMPTY or DUMMY slot on h's probe path (reusing DUMMY keeps churn bounded)."""
     cdef size_t perturb = <size_t>h
@@ -326,7 +331,7 @@ cdef inline int32_t* _find_id(int32_t* idx, size_t mask, uint32_t idmask, Py_has
     """The slot holding entry id `ident` on h's probe path (NULL if absent: a bug)."""
     cdef size_t perturb = <size_t>h
     cdef size_t i = <size_t>h & mask
-    cdef int32_t target = <int32_t>(_tag(h, idmask) | <uint32_t>(ident + 1))
+    cdef int32_t target = _slot_value(h, idmask, ident)
     cdef int32_t ix
     while True:
         ix = idx[i]
@@ -612,10 +617,10 @@ cdef class HashMap:
                     slot = _find_free(self.idx, self.mask, hh)
                     if slot[0] == 0:
                         self.fill += 1
-                    slot[0] = <int32_t>(_tag(hh, self.idmask) | <uint32_t>(w + 1))
+                    slot[0] = _slot_value(hh, self.idmask, w)
                 elif r != w:
                     slot = _find_id(self.idx, self.mask, self.idmask, hh, r)
-                    slot[0] = <int32_t>(_tag(hh, self.idmask) | <uint32_t>(w + 1))
+                    slot[0] = _slot_value(hh, self.idmask, w)
                 if r != w:
                     self._ent(w)[0] = src[0]
                     src.key = NULL
@@ -838,7 +843,7 @@ cdef class HashMap:
         slot = _find_free(self.idx, self.mask, h)
         if slot[0] == 0:
             self.fill += 1
-        slot[0] = <int32_t>(_tag(h, self.idmask) | <uint32_t>(self.n + 1))
+        slot[0] = _slot_value(h, self.idmask, self.n)
         self.n += 1
         self.live += 1
         self.n_ins += 1
@@ -1317,7 +1322,7 @@ cdef class HashMap:
             slot = _find_free(new.idx, new.mask, h)
             if slot[0] == 0:
                 new.fill += 1
-            slot[0] = <int32_t>(_tag(h, new.idmask) | <uint32_t>(new.n + 1))
+            slot[0] = _slot_value(h, new.idmask, new.n)
             new.segs[new.n >> new.seg_shift].live += 1
             new.n += 1
             new.live += 1
@@ -1561,7 +1566,7 @@ cdef class HashMap:
                 assert not (migrating and self.mig_r <= ident < self.old_end), \
                     f"new-index slot {s} points into the unvisited region"
                 assert self._ent(ident).key != NULL, f"slot {s} points to a hole"
-                assert ix == <int32_t>(_tag(self._ehash(ident), self.idmask) | <uint32_t>(ident + 1)), \
+                assert ix == _slot_value(self._ehash(ident), self.idmask, ident), \
                     f"slot {s}: wrong tag"
             else:
                 assert ix == 0 or ix == DUMMY, f"bad slot value {ix}"
@@ -1573,8 +1578,8 @@ cdef class HashMap:
                 ident = <Py_ssize_t>(ix & self.old_idmask) - 1
                 if ix > 0 and self.mig_r <= ident < self.old_end:
                     assert self._ent(ident).key != NULL, f"old slot {s} points to a hole"
-                    assert ix == <int32_t>(_tag(self._ehash(ident), self.old_idmask)
-                                           | <uint32_t>(ident + 1)), f"old slot {s}: wrong tag"
+                    assert ix == _slot_value(self._ehash(ident), self.old_idmask, ident), \
+                        f"old slot {s}: wrong tag"
         return True
 
     # ------------------------------------------------------------------ comparisons, repr
