@@ -25,9 +25,10 @@ import tracemalloc
 from array import array
 
 from fastmaps import HashMap
+from fastmaps.__main__ import latency_trace
 
 from .harness import (Results, absent_keys, compare_many, geomean, int_keys, optional_peer,
-                      percentile, perf_counter_ns, powers_of_ten, progress, str_keys,
+                      percentile, powers_of_ten, progress, str_keys,
                       timer_overhead_ns)
 
 TRACE_BUCKETS = 500       # the stored trace keeps the worst insert of each of this many runs
@@ -46,26 +47,6 @@ def peers(kind):
             out["cykhash.Int64toInt64Map"] = (
                 cykhash.Int64toInt64Map,
                 lambda n: cykhash.Int64toInt64Map(number_of_elements_hint=n), 0)
-    return out
-
-
-def latency_trace(cls, keys, value=None):
-    """Per-insert latency (ns, timer overhead not yet subtracted) while growing from empty."""
-    out = array("q", bytes(8 * len(keys)))
-    t = perf_counter_ns
-    m = cls()
-    gc.collect()
-    gc.disable()
-    try:
-        i = 0
-        for k in keys:
-            t0 = t()
-            m[k] = value
-            out[i] = t() - t0
-            i += 1
-    finally:
-        gc.enable()
-    del m
     return out
 
 

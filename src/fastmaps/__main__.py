@@ -31,8 +31,9 @@ def _step(i, total, msg):
     print(f"[{i}/{total}] {msg}", file=sys.stderr, flush=True)
 
 
-def latency_trace(cls, keys):
-    """Every insert's time (ns) while growing ``cls()`` from empty to len(keys) keys."""
+def latency_trace(cls, keys, value=None):
+    """Every insert's time (ns, timer overhead included) while growing ``cls()`` from
+    empty to len(keys) keys. Also used by benchmarks/bench_hashmap.py."""
     out = array("q", bytes(8 * len(keys)))
     t = time.perf_counter_ns
     m = cls()
@@ -42,7 +43,7 @@ def latency_trace(cls, keys):
         i = 0
         for k in keys:
             t0 = t()
-            m[k] = None
+            m[k] = value
             out[i] = t() - t0
             i += 1
     finally:
