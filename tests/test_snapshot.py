@@ -847,6 +847,35 @@ def test_trim_of_a_long_run_of_trailing_holes(tuning):
             _snapshot._set_tuning(**prev)
 
 
+@pytest.mark.parametrize("tuning", ["default", "tiny"])
+@pytest.mark.parametrize("n", [1, 5, 300, 3000])
+def test_churn_keeps_log_positions_inside_the_slot_field(tuning, n):
+    # index slots hold tag | log position, with a position field sized when the index
+    # is made; one-key churn (the same key deleted and re-inserted) and FIFO churn (new
+    # key in, oldest out) append forever at constant size: compaction must keep every
+    # position inside the field without the insert's safety valve (a forced finish)
+    prev = _snapshot._set_tuning(step=2, sync_below=0) if tuning == "tiny" else None
+    forced = _snapshot._forced_finishes()
+    try:
+        d = {i: i for i in range(n)}
+        d[-1] = "churned"
+        m = SnapshotMap(d)
+        for i in range(6000):
+            del m[-1], d[-1]                  # re-inserted at once: never the oldest
+            m[-1] = d[-1] = i
+            m[n + i] = d[n + i] = i
+            oldest = next(iter(d))
+            del m[oldest], d[oldest]
+            if i % 397 == 0:
+                m._check(rehash=True)
+        m._check(rehash=True)
+        assert list(m.items()) == list(d.items())
+        assert _snapshot._forced_finishes() == forced
+    finally:
+        if prev is not None:
+            _snapshot._set_tuning(**prev)
+
+
 def test_popitem_empties_the_map_during_migration(tiny_tuning):
     m = SnapshotMap({i: i for i in range(600)})
     d = dict.fromkeys(range(600))

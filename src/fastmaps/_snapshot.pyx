@@ -11,14 +11,18 @@ persistent by cutting each into fixed-size pages held in a shallow 32-way tree:
   ``popitem()`` LIFO like dict's), holes elsewhere are compacted away by a migration.
   Every node of the log tree counts the live records below it, so the trim finds the
   last live record in one descent (O(log n), however many holes precede it).
-* the **index**: ``int32`` log positions (or EMPTY / DUMMY), 256 per leaf page, probed
-  exactly like dict's (``i = hash & mask``, then ``i = 5*i + 1 + (perturb >>= 5)``),
-  plus one **tag byte** per slot (after the page's slots: 0 EMPTY, 1 DUMMY, else 8 mixed
-  bits of the live record's hash, ``fm_tag``).  A probe reads the tag first and reads
-  the log record only when the tag matches, so a miss usually reads no record and a hit
-  reads only its own (dict reads the entry of every occupied slot it probes).  A lookup
-  reads one index page and one log record (plus, at 10^6 entries, three inner nodes on
-  each side that stay in cache); iteration reads the log sequentially.
+* the **index**: ``int32`` slots, 256 per leaf page, probed exactly like dict's
+  (``i = hash & mask``, then ``i = 5*i + 1 + (perturb >>= 5)``).  A slot is EMPTY (-1),
+  DUMMY (-2), or a live record's **tag | position**: the position in the low bits given
+  by the index's position mask (sized when the index is made, ``fm_pmask_for``: twice
+  the slots or twice the log, whichever is larger), the tag in the bits above, up to
+  bit 30 (mixed high bits of the hash, ``fm_stag``; 8 bits at 10^6 entries, more below).
+  One XOR and one compare tell whether a live slot's tag matches, and the record is
+  read only then: a miss usually reads no record and a hit reads only its own (dict
+  reads the entry of every occupied slot it probes), with no second array to touch
+  (tag bytes kept beside the slots cost a second cache line per probe; measured).  A
+  lookup reads one index slot and one log record (plus, at 10^6 entries, three inner
+  nodes on each side that stay in cache); iteration reads the log sequentially.
 
 Pages and inner nodes are plain C structs with their own reference count; versions share
 every page a write did not touch.  A write first finds its slot (this is where a key's
@@ -163,8 +167,6 @@ cdef extern from *:
     #define FM_ELEAF 1
     #define FM_ILEAF 2
     #define FM_MAX_LEN ((Py_ssize_t)0x7fffffff)
-    #define FM_TAG_EMPTY 0                /* index tag bytes: slot EMPTY, DUMMY, or a */
-    #define FM_TAG_DUMMY 1                /* live slot's tag, 2..255 (fm_tag) */
 
     typedef struct fm_node {
         Py_ssize_t refcnt;     /* node reference count (atomic on free-threaded builds) */
@@ -172,7 +174,7 @@ cdef extern from *:
         uint16_t cap;          /* leaves: number of records/slots; inner nodes: FM_FAN */
         uint8_t kind;          /* FM_INNER, FM_ELEAF or FM_ILEAF */
         uint8_t _pad;
-        /* followed by fm_node *[cap], fm_entry[cap] or int32_t[cap] + uint8_t tags[cap] */
+        /* followed by fm_node *[cap], fm_entry[cap] or int32_t[cap] */
     } fm_node;
 
     /* 16 bytes, so that a page's records / slots start 16-byte aligned after it */
@@ -201,18 +203,24 @@ cdef extern from *:
         size_t omask;
         int odepth;
         Py_ssize_t mw, mr, mend;
+        /* position fields of the slots of iroot / oroot (2^k - 1, see fm_stag) */
+        uint32_t ipmask, opmask;
     } fm_ver;
 
     static inline fm_node **fm_kids(fm_node *n) { return (fm_node **)(n + 1); }
     static inline fm_entry *fm_ents(fm_node *n) { return (fm_entry *)(n + 1); }
     static inline int32_t *fm_slots(fm_node *n) { return (int32_t *)(n + 1); }
-    /* An index leaf holds cap int32 slots followed by cap tag bytes. */
-    static inline uint8_t *fm_tags(fm_node *n) { return (uint8_t *)(fm_slots(n) + n->cap); }
-    /* The tag of a live slot: 8 bits of the hash, mixed (int hashes are the identity, so
-       their high bits are often zero and their low bits chose the slot), never 0 or 1. */
-    static inline uint8_t fm_tag(Py_hash_t h) {
-        uint8_t t = (uint8_t)(((uint64_t)h * 0x9E3779B97F4A7C15ull) >> 56);
-        return t < 2 ? (uint8_t)(t + 2) : t;
+    /* Index slots: FM_EMPTY (-1), FM_DUMMY (-2), or a live slot's tag | pos, where pos
+       (the log position) fills the low bits given by the index's position mask pmask
+       (2^k - 1, <= 2^31 - 1) and the tag the bits above it up to bit 30: mixed high bits
+       of the hash (int hashes are the identity, so their high bits are often zero and
+       their low bits chose the slot).  A probe computes x = slot ^ fm_stag(h, pmask):
+       x <= pmask exactly when the slot is live and its tag matches, and then x is the
+       position (EMPTY and DUMMY have bit 31 set, so x > pmask for them).  The record is
+       read only then: a miss usually reads no record and a hit only its own, with no
+       second array to read (the tag travels in the slot). */
+    static inline uint32_t fm_stag(Py_hash_t h, uint32_t pmask) {
+        return (uint32_t)(((uint64_t)h * 0x9E3779B97F4A7C15ull) >> 33) & ~pmask;
     }
 
     /* ---- atomics: real ones on free-threaded builds, plain code under the GIL ---- */
@@ -260,7 +268,7 @@ cdef extern from *:
     /* ---- node allocation and release ---- */
     static size_t fm_payload(int kind, uint32_t cap) {
         return kind == FM_INNER ? cap * sizeof(fm_node *)
-             : kind == FM_ELEAF ? cap * sizeof(fm_entry) : cap * (sizeof(int32_t) + 1);
+             : kind == FM_ELEAF ? cap * sizeof(fm_entry) : cap * sizeof(int32_t);
     }
     static fm_node *fm_node_new(int kind, uint32_t cap) {
         size_t sz = fm_payload(kind, cap);
@@ -268,10 +276,8 @@ cdef extern from *:
         if (n == NULL) { PyErr_NoMemory(); return NULL; }
         n->refcnt = 1; n->live = 0; n->cap = (uint16_t)cap; n->kind = (uint8_t)kind;
         n->_pad = 0;
-        if (kind == FM_ILEAF) {        /* slots 0xff..: FM_EMPTY; tags FM_TAG_EMPTY */
-            memset((void *)(n + 1), 0xff, cap * sizeof(int32_t));
-            memset((void *)fm_tags(n), FM_TAG_EMPTY, cap);
-        } else memset((void *)(n + 1), 0, sz);
+        /* index slots 0xff..: FM_EMPTY */
+        memset((void *)(n + 1), kind == FM_ILEAF ? 0xff : 0, sz);
         return n;
     }
     static void fm_node_free(fm_node *n);
@@ -411,17 +417,14 @@ cdef extern from *:
     static Py_NO_INLINE int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key,
                                          Py_ssize_t *pos, Py_ssize_t *slot) {
         size_t mask = v->omask, perturb = (size_t)h, i = (size_t)h & mask;
-        size_t lcap = v->odepth ? FM_ICAP : mask + 1;   /* slots per leaf page */
-        uint8_t tag = fm_tag(h);
+        uint32_t pm = v->opmask, tag = fm_stag(h, pm), x;
         int32_t ix;
         for (;;) {
-            fm_node *leaf = fm_ileaf_at(v->oroot, v->odepth, i);
-            size_t j = i & (FM_ICAP - 1);
-            uint8_t t = ((uint8_t *)(fm_slots(leaf) + lcap))[j];
-            if (t == tag) {
-                ix = fm_slots(leaf)[j];
-                if (ix >= v->mr && ix < v->mend) {
-                    fm_entry *e = fm_entry_at(v, ix);
+            ix = *fm_islot_at(v->oroot, v->odepth, i);
+            x = (uint32_t)ix ^ tag;
+            if (x <= pm) {
+                if ((Py_ssize_t)x >= v->mr && (Py_ssize_t)x < v->mend) {
+                    fm_entry *e = fm_entry_at(v, (Py_ssize_t)x);
                     if (e->key == key) goto found;
                     if (e->hash == h) {
                         int r = PyObject_RichCompareBool(e->key, key, Py_EQ);
@@ -429,12 +432,12 @@ cdef extern from *:
                         if (r > 0) goto found;
                     }
                 }
-            } else if (t == FM_TAG_EMPTY) return 0;
+            } else if (ix == FM_EMPTY) return 0;
             perturb >>= 5;
             i = (i * 5 + perturb + 1) & mask;
             continue;
         found:
-            *pos = ix;
+            *pos = (Py_ssize_t)x;
             if (slot) *slot = -2 - (Py_ssize_t)i;
             return 1;
         }
@@ -449,39 +452,34 @@ cdef extern from *:
                                Py_ssize_t *slot, Py_ssize_t *freeslot) {
         size_t mask, i, perturb;
         Py_ssize_t fs = -1;
-        size_t lcap;
-        uint8_t tag;
+        uint32_t pm, tag, x;
         int32_t ix;
         if (v->iroot == NULL) { if (freeslot) *freeslot = -1; return 0; }
         mask = v->imask; perturb = (size_t)h; i = (size_t)h & mask;
-        lcap = v->idepth ? FM_ICAP : mask + 1;   /* slots per leaf page */
-        tag = fm_tag(h);
+        pm = v->ipmask; tag = fm_stag(h, pm);
         for (;;) {
-            /* the tag byte first: a slot whose tag differs is skipped without reading
-               its log record (a miss usually reads no record at all) */
-            fm_node *leaf = fm_ileaf_at(v->iroot, v->idepth, i);
-            size_t j = i & (FM_ICAP - 1);
-            uint8_t t = ((uint8_t *)(fm_slots(leaf) + lcap))[j];
-            if (t == tag) {
-                fm_entry *e;
-                ix = fm_slots(leaf)[j];
-                e = fm_entry_at(v, ix);
+            /* the slot's tag first: a live slot whose tag differs is skipped without
+               reading its log record (a miss usually reads no record at all) */
+            ix = *fm_islot_at(v->iroot, v->idepth, i);
+            x = (uint32_t)ix ^ tag;
+            if (x <= pm) {
+                fm_entry *e = fm_entry_at(v, (Py_ssize_t)x);
                 if (e->key == key) goto found;
                 if (e->hash == h) {
                     int r = PyObject_RichCompareBool(e->key, key, Py_EQ);
                     if (r < 0) return -1;
                     if (r > 0) goto found;
                 }
-            } else if (t == FM_TAG_EMPTY) {
+            } else if (ix == FM_EMPTY) {
                 if (freeslot) *freeslot = fs >= 0 ? fs : (Py_ssize_t)i;
                 if (v->oroot != NULL) return fm_probe_old(v, h, key, pos, slot);
                 return 0;
-            } else if (t == FM_TAG_DUMMY && fs < 0) fs = (Py_ssize_t)i;
+            } else if (ix == FM_DUMMY && fs < 0) fs = (Py_ssize_t)i;
             perturb >>= 5;
             i = (i * 5 + perturb + 1) & mask;
             continue;
         found:
-            *pos = ix;
+            *pos = (Py_ssize_t)x;
             if (slot) *slot = (Py_ssize_t)i;
             return 1;
         }
@@ -494,11 +492,13 @@ cdef extern from *:
     }
     /* The slot of an index (root n, depth, mask) holding log position pos (whose hash is
        h), -1 if none.  No user code. */
-    static Py_ssize_t fm_islot_of(fm_node *n, int depth, size_t mask, Py_hash_t h, Py_ssize_t pos) {
+    static Py_ssize_t fm_islot_of(fm_node *n, int depth, size_t mask, uint32_t pmask,
+                                  Py_hash_t h, Py_ssize_t pos) {
         size_t perturb = (size_t)h, i = (size_t)h & mask;
+        int32_t want = (int32_t)(fm_stag(h, pmask) | (uint32_t)pos);
         for (;;) {
             int32_t ix = *fm_islot_at(n, depth, i);
-            if (ix == pos) return (Py_ssize_t)i;
+            if (ix == want) return (Py_ssize_t)i;
             if (ix == FM_EMPTY) return -1;
             perturb >>= 5;
             i = (i * 5 + perturb + 1) & mask;
@@ -507,8 +507,8 @@ cdef extern from *:
     /* The slot holding live log position pos, encoded as fm_probe reports it. */
     static Py_ssize_t fm_slot_of(const fm_ver *v, Py_hash_t h, Py_ssize_t pos) {
         if (fm_in_old(v, pos))
-            return -2 - fm_islot_of(v->oroot, v->odepth, v->omask, h, pos);
-        return fm_islot_of(v->iroot, v->idepth, v->imask, h, pos);
+            return -2 - fm_islot_of(v->oroot, v->odepth, v->omask, v->opmask, h, pos);
+        return fm_islot_of(v->iroot, v->idepth, v->imask, v->ipmask, h, pos);
     }
     /* First EMPTY or DUMMY slot of the (new) index on h's probe sequence (the key is known
        to be absent from it). */
@@ -628,26 +628,20 @@ cdef extern from *:
         }
     }
     /* The slot i of an index (root *root, `depth` levels), writable. */
-    /* (*tagp: its tag byte) */
-    static int32_t *fm_islot_writable(fm_node **root, int depth, size_t i, uint8_t **tagp,
-                                      fm_pending *pend) {
+    static int32_t *fm_islot_writable(fm_node **root, int depth, size_t i, fm_pending *pend) {
         fm_node **slot = root, *n;
         int d;
         for (d = depth; ; d--) {
             n = fm_own(slot, pend);
             if (n == NULL) return NULL;
-            if (d == 0) {
-                *tagp = fm_tags(n) + (i & (FM_ICAP - 1));
-                return fm_slots(n) + (i & (FM_ICAP - 1));
-            }
+            if (d == 0) return fm_slots(n) + (i & (FM_ICAP - 1));
             slot = &fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
         }
     }
     /* A slot as fm_probe / fm_slot_of report it (>= 0: index, <= -2: old index), writable. */
-    static int32_t *fm_slot_writable(fm_ver *v, Py_ssize_t slot, uint8_t **tagp,
-                                     fm_pending *pend) {
-        if (slot >= 0) return fm_islot_writable(&v->iroot, v->idepth, (size_t)slot, tagp, pend);
-        return fm_islot_writable(&v->oroot, v->odepth, (size_t)(-2 - slot), tagp, pend);
+    static int32_t *fm_slot_writable(fm_ver *v, Py_ssize_t slot, fm_pending *pend) {
+        if (slot >= 0) return fm_islot_writable(&v->iroot, v->idepth, (size_t)slot, pend);
+        return fm_islot_writable(&v->oroot, v->odepth, (size_t)(-2 - slot), pend);
     }
 
     /* ---- tuning (tests: _set_tuning) and counters ---- */
@@ -838,12 +832,11 @@ cdef extern from *:
             Py_ssize_t r = v->mr, w = v->mw, si;
             fm_entry *e, *src, *dst = NULL;
             int32_t *s;
-            uint8_t *tg;
             if (r >= v->elen || (r >= v->mend && w == r)) {
                 /* done: [w, elen) is the gap (or empty) */
                 fm_sf_release(v->oroot);        /* torn down over later writes */
                 if (w < r) v->elen = w;
-                v->oroot = NULL; v->omask = 0; v->odepth = 0;
+                v->oroot = NULL; v->omask = 0; v->odepth = 0; v->opmask = 0;
                 v->mw = v->mr = v->mend = 0;
                 fm_trim(v);
                 return 0;
@@ -859,13 +852,13 @@ cdef extern from *:
                 } else src = e;
                 if (r < v->mend) si = fm_free_slot(v, src->hash);
                 else {
-                    si = fm_islot_of(v->iroot, v->idepth, v->imask, src->hash, r);
+                    si = fm_islot_of(v->iroot, v->idepth, v->imask, v->ipmask, src->hash, r);
                     if (si < 0) {
                         PyErr_SetString(PyExc_SystemError, "SnapshotMap: migration lost a record");
                         return -1;
                     }
                 }
-                s = fm_islot_writable(&v->iroot, v->idepth, (size_t)si, &tg, pend);
+                s = fm_islot_writable(&v->iroot, v->idepth, (size_t)si, pend);
                 if (s == NULL) return -1;
                 if (dst != NULL) {
                     *dst = *src;
@@ -874,8 +867,7 @@ cdef extern from *:
                     fm_live_add(v, r, -1);
                 }
                 if (*s == FM_EMPTY) v->fill++;
-                *s = (int32_t)w;
-                *tg = fm_tag(dst != NULL ? dst->hash : src->hash);
+                *s = (int32_t)(fm_stag(dst != NULL ? dst->hash : src->hash, v->ipmask) | (uint32_t)w);
                 v->mw = w + 1;
             }
             v->mr = r + 1;
@@ -903,6 +895,20 @@ cdef extern from *:
         }
         return a;
     }
+    /* The position mask of a new index of nslots slots for a log of elen positions:
+       room for positions below max(2 * nslots, 2 * elen + 64, 256).  At rest the log
+       holds at most 2 * count + 32 positions (compaction starts beyond) and count <= 2/3
+       of the slots; a migration appends at most one position per write it lasts, and
+       fm_nslots_mig sizes its index for those writes too.  So the positions never reach
+       the mask's limit (fm_insert's safety valve would finish the migration if they
+       did), and the rest of the 31 bits carry the tag: 8 bits at 10^6 entries, more in
+       smaller maps. */
+    static inline uint32_t fm_pmask_for(size_t nslots, Py_ssize_t elen) {
+        size_t want = nslots * 2, m = 255;
+        if ((size_t)elen * 2 + 64 > want) want = (size_t)elen * 2 + 64;
+        while (m + 1 < want && m < 0x7fffffffu) m = m * 2 + 1;
+        return (uint32_t)m;
+    }
     /* Start a migration to a new index of nslots slots (no migration running).  Logs of
        at most fm_t_sync_below positions are migrated at once. */
     static int fm_mig_start(fm_ver *v, size_t nslots, fm_pending *pend) {
@@ -911,10 +917,13 @@ cdef extern from *:
         if (fm_index_new(nslots, &root, &depth) < 0) return -1;
         if (v->iroot == NULL) {             /* empty version: nothing to migrate */
             v->iroot = root; v->idepth = depth; v->imask = nslots - 1; v->fill = 0;
+            v->ipmask = fm_pmask_for(nslots, v->elen);
             return 0;
         }
         v->oroot = v->iroot; v->odepth = v->idepth; v->omask = v->imask;
+        v->opmask = v->ipmask;
         v->iroot = root; v->idepth = depth; v->imask = nslots - 1; v->fill = 0;
+        v->ipmask = fm_pmask_for(nslots, v->elen);
         v->mw = v->mr = 0; v->mend = v->elen;
         if (v->elen <= fm_t_sync_below) return fm_migrate(v, PY_SSIZE_T_MAX, pend);
         return 0;
@@ -964,36 +973,39 @@ cdef extern from *:
                          Py_ssize_t freeslot, fm_pending *pend) {
         fm_entry *e;
         int32_t *s;
-        uint8_t *tg;
         if (v->elen >= FM_MAX_LEN) {
             PyErr_SetString(PyExc_OverflowError, "SnapshotMap: too many entries");
             return -1;
         }
         if (v->iroot == NULL || freeslot < 0 ||
                 (*fm_slot_at(v, (size_t)freeslot) == FM_EMPTY &&
-                 (size_t)(v->fill + 1) * 3 > (v->imask + 1) * 2)) {
+                 (size_t)(v->fill + 1) * 3 > (v->imask + 1) * 2) ||
+                (size_t)v->elen > v->ipmask) {
             if (v->oroot != NULL) {
-                /* the new index filled up before the migration ended: cannot happen with
-                   fm_nslots_mig's sizing; finish it now rather than fail */
+                /* the new index filled up, or the log outgrew its position field, before
+                   the migration ended: cannot happen with fm_nslots_mig's and
+                   fm_pmask_for's sizing; finish it now rather than fail */
                 fm_forced++;
                 if (fm_migrate(v, PY_SSIZE_T_MAX, pend) < 0) return -1;
             }
             if (v->iroot == NULL || (size_t)(v->fill + 1) * 3 > (v->imask + 1) * 2) {
                 if (fm_mig_start(v, fm_nslots_mig(v, 1), pend) < 0) return -1;
+            } else if ((size_t)v->elen > v->ipmask) {
+                fm_forced++;
+                if (fm_mig_start(v, fm_nslots_mig(v, 0), pend) < 0) return -1;
             }
             freeslot = fm_free_slot(v, h);
         }
         e = fm_entry_writable(v, v->elen, pend);
         if (e == NULL) return -1;
-        s = fm_slot_writable(v, freeslot, &tg, pend);
+        s = fm_slot_writable(v, freeslot, pend);
         if (s == NULL) return -1;
         e->hash = h;
         Py_INCREF(key); e->key = key;
         fm_live_add(v, v->elen, 1);
         Py_INCREF(value); e->value = value;
         if (*s == FM_EMPTY) v->fill++;
-        *s = (int32_t)v->elen;
-        *tg = fm_tag(h);
+        *s = (int32_t)(fm_stag(h, v->ipmask) | (uint32_t)v->elen);
         v->elen++;
         v->count++;
         fm_maintain(v, pend);
@@ -1002,16 +1014,14 @@ cdef extern from *:
     static int fm_delete(fm_ver *v, Py_ssize_t pos, Py_ssize_t slot, fm_pending *pend) {
         fm_entry *e = fm_entry_writable(v, pos, pend);
         int32_t *s;
-        uint8_t *tg;
         if (e == NULL) return -1;
-        s = fm_slot_writable(v, slot, &tg, pend);
+        s = fm_slot_writable(v, slot, pend);
         if (s == NULL || fm_pending_reserve(pend, 5) < 0) return -1;
         fm_pending_push_obj(pend, e->key);
         fm_pending_push_obj(pend, e->value);
         e->key = NULL; e->value = NULL; e->hash = 0;
         fm_live_add(v, pos, -1);
         *s = FM_DUMMY;
-        *tg = FM_TAG_DUMMY;
         v->count--;
         if (v->count == 0) return fm_ver_release(v, pend);     /* reserved above */
         fm_trim(v);
@@ -1071,6 +1081,8 @@ cdef extern from *:
         Py_ssize_t mw
         Py_ssize_t mr
         Py_ssize_t mend
+        uint32_t ipmask
+        uint32_t opmask
     ctypedef struct fm_pending:
         Py_ssize_t n
     ctypedef int (*visitproc)(PyObject*, void*)
@@ -1094,11 +1106,8 @@ cdef extern from *:
     fm_node** fm_kids(fm_node*) nogil
     fm_entry* fm_ents(fm_node*) nogil
     int32_t* fm_slots(fm_node*) nogil
-    uint8_t* fm_tags(fm_node*) nogil
-    uint8_t fm_tag(Py_hash_t) nogil
+    uint32_t fm_stag(Py_hash_t, uint32_t) nogil
     fm_node* fm_ileaf_at(fm_node*, int, size_t) nogil
-    int FM_TAG_EMPTY
-    int FM_TAG_DUMMY
     void fm_node_incref(fm_node*) nogil
     Py_ssize_t fm_node_refcnt(fm_node*) nogil
     void fm_node_decref(fm_node*)
@@ -2912,11 +2921,15 @@ cdef int _check_index(fm_node* root, int depth, size_t mask) except -1:
     return 0
 
 
-cdef int _tag_at(fm_node* root, int depth, size_t i) noexcept:
-    return fm_tags(fm_ileaf_at(root, depth, i))[i & (FM_ICAP - 1)]
+cdef int _check_pmask(uint32_t pmask, size_t nslots) except -1:
+    assert pmask >= 255 and pmask <= 0x7fffffff and (pmask & (pmask + 1)) == 0, \
+        "position mask is not 2^k - 1"
+    assert pmask + 1 >= min(2 * nslots, 0x80000000), "position field narrower than 2 * slots"
+    return 0
 
 
-cdef bint _reachable(fm_node* root, int depth, size_t mask, Py_hash_t h, Py_ssize_t p):
+cdef bint _reachable(fm_node* root, int depth, size_t mask, uint32_t pmask, Py_hash_t h,
+                    Py_ssize_t p):
     """Is log position p on h's probe sequence before any EMPTY slot?"""
     cdef size_t perturb = <size_t>h
     cdef size_t i = <size_t>h & mask
@@ -2925,7 +2938,7 @@ cdef bint _reachable(fm_node* root, int depth, size_t mask, Py_hash_t h, Py_ssiz
         ix = fm_islot_at(root, depth, i)[0]
         if ix == FM_EMPTY:
             return False
-        if ix == p:
+        if ix >= 0 and (<uint32_t>ix & pmask) == <uint32_t>p:
             return True
         perturb >>= 5
         i = (i * 5 + perturb + 1) & mask
@@ -2972,6 +2985,8 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
     # index (the new one during a migration)
     _check_index(v.iroot, v.idepth, v.imask)
     nslots = v.imask + 1
+    _check_pmask(v.ipmask, nslots)
+    assert <size_t>v.elen <= v.ipmask + 1, "log beyond the index's position field"
     seen = bytearray(v.elen)
     for i in range(nslots):
         ix = fm_slot_at(v, i)[0]
@@ -2979,36 +2994,34 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
             filled += 1
         if ix >= 0:
             used += 1
-            assert ix < v.elen, "index slot beyond the log"
-            assert not fm_in_old(v, ix), "index slot pointing to a record of the old index"
-            assert not seen[ix], "two index slots for one record"
-            seen[ix] = 1
-            assert fm_entry_at(v, ix).key != NULL, "index slot pointing to a hole"
-            assert _tag_at(v.iroot, v.idepth, i) == fm_tag(fm_entry_at(v, ix).hash), \
-                "index tag differs from its record's"
+            pos = <uint32_t>ix & v.ipmask
+            assert pos < v.elen, "index slot beyond the log"
+            assert not fm_in_old(v, pos), "index slot pointing to a record of the old index"
+            assert not seen[pos], "two index slots for one record"
+            seen[pos] = 1
+            assert fm_entry_at(v, pos).key != NULL, "index slot pointing to a hole"
+            assert <uint32_t>ix == fm_stag(fm_entry_at(v, pos).hash, v.ipmask) | <uint32_t>pos, \
+                "index slot's tag differs from its record's"
         else:
             assert ix == FM_EMPTY or ix == FM_DUMMY, "bad index slot value"
-            assert _tag_at(v.iroot, v.idepth, i) == \
-                (FM_TAG_EMPTY if ix == FM_EMPTY else FM_TAG_DUMMY), "bad tag of a free slot"
     assert filled == v.fill, f"fill {v.fill} != {filled}"
     assert filled * 3 <= nslots * 2, "index too full"
     if mig:
+        _check_pmask(v.opmask, v.omask + 1)
         # old index: slots pointing into [mr, mend) are live and unique; others are stale
         for i in range(v.omask + 1):
             ix = fm_islot_at(v.oroot, v.odepth, i)[0]
-            if ix >= 0 and fm_in_old(v, ix):
+            pos = <uint32_t>ix & v.opmask
+            if ix >= 0 and fm_in_old(v, pos):
                 used += 1
-                assert not seen[ix], "two index slots for one record"
-                seen[ix] = 1
-                assert fm_entry_at(v, ix).key != NULL, "old index slot pointing to a hole"
-                assert _tag_at(v.oroot, v.odepth, i) == fm_tag(fm_entry_at(v, ix).hash), \
-                    "old index tag differs from its record's"
-            elif ix >= 0:
-                assert _tag_at(v.oroot, v.odepth, i) >= 2, "bad tag of a stale slot"
-            else:
+                assert not seen[pos], "two index slots for one record"
+                seen[pos] = 1
+                assert fm_entry_at(v, pos).key != NULL, "old index slot pointing to a hole"
+                assert <uint32_t>ix == \
+                    fm_stag(fm_entry_at(v, pos).hash, v.opmask) | <uint32_t>pos, \
+                    "old index slot's tag differs from its record's"
+            elif ix < 0:
                 assert ix == FM_EMPTY or ix == FM_DUMMY, "bad old index slot value"
-                assert _tag_at(v.oroot, v.odepth, i) == \
-                    (FM_TAG_EMPTY if ix == FM_EMPTY else FM_TAG_DUMMY), "bad old free tag"
     assert used == v.count, "the indexes do not cover every live record"
     # every record is reachable in the index that owns it by probing its hash without
     # crossing an EMPTY slot
@@ -3017,10 +3030,10 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
         if e.key == NULL:
             continue
         if fm_in_old(v, p):
-            assert _reachable(v.oroot, v.odepth, v.omask, e.hash, p), \
+            assert _reachable(v.oroot, v.odepth, v.omask, v.opmask, e.hash, p), \
                 "record not reachable from its hash (old index)"
         else:
-            assert _reachable(v.iroot, v.idepth, v.imask, e.hash, p), \
+            assert _reachable(v.iroot, v.idepth, v.imask, v.ipmask, e.hash, p), \
                 "record not reachable from its hash"
         if rehash:
             # no equal key earlier on the probe sequences (keys are unique)
