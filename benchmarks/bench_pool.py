@@ -10,8 +10,9 @@ Cases
   so both are measured and checked). For context: the same lease entered and left by
   calling ``__enter__``/``__exit__`` directly (the same work without the ``with``
   statement, which on CPython 3.10-3.13 allocates and frees a bound method object for each
-  of the two special methods), and ``with lock: pass`` on a threading.Lock, both vs the
-  list pair
+  of the two special methods), ``with lock: pass`` on a threading.Lock, and ``with null:
+  pass`` on a no-op context manager compiled like the lease (the with statement's floor:
+  no context manager can be cheaper), all vs the list pair
 * SimpleQueue: a queue.SimpleQueue used as a pool (get_nowait/put) vs the list pair, and
   queue.LifoQueue (get/put, the usual stdlib "pool") vs the list pair
 * buffers:     a request that fills ``touch`` bytes of a 64 KiB buffer: through the pool
@@ -55,6 +56,7 @@ from itertools import repeat
 
 from benchmarks import harness
 from fastmaps import ObjectPool
+from fastmaps._pool import _NullContext
 
 BUF = 64 * 1024
 TARGETS = {  # case -> (kind, bound)
@@ -119,6 +121,18 @@ def with_lock(n):
     def run():
         for _ in repeat(None, n):
             with lock:
+                pass
+    return run
+
+
+def with_floor(n):
+    """Context for borrow: ``with`` on the cheapest context manager (fastmaps'
+    ``_NullContext``, compiled like Lease, created once): the with statement's own cost."""
+    null = _NullContext()
+
+    def run():
+        for _ in repeat(None, n):
+            with null:
                 pass
     return run
 
@@ -293,6 +307,8 @@ def main(argv=None) -> int:
         "lease.__enter__()+__exit__()", borrow_direct(n), n)
     row("with threading.Lock (context)", "lst.pop+append", pair_ref(n), "with lock: pass",
         with_lock(n), n)
+    row("with-statement floor (context)", "lst.pop+append", pair_ref(n),
+        "with null: pass (no-op CM)", with_floor(n), n)
     row("SimpleQueue pool", "lst.pop+append", pair_ref(n), "SimpleQueue get_nowait+put",
         simplequeue_pool(n), n)
     row("LifoQueue pool", "lst.pop+append", pair_ref(n), "LifoQueue get+put",

@@ -78,3 +78,13 @@ class Lease(Generic[_T]):
     def obj(self) -> _T | None: ...
     @property
     def pool(self) -> ObjectPool[_T]: ...
+
+class _NullContext:
+    """Benchmarks only: a no-op context manager (the ``with`` statement's cost floor)."""
+    def __enter__(self) -> _NullContext: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

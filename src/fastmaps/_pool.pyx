@@ -1593,6 +1593,30 @@ cdef class Lease:
         return f"<Lease {state} obj={self._obj!r}>"
 
 
+@cython.final
+cdef class _NullContext:
+    """Benchmarks only: the cheapest context manager Cython compiles here, with the same
+    method options as :class:`Lease` (``__enter__`` returns self, ``__exit__`` returns
+    None, no allocation). ``with null: pass`` measures what the ``with`` statement itself
+    costs, the floor under ``with pool.borrow()`` (benchmarks/bench_pool.py).
+
+    >>> null = _NullContext()
+    >>> with null as x:
+    ...     pass
+    >>> x is null
+    True
+    """
+
+    @cython.binding(False)
+    @cython.always_allow_keywords(False)
+    def __enter__(self):
+        return self
+
+    @cython.binding(False)
+    def __exit__(self, exc_type, exc, tb):
+        return None
+
+
 # ------------------------------------------------------------------------------------
 # Fast entries (GIL builds; see FM_DEFINE_ENTRY in the C block at the top): `get()`,
 # `borrow()` and `Lease.__exit__(t, v, tb)` called in their common shape skip Cython's
