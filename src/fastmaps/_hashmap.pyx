@@ -133,7 +133,7 @@ cdef extern from "Python.h":
     int Py_ReprEnter(object o) except -1
     void Py_ReprLeave(object o)
     const Py_ssize_t PY_SSIZE_T_MAX
-    void PyType_Modified(object t)
+    void PyType_Modified(PyTypeObject* t)
     Py_ssize_t Py_REFCNT(object o)
     PyObject* PyTuple_GET_ITEM(object t, Py_ssize_t i)
     Py_ssize_t PyTuple_GET_SIZE(object t)
@@ -2179,4 +2179,4 @@ _tp.tp_traverse = <traverseproc>_hashmap_traverse
 _tp.tp_clear = <inquiry>_hashmap_clear
 # A mapping for the match statement (registering with the ABC cannot flag a static type).
 _tp.tp_flags |= (1 << 6)       # Py_TPFLAGS_MAPPING
-PyType_Modified(<object>_tp)
+PyType_Modified(_tp)
