@@ -101,8 +101,8 @@ Locking
   fast path still takes the pool's one mutex. A truly lock-free fast path would need a
   per-slot mutex and a sharded idle set; it is not implemented. This module is not declared
   ``freethreading_compatible`` (the directive is project-wide in setup.py), so importing it
-  on 3.13t re-enables the GIL unless ``PYTHON_GIL=0`` is forced; the free-threaded path has
-  not been built or run by the test suite.
+  on 3.13t re-enables the GIL unless ``PYTHON_GIL=0`` is forced; the free-threaded path is
+  compiled by CI (3.13 headers with ``Py_GIL_DISABLED``) but has never been run.
 * User callbacks (``factory``, ``reset``, ``validate``) and the dropping of the last
   reference to a discarded object (which can run ``__del__``) always happen **outside**
   every critical section and outside the condition's lock. While a callback runs, its object
