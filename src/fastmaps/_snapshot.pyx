@@ -1214,13 +1214,13 @@ cdef class Snapshot:
         return self.v.count
 
     def __getitem__(self, key):
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         if not fm_find(&self.v, fm_hash(key), <PyObject*>key, &e):
             raise KeyError(key)
         return <object>e.value
 
     def __contains__(self, key):
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         return fm_find(&self.v, fm_hash(key), <PyObject*>key, &e) != 0
 
     @cython.binding(False)
@@ -1234,7 +1234,7 @@ cdef class Snapshot:
         >>> s.get("a"), s.get("b"), s.get("b", 0)
         (1, None, 0)
         """
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         if not fm_find(&self.v, fm_hash(key), <PyObject*>key, &e):
             return default
         return <object>e.value
@@ -1300,7 +1300,7 @@ cdef class Snapshot:
         >>> Snapshot([("b", 1), ("a", 2)]).to_dict()
         {'b': 1, 'a': 2}
         """
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         cdef fm_entry* leaf = NULL
         cdef Py_ssize_t p = 0
         cdef dict d = {}
@@ -1381,8 +1381,8 @@ cdef Snapshot _snap_share(Snapshot src):
 cdef int _snap_eq(Snapshot a, object other) except -2:
     """1 equal, 0 different, -1 not comparable."""
     cdef Snapshot b
-    cdef fm_entry* e
-    cdef fm_entry* f
+    cdef fm_entry* e = NULL
+    cdef fm_entry* f = NULL
     cdef fm_entry* leaf = NULL
     cdef Py_ssize_t p = 0
     if isinstance(other, SnapshotMap):
@@ -1434,7 +1434,7 @@ cdef list _collect(object mapping, dict kwargs):
     """(hash, key, value) triples of a mapping / iterable of pairs plus keyword arguments,
     computed without holding any lock (this runs the keys' __hash__)."""
     cdef list out = []
-    cdef fm_entry* e
+    cdef fm_entry* e = NULL
     cdef fm_entry* leaf = NULL
     cdef Py_ssize_t p = 0
     cdef Snapshot s
@@ -1475,7 +1475,7 @@ cdef bint _ver_update(fm_ver* v, list items, fm_pending* pend) except -1:
     cdef tuple t
     cdef Py_ssize_t pos, slot, freeslot
     cdef bint changed = False
-    cdef fm_entry* e
+    cdef fm_entry* e = NULL
     if not items:
         return False
     fm_reserve(v, len(items), pend)
@@ -1513,7 +1513,7 @@ cdef class _SnapshotIterator:
         return self
 
     def __next__(self):
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         if self._snap is None:
             raise StopIteration
         e = fm_next_live(&self._snap.v, &self._pos, self._snap.v.elen, &self._leaf)
@@ -1695,7 +1695,7 @@ cdef class SnapshotMap:
     def __getitem__(self, key):
         cdef Py_hash_t h = fm_hash(key)
         cdef Snapshot s = _load(self)
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         if not fm_find(&s.v, h, <PyObject*>key, &e):
             raise KeyError(key)
         return <object>e.value
@@ -1703,7 +1703,7 @@ cdef class SnapshotMap:
     def __contains__(self, key):
         cdef Py_hash_t h = fm_hash(key)
         cdef Snapshot s = _load(self)
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         return fm_find(&s.v, h, <PyObject*>key, &e) != 0
 
     @cython.binding(False)
@@ -1719,7 +1719,7 @@ cdef class SnapshotMap:
         """
         cdef Py_hash_t h = fm_hash(key)
         cdef Snapshot s = _load(self)
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         if not fm_find(&s.v, h, <PyObject*>key, &e):
             return default
         return <object>e.value
@@ -2307,7 +2307,7 @@ cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
     cdef fm_pending pend
     cdef Py_ssize_t pos, slot, freeslot
     cdef fm_ver* v
-    cdef fm_entry* e
+    cdef fm_entry* e = NULL
     cdef int found
     cdef object result = _MISSING
     fm_pending_init(&pend)
@@ -2348,7 +2348,7 @@ cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object old,
     cdef fm_pending pend
     cdef Py_ssize_t pos, slot
     cdef fm_ver* v
-    cdef fm_entry* e
+    cdef fm_entry* e = NULL
     cdef object result = _MISSING
     fm_pending_init(&pend)
     _acquire(m)
@@ -2383,7 +2383,7 @@ cdef object _write_popitem(SnapshotMap m):
     cdef fm_pending pend
     cdef Py_ssize_t pos, slot
     cdef fm_ver* v
-    cdef fm_entry* e
+    cdef fm_entry* e = NULL
     cdef object result = None
     fm_pending_init(&pend)
     _acquire(m)
@@ -2420,7 +2420,7 @@ cdef bint _write_cas(SnapshotMap m, Py_hash_t h, object key, object old, object 
     cdef fm_pending pend
     cdef Py_ssize_t pos, slot
     cdef fm_ver* v
-    cdef fm_entry* e
+    cdef fm_entry* e = NULL
     cdef bint ok = False
     fm_pending_init(&pend)
     _acquire(m)
@@ -2575,7 +2575,7 @@ cdef class Batch:
     cdef object _assoc(self, object key, object value, bint only_if_absent):
         cdef Py_hash_t h
         cdef Py_ssize_t pos, slot, freeslot
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         cdef object result = _MISSING
         self._enter_write()
         try:
@@ -2596,7 +2596,7 @@ cdef class Batch:
     cdef object _without(self, object key):
         cdef Py_hash_t h
         cdef Py_ssize_t pos, slot
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         cdef object result = _MISSING
         self._enter_write()
         try:
@@ -2627,7 +2627,7 @@ cdef class Batch:
             raise KeyError(key)
 
     def __getitem__(self, key):
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         self._enter_read()
         try:
             if not fm_find(&self._v, fm_hash(key), <PyObject*>key, &e):
@@ -2650,7 +2650,7 @@ cdef class Batch:
         >>> found, m.get("b")
         ((2, None, 0), 2)
         """
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         self._enter_read()
         try:
             if not fm_find(&self._v, fm_hash(key), <PyObject*>key, &e):
@@ -2660,7 +2660,7 @@ cdef class Batch:
             self._leave()
 
     def __contains__(self, key):
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         self._enter_read()
         try:
             return fm_find(&self._v, fm_hash(key), <PyObject*>key, &e) != 0
@@ -2770,7 +2770,7 @@ cdef class Batch:
         >>> r, m
         (('b', 2), SnapshotMap({'a': 1}))
         """
-        cdef fm_entry* e
+        cdef fm_entry* e = NULL
         cdef Py_ssize_t pos, slot
         self._enter_write()
         try:
@@ -2869,7 +2869,7 @@ cdef Py_ssize_t _check_tree(fm_node* n, int depth, int leafbits, int kind, size_
     cdef Py_ssize_t total = 0
     cdef size_t span
     cdef uint32_t i
-    cdef fm_entry* e
+    cdef fm_entry* e = NULL
     assert fm_node_refcnt(n) >= 1, "node refcount < 1"
     if depth == 0:
         assert n.kind == kind, "leaf page of the wrong kind"
@@ -2948,7 +2948,7 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
     cdef Py_ssize_t p, live = 0, used = 0, filled = 0, pos
     cdef size_t i, nslots
     cdef int32_t ix
-    cdef fm_entry* e
+    cdef fm_entry* e = NULL
     cdef bytearray seen
     cdef bint mig = v.oroot != NULL
     assert v.count >= 0 and v.elen >= v.count, "counts"
@@ -3053,7 +3053,7 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
 cdef int _visit_node(fm_node* n, visitproc visit, void* arg) noexcept:
     cdef uint32_t i
     cdef int r
-    cdef fm_entry* e
+    cdef fm_entry* e = NULL
     if n == NULL or fm_node_refcnt(n) != 1:
         return 0
     if n.kind == FM_ELEAF:
