@@ -22,10 +22,9 @@ import gc
 import os
 import sys
 import tracemalloc
-from array import array
 
 from fastmaps import HashMap
-from fastmaps.__main__ import latency_trace
+from fastmaps.__main__ import latency_trace_min
 
 from .harness import (Results, absent_keys, compare_many, geomean, int_keys, optional_peer,
                       percentile, powers_of_ten, progress, str_keys,
@@ -48,25 +47,6 @@ def peers(kind):
                 cykhash.Int64toInt64Map,
                 lambda n: cykhash.Int64toInt64Map(number_of_elements_hint=n), 0)
     return out
-
-
-def latency_trace_min(factory, keys, value, runs):
-    """Per-position minimum over ``runs`` traces, plus the raw worst of any single run.
-
-    A map's cost at insert i is deterministic (a resize happens at the same i every run),
-    while a scheduler preemption or page-cache hiccup lands on a random i: the minimum over
-    runs keeps the first and drops the second. The raw worst is reported alongside."""
-    best = None
-    raw_worst = 0
-    for _ in range(runs):
-        tr = latency_trace(factory, keys, value)
-        raw_worst = max(raw_worst, max(tr))
-        if best is None:
-            best = tr
-        else:
-            best = array("q", map(min, best, tr))
-        del tr
-    return best, raw_worst
 
 
 def summarize(trace, overhead):

@@ -4,7 +4,9 @@ In well under 30 seconds it exercises the three structures side by side with the
 Python counterparts and prints one compact table:
 
 * HashMap vs dict: the worst single-insert pause while growing to ``-n`` keys (a dict
-  rebuilds its whole table inside one insert; a HashMap spreads that work), and common
+  rebuilds its whole table inside one insert; a HashMap spreads that work; each insert's
+  time is its minimum over 3 growths, which keeps a structure's own pauses, that happen at
+  the same insert every time, and drops a random preemption by the OS), and common
   operations on a million keys;
 * SnapshotMap vs dict: the cost of a consistent point-in-time copy (``snapshot()`` against
   ``dict.copy()``) and of a lookup;
@@ -51,6 +53,22 @@ def latency_trace(cls, keys, value=None):
     return out
 
 
+def latency_trace_min(cls, keys, value=None, runs=3):
+    """Per-position minimum over ``runs`` latency traces, and the raw worst of any run.
+
+    A map's cost at insert i is deterministic (a resize happens at the same i every run),
+    while a scheduler preemption or page-cache hiccup lands on a random i: the minimum over
+    runs keeps the first and drops the second. Also used by benchmarks/bench_hashmap.py."""
+    best = None
+    raw_worst = 0
+    for _ in range(runs):
+        tr = latency_trace(cls, keys, value)
+        raw_worst = max(raw_worst, max(tr))
+        best = tr if best is None else array("q", map(min, best, tr))
+        del tr
+    return best, raw_worst
+
+
 def timer_overhead_ns():
     t = time.perf_counter_ns
     best = float("inf")
@@ -86,7 +104,7 @@ def fmt_t(s):
 
 
 def fmt_ratio(r):
-    return f"1/{1 / r:,.0f}" if r < 0.01 else f"{r:.2f}"
+    return f"1/{1 / r:,.0f}" if r < 0.1 else f"{r:.2f}"
 
 
 def plot_trace(path, traces, n, overhead):
@@ -138,8 +156,8 @@ def main(argv=None):
 
     # 1. HashMap: pauses while growing
     _step(1, steps, f"HashMap: growing a dict and a HashMap to {n:,} keys, timing every insert")
-    td = latency_trace(dict, keys)
-    th = latency_trace(HashMap, keys)
+    td, _ = latency_trace_min(dict, keys)
+    th, _ = latency_trace_min(HashMap, keys)
     d_worst, h_worst = (max(0, max(td) - overhead) / 1e9, max(0, max(th) - overhead) / 1e9)
     if args.plot:
         plot_trace(args.plot, [("dict", td, "tab:red"), ("fastmaps.HashMap", th, "tab:blue")],
@@ -265,7 +283,8 @@ def main(argv=None):
         print(f"{group:12}{op:36}{rname:>15} {fmt_t(rt):>10}{cname:>14} {fmt_t(ct):>10}"
               f"{fmt_ratio(ct / rt):>13}")
     print(f"\nratio = fastmaps time / plain Python time (below 1: fastmaps is faster); best "
-          f"of 3 runs, GC off.\nA dict rebuilds its table inside one insert when it grows; "
+          f"of 3 runs, GC off;\nworst insert: each insert's minimum over 3 growths (drops OS "
+          f"preemptions, keeps resizes).\nA dict rebuilds its table inside one insert when it grows; "
           f"HashMap spreads that work, so\nits worst insert here was {d_worst / h_worst:,.0f}x "
           f"shorter. A snapshot is O(1) whatever the size; the buffer\npool served "
           f"{hits:,} of its requests without allocating."
