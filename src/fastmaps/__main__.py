@@ -237,7 +237,7 @@ def main(argv=None):
                  best_of(copies, reps), "snapshot()", best_of(snaps, 100_000)))
     rows.append(("", "lookup (hit)", "dict", best_of(lookups(d), k), "SnapshotMap",
                  best_of(lookups(sm), k)))
-    del d, sm, before
+    d = sm = before = None                     # free them before the pool step
 
     # 4. ObjectPool
     _step(4, steps, "ObjectPool: 64 KiB buffers, pooled vs allocated; get+put vs a list")
