@@ -16,7 +16,7 @@ persistent by cutting each into fixed-size pages held in a shallow 32-way tree:
   DUMMY (-2), or a live record's **tag | position**: the position in the low bits given
   by the index's position mask (sized when the index is made, ``fm_pmask_for``: twice
   the slots or twice the log, whichever is larger), the tag in the bits above, up to
-  bit 30 (mixed high bits of the hash, ``fm_stag``; 8 bits at 10^6 entries, more below).
+  bit 30 (mixed high bits of the hash, ``fm_stag``; 9 bits at 10^6 entries, more below).
   One XOR and one compare tell whether a live slot's tag matches, and the record is
   read only then: a miss usually reads no record and a hit reads only its own (dict
   reads the entry of every occupied slot it probes), with no second array to touch
@@ -647,8 +647,9 @@ cdef extern from *:
     /* ---- tuning (tests: _set_tuning) and counters ---- */
     static Py_ssize_t fm_t_step = 8;          /* log positions a write advances a migration */
     static Py_ssize_t fm_t_sync_below = 1024; /* migrations of logs this short run at once */
-    static Py_ssize_t fm_forced = 0;          /* migrations finished at once because the new
-                                                 index filled up (sizing makes this 0) */
+    static Py_ssize_t fm_forced = 0;          /* inserts that tripped fm_insert's safety valve:
+                                                 the new index filled up or the log outgrew
+                                                 the position field (sizing makes this 0) */
 
     /* ---- shared, never-freed pages: all-EMPTY index nodes of every depth and an
             all-hole log page.  A new index is one of them (O(1), no memset); a log page
@@ -901,7 +902,7 @@ cdef extern from *:
        of the slots; a migration appends at most one position per write it lasts, and
        fm_nslots_mig sizes its index for those writes too.  So the positions never reach
        the mask's limit (fm_insert's safety valve would finish the migration if they
-       did), and the rest of the 31 bits carry the tag: 8 bits at 10^6 entries, more in
+       did), and the rest of the 31 bits carry the tag: 9 bits at 10^6 entries, more in
        smaller maps. */
     static inline uint32_t fm_pmask_for(size_t nslots, Py_ssize_t elen) {
         size_t want = nslots * 2, m = 255;
@@ -981,17 +982,19 @@ cdef extern from *:
                 (*fm_slot_at(v, (size_t)freeslot) == FM_EMPTY &&
                  (size_t)(v->fill + 1) * 3 > (v->imask + 1) * 2) ||
                 (size_t)v->elen > v->ipmask) {
+            int tripped = v->oroot != NULL || (v->iroot != NULL && (size_t)v->elen > v->ipmask);
+            if (tripped) fm_forced++;     /* counted once per insert */
             if (v->oroot != NULL) {
                 /* the new index filled up, or the log outgrew its position field, before
                    the migration ended: cannot happen with fm_nslots_mig's and
                    fm_pmask_for's sizing; finish it now rather than fail */
-                fm_forced++;
                 if (fm_migrate(v, PY_SSIZE_T_MAX, pend) < 0) return -1;
             }
             if (v->iroot == NULL || (size_t)(v->fill + 1) * 3 > (v->imask + 1) * 2) {
                 if (fm_mig_start(v, fm_nslots_mig(v, 1), pend) < 0) return -1;
             } else if ((size_t)v->elen > v->ipmask) {
-                fm_forced++;
+                /* at rest, the log outgrew the position field (compaction sizing makes
+                   this impossible): a compacting migration to an index sized for it */
                 if (fm_mig_start(v, fm_nslots_mig(v, 0), pend) < 0) return -1;
             }
             freeslot = fm_free_slot(v, h);
@@ -2192,7 +2195,8 @@ def _pending_teardown():
 
 
 def _forced_finishes():
-    """Tests: migrations finished at once because the new index filled up (expected 0)."""
+    """Tests: inserts that tripped the safety valve (the new index filled up, or the log
+    outgrew the index's position field, before a migration ended; expected 0)."""
     return fm_forced
 
 
