@@ -570,3 +570,67 @@ def test_popitem_after_a_long_run_of_trailing_holes():
         assert m.popitem() == d.popitem()
     m._check()
     assert list(m.items()) == list(d.items())
+
+
+# ------------------------------------------ found by a differential hunt against dict
+
+def _iter_after(cls, make_iter, mutate):
+    m = cls(a=1, b=2, c=3, d=4)
+    it = make_iter(m)
+    first = next(it)
+    mutate(m)
+    try:
+        return first, list(it)
+    except RuntimeError as e:
+        return first, f"RuntimeError: {e}".replace(cls.__name__, "<map>")
+
+
+def _refill(m):
+    m.clear()
+    m.update(w=1, x=1, y=1, z=1)
+
+
+def _pop_and_put_back(m):
+    k, v = m.popitem()
+    m[k] = v
+
+
+def _pop_and_insert(m):
+    m.popitem()
+    m["z"] = 0
+
+
+@pytest.mark.parametrize("make_iter", [iter, reversed, lambda m: iter(m.items()),
+                                       lambda m: reversed(m.values())])
+@pytest.mark.parametrize("mutate", [_pop_and_insert, _pop_and_put_back, _refill])
+def test_iteration_goes_on_by_position_after_popitem_or_clear_like_dict(make_iter, mutate):
+    # the size is restored before the next step, so dict goes on from its position
+    assert _iter_after(HashMap, make_iter, mutate) == _iter_after(dict, make_iter, mutate)
+
+
+def test_missing_set_to_none_is_called_like_dict():
+    class D(dict):
+        __missing__ = None
+
+    class H(HashMap):
+        __missing__ = None
+
+    for cls in (D, H):
+        with pytest.raises(TypeError, match="'NoneType' object is not callable"):
+            cls()["x"]
+
+
+@pytest.mark.parametrize("other", [{1, 2}, frozenset({1}), {1: 2, 3: 4}.keys(), [1, 2], {1},
+                                   {("a", 0)}, [("a", 0)], set()])
+def test_items_isdisjoint_hashes_like_dict(other):
+    # dict iterates the smaller of a set / dict view and the items view: with unhashable
+    # values, a larger set makes it hash the view's items (TypeError)
+    def run(cls):
+        try:
+            return cls(a=[]).items().isdisjoint(other)
+        except TypeError as e:
+            return type(e)
+    assert run(HashMap) == run(dict)
+    assert HashMap(a=1).keys().isdisjoint(HashMap(b=1).keys()) is True
+    v = HashMap(a=1).keys()
+    assert v.isdisjoint(v) is False and HashMap().keys().isdisjoint(HashMap().keys())

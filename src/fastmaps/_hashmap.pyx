@@ -95,7 +95,8 @@ reduces to the same reentrancy rules: no crash, no corruption.
 Iteration
 ---------
 An iterator holds a position (an id), the address and hash of the last key it produced
-and the map's ``layout`` counter (bumped whenever entry ids change: moves, trims, clear).
+and the map's ``layout`` counter (bumped whenever a migration moves entries to new ids;
+not by popitem's trim or clear, after which an iterator goes on by position, as dict's).
 If ``layout`` changed, it finds that key's entry again by probing the index with the
 stored hash and comparing addresses only, and continues after it (it relocates only if no
 deletion happened since its last step, so the key is still in the map: an exact str's
@@ -963,9 +964,9 @@ cdef class HashMap:
         if i >= 0:
             return <object>self._ent(i).value
         if type(self) is not HashMap:
-            missing = _lookup_special(self, "__missing__")
-            if missing is not None:
-                return missing(key)
+            missing = _lookup_special(self, "__missing__", _NO_SPECIAL)
+            if missing is not _NO_SPECIAL:
+                return missing(key)      # even None: called, and TypeError, like dict
         raise KeyError(key)
 
     def __setitem__(self, key, value):
@@ -1100,7 +1101,8 @@ cdef class HashMap:
         if self.old_idx != NULL and self.old_end > i:
             self.old_end = i
         self.stamp += 1
-        self.layout += 1
+        # no layout change: the other entries keep their ids (an iterator goes on by
+        # position, as dict's does after popitem)
         if self.old_idx == NULL:
             self._maybe_shrink()
         self._write_step()
@@ -1138,7 +1140,9 @@ cdef class HashMap:
         self.mask = self.old_mask = 0
         self.mig_w = self.mig_r = self.old_end = 0
         self.stamp += 1
-        self.layout += 1
+        # no layout change: like dict's, an iterator goes on by position in the refilled
+        # map (and raises if the size differs); n_dels keeps it from relocating by a key
+        # that is gone
         self.n_dels += 1
         for i in range(n):
             if migrating and w <= i < r:
@@ -1660,16 +1664,19 @@ cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object d, object k) except? NULL
 
 
-def _lookup_special(obj, name):
+_NO_SPECIAL = object()
+
+
+def _lookup_special(obj, name, default=None):
     """type(obj).<name> bound to obj through the descriptor protocol (how CPython looks up
-    special methods such as __missing__), or None."""
+    special methods such as __missing__), or default when no class defines it."""
     for klass in type(obj).__mro__:
         d = klass.__dict__
         if name in d:
             f = d[name]
             get = getattr(type(f), "__get__", None)
             return get(f, obj, type(obj)) if get is not None else f
-    return None
+    return default
 
 
 def _state_310(obj):
@@ -2015,9 +2022,20 @@ cdef class _SetView(_MapView):
         return r
 
     def isdisjoint(self, other):
-        """True if the view and other have no element in common."""
-        for x in other:
-            if x in self:
+        """True if the view and other have no element in common.
+
+        As dict's views do: other is iterated and its elements looked up in the view,
+        unless other is a set or a keys/items view larger than this view, in which case
+        this view is iterated and its elements looked up in other (so they must be
+        hashable)."""
+        if other is self:
+            return len(self) == 0
+        probe, it = self, other
+        if isinstance(other, (set, frozenset, _KeysView, _ItemsView) + _DICT_VIEWS) \
+                and len(other) > len(self):
+            probe, it = other, self
+        for x in it:
+            if x in probe:
                 return False
         return True
 
