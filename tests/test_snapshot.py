@@ -985,3 +985,132 @@ def test_dropped_old_index_is_released_over_later_writes():
         m[i] = -i
     assert _snapshot._pending_teardown() == 0
     m._check()
+
+
+# ------------------------------------------ found by a differential hunt against dict
+
+def test_match_statement_mapping_patterns():
+    for m in (SnapshotMap(a=1, b=2), SnapshotMap(a=1, b=2).snapshot()):
+        match m:
+            case {"a": x, **rest}:
+                got = (x, rest)
+            case _:
+                got = None
+        assert got == (1, {"b": 2})
+
+
+def test_items_view_membership_needs_a_2_tuple_like_dict():
+    for cls in (dict, SnapshotMap):
+        items = cls(a=1).items()
+        assert (("a", 1) in items, ["a", 1] in items, ("a",) in items) == (True, False, False)
+
+
+@pytest.mark.parametrize("other", [{1, 2}, frozenset({1}), {1: 2, 3: 4}.keys(), [1, 2], {1},
+                                   {("a", 0)}, set()])
+def test_views_isdisjoint_hash_like_dict(other):
+    def run(cls):
+        try:
+            return cls(a=[]).items().isdisjoint(other), cls(a=1).keys().isdisjoint(other)
+        except TypeError as e:
+            return type(e)
+    assert run(SnapshotMap) == run(dict)
+
+
+def test_views_have_a_read_only_mapping():
+    m = SnapshotMap(a=1)
+    for view in (m.keys(), m.values(), m.items()):
+        assert view.mapping == {"a": 1}
+        with pytest.raises(TypeError):
+            view.mapping["b"] = 2
+
+
+class _NamedSnapshotMap(SnapshotMap):        # module level: picklable
+    def __init__(self, name, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.name = name
+
+
+def test_pickle_and_copy_of_self_references_and_subclasses():
+    m = SnapshotMap()
+    m["self"] = m
+    m["list"] = [m]
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        m2 = pickle.loads(pickle.dumps(m, proto))
+        assert m2["self"] is m2 and m2["list"][0] is m2
+    c = copy.deepcopy(m)
+    assert c["self"] is c and c["list"][0] is c and c is not m
+
+    Sub = _NamedSnapshotMap
+    s = Sub("cfg", a=1)
+    s.extra = [1]
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        s2 = pickle.loads(pickle.dumps(s, proto))
+        assert type(s2) is Sub and (s2.name, s2.extra, dict(s2)) == ("cfg", [1], {"a": 1})
+    for s3 in (copy.copy(s), copy.deepcopy(s)):
+        assert type(s3) is Sub and (s3.name, dict(s3)) == ("cfg", {"a": 1})
+    assert type(s.copy()) is SnapshotMap              # as dict.copy() for subclasses
+
+
+def test_or_and_fromkeys_like_dict():
+    a, d = SnapshotMap(a=1, b=2), {"b": 3, "c": 4}
+    assert list((a | d).items()) == list((dict(a) | d).items())
+    assert list((d | a).items()) == list((d | dict(a)).items())
+    assert type(a | d) is SnapshotMap and type(d | a) is SnapshotMap
+    assert a == {"a": 1, "b": 2}                      # unchanged
+    with pytest.raises(TypeError):
+        a | [("x", 1)]
+    assert list(SnapshotMap.fromkeys("abc", 0).items()) == list(dict.fromkeys("abc", 0).items())
+
+    class Sub(SnapshotMap):
+        def __setitem__(self, key, value):
+            super().__setitem__(key, value * 2)
+
+    assert Sub.fromkeys("ab", 1) == {"a": 2, "b": 2}
+
+
+def _outcome(fn):
+    try:
+        return ("ok", fn())
+    except Exception as e:
+        return (type(e), str(e).replace("SnapshotMap", "dictionary"))
+
+
+class _KeysReturnsInt:
+    def keys(self):
+        return 5
+
+
+@pytest.mark.parametrize("arg", [[(1, 2, 3)], [5], [("a", 1), "xyz"], _KeysReturnsInt()])
+def test_update_errors_like_dict(arg):
+    assert _outcome(lambda: SnapshotMap().update(arg)) == _outcome(lambda: {}.update(arg))
+
+
+def test_update_and_eq_read_dict_subclasses_like_dict():
+    class ItemsLies(dict):                    # dict == compares storage, not items()
+        def items(self):
+            return [("a", 2)]
+
+    class IterOverridden(dict):               # update uses keys() + [] when __iter__ is
+        def __iter__(self):                   # overridden
+            return iter(["a"])
+
+        def keys(self):
+            return ["a"]
+
+        def __getitem__(self, key):
+            return 99
+
+    assert (SnapshotMap(a=1) == ItemsLies(a=1)) is (dict(a=1) == ItemsLies(a=1)) is True
+    src = IterOverridden(a=1, b=2)
+    assert dict(SnapshotMap(src)) == dict(src) == {"a": 99}
+
+
+def test_pop_of_an_empty_map_does_not_hash_and_arguments_are_positional():
+    assert SnapshotMap().pop([], 5) == {}.pop([], 5) == 5
+    with pytest.raises(KeyError):
+        SnapshotMap().pop([])
+    for call in (lambda m: m.pop("a", default=1), lambda m: m.get("a", default=1),
+                 lambda m: m.setdefault("a", default=1), lambda m: m.pop(key="a")):
+        for m in (SnapshotMap(a=1), {"a": 1}):
+            with pytest.raises(TypeError):
+                call(m)

@@ -1012,7 +1012,7 @@ cdef class HashMap:
         self._insert_new(key, h, default)
         return default
 
-    def pop(self, key, *args):
+    def pop(self, key, /, *args):
         """pop(key[, default]): remove key and return its value, or default if given,
         else raise KeyError. O(1).
 

@@ -144,11 +144,13 @@ object are guarded the same way against re-entry from user code.
 
 cimport cython
 from cpython.object cimport PyObject
+from cpython.dict cimport PyDict_Size
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 
 import collections.abc as _abc
-from types import GenericAlias as _GenericAlias
+import copyreg as _copyreg
+from types import GenericAlias as _GenericAlias, MappingProxyType as _MappingProxyType
 
 cdef extern from *:
     """
@@ -1055,6 +1057,12 @@ cdef extern from *:
         return t;
     }
 
+    /* Py_TPFLAGS_MAPPING, so that `match` mapping patterns accept the types (registering
+       with collections.abc.Mapping cannot set it on a static type). */
+    static void fm_set_mapping_flag(PyTypeObject *t) {
+        t->tp_flags |= Py_TPFLAGS_MAPPING;
+        PyType_Modified(t);
+    }
     /* GC slots: patched onto the types at import (see _install_gc_slots). */
     static void fm_set_gc_slots(PyTypeObject *t, traverseproc tr, inquiry cl) {
         t->tp_traverse = tr; t->tp_clear = cl;
@@ -1150,6 +1158,7 @@ cdef extern from *:
     Py_ssize_t fm_forced
     object fm_item_tuple(PyObject** cache, PyObject* k, PyObject* v)
     void fm_set_gc_slots(PyTypeObject*, traverseproc, inquiry)
+    void fm_set_mapping_flag(PyTypeObject*)
 
     void fm_incref "Py_INCREF"(PyObject*)
     void fm_decref "Py_DECREF"(PyObject*)
@@ -1227,7 +1236,7 @@ cdef class Snapshot:
         return fm_find(&self.v, fm_hash(key), <PyObject*>key, &e) != 0
 
     @cython.binding(False)
-    def get(self, key, default=None):
+    def get(self, key, default=None, /):
         """Return the value for key if key is present, else default (never KeyError).
 
         Complexity: O(1) average (dict's probing over the paged index); O(n) worst case
@@ -1404,7 +1413,18 @@ cdef int _snap_eq(Snapshot a, object other) except -2:
                 return 0
             if not (f.value == e.value or fm_eq(e.value, f.value, 2)):
                 return 0
-    if isinstance(other, (dict, _abc.Mapping)):
+    if isinstance(other, dict):
+        # like dict == dict: the dict's own storage (a subclass's overridden items(),
+        # __len__ or __getitem__ are not consulted)
+        if PyDict_Size(other) != a.v.count:
+            return 0
+        for k, v in dict.items(other):
+            if not fm_find(&a.v, fm_hash(k), <PyObject*>k, &e):
+                return 0
+            if not (e.value == <PyObject*>v or fm_eq(e.value, <PyObject*>v, 2)):
+                return 0
+        return 1
+    if isinstance(other, _abc.Mapping):
         if len(other) != a.v.count:
             return 0
         for k, v in other.items():
@@ -1441,7 +1461,10 @@ cdef list _collect(object mapping, dict kwargs):
     cdef fm_entry* leaf = NULL
     cdef Py_ssize_t p = 0
     cdef Snapshot s
-    if isinstance(mapping, SnapshotMap):
+    # dict's update rules: a dict (or SnapshotMap) whose iteration is not overridden is
+    # read directly; anything with a ``keys`` attribute as other[k] for k in other.keys();
+    # anything else as an iterable of pairs (dict's error messages)
+    if isinstance(mapping, SnapshotMap) and type(mapping).__iter__ is SnapshotMap.__iter__:
         mapping = _load(<SnapshotMap>mapping)
     if isinstance(mapping, Snapshot):
         s = <Snapshot>mapping
@@ -1450,20 +1473,31 @@ cdef list _collect(object mapping, dict kwargs):
             if e == NULL:
                 break
             out.append((e.hash, <object>e.key, <object>e.value))
-    elif isinstance(mapping, dict):
-        for k, v in (<dict>mapping).items():
+    elif isinstance(mapping, dict) and type(mapping).__iter__ is dict.__iter__:
+        for k, v in dict.items(mapping):
             out.append((fm_hash(k), k, v))
     elif hasattr(mapping, "keys"):
-        for k in mapping.keys():
+        ks = mapping.keys()
+        try:
+            ks = list(ks)
+        except TypeError:
+            if not hasattr(ks, "__iter__"):
+                raise TypeError(f"{type(mapping).__name__}.keys() returned a non-iterable "
+                                f"(type {type(ks).__name__})") from None
+            raise
+        for k in ks:
             out.append((fm_hash(k), k, mapping[k]))
     else:
-        for i, pair in enumerate(mapping):
+        for i, item in enumerate(mapping):
             try:
-                k, v = pair
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(
-                    f"SnapshotMap update sequence element #{i} must be a (key, value) pair"
-                ) from exc
+                pair = item if isinstance(item, (tuple, list)) else tuple(item)
+            except TypeError:
+                raise TypeError(f"cannot convert SnapshotMap update sequence element #{i} "
+                                f"to a sequence") from None
+            if len(pair) != 2:
+                raise ValueError(f"SnapshotMap update sequence element #{i} has length "
+                                 f"{len(pair)}; 2 is required")
+            k, v = pair
             out.append((fm_hash(k), k, v))
     if kwargs:
         for k, v in kwargs.items():
@@ -1546,9 +1580,35 @@ cdef _SnapshotIterator _make_iter(Snapshot s, int kind):
     return it
 
 
+def _view_isdisjoint(view, other):
+    """view.isdisjoint(other) as dict's views compute it: other is iterated and looked up
+    in the view, unless other is a set or a keys/items view larger than the view, in which
+    case the view is iterated and looked up in other (so its elements must be hashable)."""
+    if other is view:
+        return len(view) == 0
+    probe, it = view, other
+    if isinstance(other, (set, frozenset, _KeysView, _ItemsView) + _DICT_VIEWS) \
+            and len(other) > len(view):
+        probe, it = other, view
+    for x in it:
+        if x in probe:
+            return False
+    return True
+
+
+_DICT_VIEWS = (type({}.keys()), type({}.items()))
+
+
 class _KeysView(_abc.KeysView):
     """Keys of one immutable version (the snapshot current when the view was made)."""
     __slots__ = ()
+
+    isdisjoint = _view_isdisjoint
+
+    @property
+    def mapping(self):
+        """A read-only proxy of the version the view reads."""
+        return _MappingProxyType(self._mapping)
 
     def __iter__(self):
         return _make_iter(self._mapping, 0)
@@ -1570,6 +1630,11 @@ class _ValuesView(_abc.ValuesView):
     """Values of one immutable version."""
     __slots__ = ()
 
+    @property
+    def mapping(self):
+        """A read-only proxy of the version the view reads."""
+        return _MappingProxyType(self._mapping)
+
     def __iter__(self):
         return _make_iter(self._mapping, 1)
 
@@ -1587,6 +1652,13 @@ class _ItemsView(_abc.ItemsView):
     """(key, value) pairs of one immutable version."""
     __slots__ = ()
 
+    isdisjoint = _view_isdisjoint
+
+    @property
+    def mapping(self):
+        """A read-only proxy of the version the view reads."""
+        return _MappingProxyType(self._mapping)
+
     def __iter__(self):
         return _make_iter(self._mapping, 2)
 
@@ -1594,10 +1666,9 @@ class _ItemsView(_abc.ItemsView):
         return iter(list(self)[::-1])
 
     def __contains__(self, item):
-        try:
-            key, value = item
-        except (TypeError, ValueError):
-            return False
+        if not isinstance(item, tuple) or len(item) != 2:
+            return False                    # as dict: only a 2-tuple can be an item
+        key, value = item
         m = self._mapping
         v = m.get(key, _MISSING)
         return v is not _MISSING and (v is value or v == value)
@@ -1710,7 +1781,7 @@ cdef class SnapshotMap:
         return fm_find(&s.v, h, <PyObject*>key, &e) != 0
 
     @cython.binding(False)
-    def get(self, key, default=None):
+    def get(self, key, default=None, /):
         """Return the value for key if key is present, else default (never KeyError).
 
         Complexity: O(1) average, lock-free (it reads the version published when it was
@@ -1828,12 +1899,53 @@ cdef class SnapshotMap:
     def __repr__(self):
         return _repr(type(self).__name__, self)
 
-    def __reduce__(self):
-        return (type(self), (_load(self).to_dict(),))
+    def __reduce_ex__(self, protocol):
+        # As for a dict subclass: recreate with cls.__new__ (no __init__ call), restore a
+        # subclass's instance state, then set the items one by one.  pickle and copy
+        # record the new map in their memo before its items are built, so a map that
+        # contains itself round-trips.
+        cls = type(self)
+        state = None
+        if cls is not SnapshotMap:
+            getstate = getattr(self, "__getstate__", None)      # 3.11+: object's
+            state = getstate() if getstate is not None else getattr(self, "__dict__", None)
+        return (_copyreg.__newobj__, (cls,), state or None, None, iter(_load(self).items()))
+
+    def __or__(self, other):
+        """self | other: a new SnapshotMap with self's items updated by other's (as dict's
+        ``|``, a plain SnapshotMap also for subclasses).  O(1) + O(len(other))."""
+        if not isinstance(other, (dict, SnapshotMap, Snapshot)):
+            return NotImplemented
+        new = SnapshotMap.copy(self)
+        new.update(other)
+        return new
+
+    def __ror__(self, other):
+        if not isinstance(other, (dict, SnapshotMap, Snapshot)):
+            return NotImplemented
+        new = SnapshotMap(other)
+        new.update(self)
+        return new
+
+    @classmethod
+    def fromkeys(cls, iterable, value=None, /):
+        """A new map with keys from iterable, all mapped to value (as dict.fromkeys; for a
+        subclass, its ``__setitem__`` stores each key).  O(len(iterable)).
+
+        >>> SnapshotMap.fromkeys("ab", 0)
+        SnapshotMap({'a': 0, 'b': 0})
+        """
+        m = cls()
+        if type(m) is SnapshotMap:
+            m.update([(k, value) for k in iterable])        # one version
+        else:
+            for k in iterable:
+                m[k] = value
+        return m
 
     def copy(self):
-        """A new SnapshotMap (of the same type) with the same contents; its version
-        starts at 0.
+        """A new SnapshotMap with the same contents (a plain SnapshotMap also for
+        subclasses, as dict.copy returns a dict); its version starts at 0.
 
         Complexity: O(1): the pages are shared, and each map copies the pages it later
         writes.
@@ -1844,7 +1956,7 @@ cdef class SnapshotMap:
         >>> m, c
         (SnapshotMap({'a': 1}), SnapshotMap({'a': 1, 'b': 2}))
         """
-        cdef SnapshotMap m = type(self)()
+        cdef SnapshotMap m = SnapshotMap()
         cdef Snapshot s = _load(self)
         cdef fm_pending pend
         cdef Snapshot c
@@ -1860,7 +1972,10 @@ cdef class SnapshotMap:
         return m
 
     def __copy__(self):
-        return self.copy()
+        if type(self) is SnapshotMap:
+            return self.copy()
+        import copy         # a subclass: through __reduce_ex__, keeping type and state
+        return copy._reconstruct(self, None, *self.__reduce_ex__(4))
 
     __class_getitem__ = classmethod(_GenericAlias)
 
@@ -1875,7 +1990,7 @@ cdef class SnapshotMap:
         if value is _MISSING:
             raise KeyError(key)
 
-    def pop(self, key, default=_MISSING):
+    def pop(self, key, default=_MISSING, /):
         """Remove key and return its value.  If key is absent, return default, or raise
         KeyError when no default is given.  Publishes a new version if key was present.
 
@@ -1891,7 +2006,12 @@ cdef class SnapshotMap:
             ...
         KeyError: 'a'
         """
-        cdef Py_hash_t h = fm_hash(key)
+        cdef Py_hash_t h
+        if _load(self).v.count == 0:        # like dict: an empty map does not hash the key
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        h = fm_hash(key)
         value = _write_without(self, h, key, None, False)
         if value is _MISSING:
             if default is _MISSING:
@@ -1913,7 +2033,7 @@ cdef class SnapshotMap:
         """
         return _write_popitem(self)
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, key, default=None, /):
         """Return the value for key; if key is absent, first insert it with the value
         default (publishing a new version).  The check and the insert are atomic.
 
@@ -2641,7 +2761,7 @@ cdef class Batch:
             self._leave()
 
     @cython.binding(False)
-    def get(self, key, default=None):
+    def get(self, key, default=None, /):
         """Return the value for key in the batch (its own writes included) if present,
         else default.
 
@@ -2743,7 +2863,7 @@ cdef class Batch:
         """
         return self.snapshot().items()
 
-    def pop(self, key, default=_MISSING):
+    def pop(self, key, default=_MISSING, /):
         """Remove key from the batch and return its value.  If key is absent, return
         default, or raise KeyError when no default is given.
 
@@ -2790,7 +2910,7 @@ cdef class Batch:
             self._leave()
         return result
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, key, default=None, /):
         """Return the batch's value for key; if key is absent, first insert it with the
         value default.
 
@@ -3131,6 +3251,8 @@ _orig_map_traverse = fm_type_traverse(SnapshotMap)
 _orig_map_clear = fm_type_clear(SnapshotMap)
 fm_set_gc_slots(<PyTypeObject*>Snapshot, _snap_traverse, _snap_clear)
 fm_set_gc_slots(<PyTypeObject*>SnapshotMap, _map_traverse, _map_clear)
+fm_set_mapping_flag(<PyTypeObject*>Snapshot)
+fm_set_mapping_flag(<PyTypeObject*>SnapshotMap)
 
 _abc.Mapping.register(Snapshot)
 _abc.MutableMapping.register(SnapshotMap)
