@@ -1246,32 +1246,8 @@ cdef class HashMap:
             for k, v in (<dict>other).items():
                 self._set(k, _hash(k), v)
             return 0
-        keys = getattr(other, "keys", _MISSING)
-        if keys is not _MISSING:
-            ks = keys()
-            try:
-                ks = list(ks)
-            except TypeError:
-                if not hasattr(ks, "__iter__"):
-                    raise TypeError(f"{type(other).__name__}.keys() returned a non-iterable "
-                                    f"(type {type(ks).__name__})") from None
-                raise
-            for k in ks:
-                self._set(k, _hash(k), other[k])
-            return 0
-        i = 0
-        for item in other:
-            try:
-                pair = tuple(item) if not isinstance(item, (tuple, list)) else item
-            except TypeError:
-                raise TypeError(f"cannot convert {type(self).__name__} update sequence "
-                                f"element #{i} to a sequence") from None
-            if len(pair) != 2:
-                raise ValueError(f"{type(self).__name__} update sequence element #{i} "
-                                 f"has length {len(pair)}; 2 is required")
-            k, v = pair
+        for k, v in _update_pairs(other, type(self).__name__):
             self._set(k, _hash(k), v)
-            i += 1
         return 0
 
     @classmethod
@@ -1662,6 +1638,39 @@ _MISSING = object()
 
 cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object d, object k) except? NULL
+
+
+def _update_pairs(other, str name):
+    """(key, value) pairs of an update argument read by dict's generic rules (also used by
+    SnapshotMap): anything with a ``keys`` attribute as ``(k, other[k]) for k in
+    list(other.keys())``, anything else as an iterable of pairs; dict's error messages,
+    with ``name`` for "dictionary".  Lazy, so a failure leaves the pairs before it
+    applied, as in dict.update."""
+    keys = getattr(other, "keys", _MISSING)
+    if keys is not _MISSING:
+        ks = keys()
+        try:
+            ks = list(ks)
+        except TypeError:
+            if not hasattr(ks, "__iter__"):
+                raise TypeError(f"{type(other).__name__}.keys() returned a non-iterable "
+                                f"(type {type(ks).__name__})") from None
+            raise
+        for k in ks:
+            yield k, other[k]
+        return
+    i = 0
+    for item in other:
+        try:
+            pair = tuple(item) if not isinstance(item, (tuple, list)) else item
+        except TypeError:
+            raise TypeError(f"cannot convert {name} update sequence element #{i} to a "
+                            f"sequence") from None
+        if len(pair) != 2:
+            raise ValueError(f"{name} update sequence element #{i} has length "
+                             f"{len(pair)}; 2 is required")
+        yield pair[0], pair[1]
+        i += 1
 
 
 _NO_SPECIAL = object()

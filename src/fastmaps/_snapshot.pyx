@@ -149,6 +149,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 
 import collections.abc as _abc
+from fastmaps._hashmap import _update_pairs     # dict's generic update rules, shared
 import copyreg as _copyreg
 from types import GenericAlias as _GenericAlias, MappingProxyType as _MappingProxyType
 
@@ -1476,28 +1477,8 @@ cdef list _collect(object mapping, dict kwargs):
     elif isinstance(mapping, dict) and type(mapping).__iter__ is dict.__iter__:
         for k, v in dict.items(mapping):
             out.append((fm_hash(k), k, v))
-    elif hasattr(mapping, "keys"):
-        ks = mapping.keys()
-        try:
-            ks = list(ks)
-        except TypeError:
-            if not hasattr(ks, "__iter__"):
-                raise TypeError(f"{type(mapping).__name__}.keys() returned a non-iterable "
-                                f"(type {type(ks).__name__})") from None
-            raise
-        for k in ks:
-            out.append((fm_hash(k), k, mapping[k]))
     else:
-        for i, item in enumerate(mapping):
-            try:
-                pair = item if isinstance(item, (tuple, list)) else tuple(item)
-            except TypeError:
-                raise TypeError(f"cannot convert SnapshotMap update sequence element #{i} "
-                                f"to a sequence") from None
-            if len(pair) != 2:
-                raise ValueError(f"SnapshotMap update sequence element #{i} has length "
-                                 f"{len(pair)}; 2 is required")
-            k, v = pair
+        for k, v in _update_pairs(mapping, "SnapshotMap"):
             out.append((fm_hash(k), k, v))
     if kwargs:
         for k, v in kwargs.items():
@@ -2409,6 +2390,18 @@ cdef inline bint _exclusive(SnapshotMap m, Snapshot cur) noexcept:
     return (not FM_FREE_THREADED) and fm_refcnt(cur) == 2 and fm_readers_load(&m._readers) == 0
 
 
+cdef inline Snapshot _write_target(SnapshotMap m, Snapshot cur, Snapshot s):
+    """The Snapshot a single-key write changes (writer lock held): None to change the
+    published version cur in place (see _exclusive), else s (preallocated, or allocated
+    now) sharing cur's pages, to be published by _commit."""
+    if _exclusive(m, cur):
+        return None
+    if s is None:
+        s = _snap_alloc()
+    fm_ver_share(&s.v, &cur.v)
+    return s
+
+
 cdef inline void _commit(SnapshotMap m, Snapshot cur, Snapshot s, fm_pending* pend):
     m._version += 1
     if s is None:
@@ -2444,14 +2437,8 @@ cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
             result = <object>e.value
             if only_if_absent or e.value == <PyObject*>value:
                 return result
-        if _exclusive(m, cur):
-            s = None
-            v = &cur.v
-        else:
-            if s is None:
-                s = _snap_alloc()
-            fm_ver_share(&s.v, &cur.v)
-            v = &s.v
+        s = _write_target(m, cur, s)
+        v = &cur.v if s is None else &s.v
         if found:
             fm_set_value(v, pos, <PyObject*>value, &pend)
         else:
@@ -2485,14 +2472,8 @@ cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object old,
             return _MISSING
         # the version cannot change while we hold the lock; cur keeps e alive
         result = <object>e.value
-        if _exclusive(m, cur):
-            s = None
-            v = &cur.v
-        else:
-            if s is None:
-                s = _snap_alloc()
-            fm_ver_share(&s.v, &cur.v)
-            v = &s.v
+        s = _write_target(m, cur, s)
+        v = &cur.v if s is None else &s.v
         fm_delete(v, pos, slot, &pend)
         _commit(m, cur, s, &pend)
     finally:
@@ -2520,14 +2501,8 @@ cdef object _write_popitem(SnapshotMap m):
             e = fm_entry_at(&cur.v, pos)
             result = (<object>e.key, <object>e.value)
             slot = fm_slot_of(&cur.v, e.hash, pos)
-            if _exclusive(m, cur):
-                s = None
-                v = &cur.v
-            else:
-                if s is None:
-                    s = _snap_alloc()
-                fm_ver_share(&s.v, &cur.v)
-                v = &s.v
+            s = _write_target(m, cur, s)
+            v = &cur.v if s is None else &s.v
             fm_delete(v, pos, slot, &pend)
             _commit(m, cur, s, &pend)
     finally:
@@ -2555,14 +2530,8 @@ cdef bint _write_cas(SnapshotMap m, Py_hash_t h, object key, object old, object 
             # the version cannot change while we hold the lock; cur keeps e alive
             ok = e.value == <PyObject*>old or fm_eq(e.value, <PyObject*>old, 2)
         if ok and e.value != <PyObject*>new:
-            if _exclusive(m, cur):
-                s = None
-                v = &cur.v
-            else:
-                if s is None:
-                    s = _snap_alloc()
-                fm_ver_share(&s.v, &cur.v)
-                v = &s.v
+            s = _write_target(m, cur, s)
+            v = &cur.v if s is None else &s.v
             fm_set_value(v, pos, <PyObject*>new, &pend)
             _commit(m, cur, s, &pend)
     finally:
