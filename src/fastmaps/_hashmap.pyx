@@ -2037,16 +2037,7 @@ cdef class _SetView(_MapView):
         unless other is a set or a keys/items view larger than this view, in which case
         this view is iterated and its elements looked up in other (so they must be
         hashable)."""
-        if other is self:
-            return len(self) == 0
-        probe, it = self, other
-        if isinstance(other, (set, frozenset, _KeysView, _ItemsView) + _DICT_VIEWS) \
-                and len(other) > len(self):
-            probe, it = other, self
-        for x in it:
-            if x in probe:
-                return False
-        return True
+        return _view_isdisjoint(self, other, (_KeysView, _ItemsView))
 
     def __richcmp__(self, other, int op):
         if not isinstance(other, _abc.Set):
@@ -2068,6 +2059,22 @@ cdef class _SetView(_MapView):
 
 
 _DICT_VIEWS = (type({}.keys()), type({}.items()))
+
+
+def _view_isdisjoint(view, other, tuple own_views):
+    """view.isdisjoint(other) the way dict's views compute it (also SnapshotMap's): other
+    is iterated and looked up in the view, unless other is a set, a dict keys/items view or
+    one of own_views and larger than the view; then the view is iterated and looked up in
+    other (so its elements must be hashable)."""
+    if other is view:
+        return len(view) == 0
+    probe, it = view, other
+    if isinstance(other, (set, frozenset) + _DICT_VIEWS + own_views) and len(other) > len(view):
+        probe, it = other, view
+    for x in it:
+        if x in probe:
+            return False
+    return True
 
 
 def _view_and(view, other):

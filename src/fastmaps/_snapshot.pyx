@@ -149,7 +149,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 
 import collections.abc as _abc
-from fastmaps._hashmap import _update_pairs     # dict's generic update rules, shared
+from fastmaps._hashmap import _update_pairs, _view_isdisjoint    # dict's rules, shared
 import copyreg as _copyreg
 from types import GenericAlias as _GenericAlias, MappingProxyType as _MappingProxyType
 
@@ -1561,30 +1561,18 @@ cdef _SnapshotIterator _make_iter(Snapshot s, int kind):
     return it
 
 
-def _view_isdisjoint(view, other):
-    """view.isdisjoint(other) as dict's views compute it: other is iterated and looked up
-    in the view, unless other is a set or a keys/items view larger than the view, in which
-    case the view is iterated and looked up in other (so its elements must be hashable)."""
-    if other is view:
-        return len(view) == 0
-    probe, it = view, other
-    if isinstance(other, (set, frozenset, _KeysView, _ItemsView) + _DICT_VIEWS) \
-            and len(other) > len(view):
-        probe, it = other, view
-    for x in it:
-        if x in probe:
-            return False
-    return True
+def _isdisjoint(view, other):
+    """As dict's views: see fastmaps._hashmap._view_isdisjoint."""
+    return _view_isdisjoint(view, other, (_KeysView, _ItemsView))
 
 
-_DICT_VIEWS = (type({}.keys()), type({}.items()))
 
 
 class _KeysView(_abc.KeysView):
     """Keys of one immutable version (the snapshot current when the view was made)."""
     __slots__ = ()
 
-    isdisjoint = _view_isdisjoint
+    isdisjoint = _isdisjoint
 
     @property
     def mapping(self):
@@ -1633,7 +1621,7 @@ class _ItemsView(_abc.ItemsView):
     """(key, value) pairs of one immutable version."""
     __slots__ = ()
 
-    isdisjoint = _view_isdisjoint
+    isdisjoint = _isdisjoint
 
     @property
     def mapping(self):
