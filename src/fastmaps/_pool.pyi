@@ -1,6 +1,6 @@
 """Type stubs for fastmaps._pool (ObjectPool, Lease, PoolClosedError)."""
 from types import GenericAlias, TracebackType
-from typing import Any, Callable, Generic, Literal, TypedDict, TypeVar
+from typing import Any, Callable, Generic, Literal, TypedDict, TypeVar, final, type_check_only
 
 __all__ = ["ObjectPool", "Lease", "PoolClosedError"]
 
@@ -8,6 +8,8 @@ _T = TypeVar("_T")
 
 class PoolClosedError(RuntimeError): ...
 
+# Only for type checkers: stats() returns a plain dict with these keys.
+@type_check_only
 class PoolStats(TypedDict):
     gets: int
     puts: int
@@ -27,6 +29,7 @@ class PoolStats(TypedDict):
     max_idle: int | None
     max_size: int | None
 
+@final
 class ObjectPool(Generic[_T]):
     def __init__(
         self,
@@ -40,7 +43,7 @@ class ObjectPool(Generic[_T]):
         gc_release: bool = ...,
         gc_generation: Literal[0, 1, 2] = ...,
     ) -> None: ...
-    def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
+    def __class_getitem__(cls, item: Any) -> GenericAlias: ...
     def get(self, timeout: float | None = None) -> _T: ...
     def put(self, obj: _T, /) -> None: ...
     def discard(self, obj: _T) -> None: ...
@@ -65,7 +68,11 @@ class ObjectPool(Generic[_T]):
         tb: TracebackType | None,
     ) -> Literal[False]: ...
 
+@final
 class Lease(Generic[_T]):
+    # Lease() raises TypeError: leases are made only by ObjectPool.borrow().
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
+    def __class_getitem__(cls, item: Any) -> GenericAlias: ...
     def __enter__(self) -> _T: ...
     def __exit__(
         self,
@@ -79,6 +86,7 @@ class Lease(Generic[_T]):
     @property
     def pool(self) -> ObjectPool[_T]: ...
 
+@final
 class _NullContext:
     """Benchmarks only: a no-op context manager (the ``with`` statement's cost floor)."""
     def __enter__(self) -> _NullContext: ...
