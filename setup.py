@@ -25,8 +25,17 @@ DIRECTIVES = {
 }
 
 here = Path(__file__).parent
+sources = sorted((here / "src" / "fastmaps").glob("*.pyx"))
+if not sources:
+    # Without this check setuptools would build a package with no extension modules, and
+    # `import fastmaps` would only fail later with ModuleNotFoundError: fastmaps._hashmap.
+    raise SystemExit(
+        f"fastmaps: no Cython sources (src/fastmaps/*.pyx) under {here}: this tree cannot "
+        "build the extensions. Build from a clone of the repository or from a complete "
+        "sdist (which ships the .pyx files; Cython is a build requirement)."
+    )
 extensions = []
-for pyx in sorted((here / "src" / "fastmaps").glob("*.pyx")):
+for pyx in sources:
     extensions.append(
         Extension(
             f"fastmaps.{pyx.stem}",
