@@ -46,6 +46,7 @@ apt_opts=(
     -o "Dir::Cache::Archives=$work/apt/archives"
     -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache="
     -o "APT::Get::List-Cleanup=0"
+    -o "APT::Sandbox::User=root"
 )
 echo "fetching python3.13 sources from Debian trixie (private apt state in $work/apt)" >&2
 apt-get "${apt_opts[@]}" -qq update >&2
@@ -67,6 +68,8 @@ make altinstall >"$work/install.log" 2>&1 || { tail -50 "$work/install.log" >&2;
     || { echo "built interpreter is not usable (missing ssl/ctypes/zlib or GIL enabled)" >&2; exit 1; }
 "$py" -m ensurepip --altinstall >/dev/null 2>&1 || true
 cp "$dsc" "$prefix/"
+# ThreadSanitizer suppressions for the interpreter's own known races (used by .ci/run)
+mkdir -p "$prefix/share/tsan" && cp "$src"/Tools/tsan/*.txt "$prefix/share/tsan/" 2>/dev/null || true
 touch "$stamp"
 rm -rf "$work"
 echo "free-threaded CPython ($variant) built in $(( $(date +%s) - t0 )) s: $prefix" >&2
