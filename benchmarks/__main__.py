@@ -22,6 +22,7 @@ from . import harness, report
 
 SUITES = {
     "hashmap": "benchmarks.bench_hashmap",
+    "latency": "benchmarks.bench_latency",
     "snapshot": "benchmarks.bench_snapshot",
     "snapshot_cost": "benchmarks.bench_snapshot_cost",
     "pool": "benchmarks.bench_pool",

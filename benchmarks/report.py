@@ -11,7 +11,7 @@ import os
 from types import SimpleNamespace
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-SUITES = ("hashmap", "snapshot", "snapshot_cost", "pool")
+SUITES = ("hashmap", "latency", "snapshot", "snapshot_cost", "pool")
 
 
 def load(name: str, directory: str = RESULTS):
@@ -63,6 +63,14 @@ def render_hashmap(directory: str = RESULTS) -> str:
     from .bench_hashmap import render
     text = render(SimpleNamespace(rows=data["rows"], extra=data["extra"], machine=data["machine"]))
     return text.split("\n", 2)[2]        # drop the title line; the page has its own headings
+
+
+def render_latency(directory: str = RESULTS) -> str:
+    data = load("latency", directory)
+    if data is None:
+        return "_No latency-window results yet._\n"
+    from .bench_latency import render
+    return render(SimpleNamespace(rows=data["rows"], extra=data["extra"], machine=data["machine"]))
 
 
 def render_snapshot(directory: str = RESULTS) -> str:
@@ -133,6 +141,7 @@ def render_pool(directory: str = RESULTS) -> str:
 SECTIONS = {
     "machine": render_machine,
     "hashmap": render_hashmap,
+    "latency": render_latency,
     "snapshot": render_snapshot,
     "snapshot_cost": render_snapshot_cost,
     "pool": render_pool,
@@ -145,6 +154,8 @@ def render_all(directory: str = RESULTS) -> str:
              "The method is described in docs/performance.md.", "",
              "## Machine and versions", "", render_machine(directory),
              "## HashMap vs dict and cykhash", "", render_hashmap(directory),
+             "## Latency over windows of operations: HashMap vs dict and cykhash", "",
+             render_latency(directory),
              "## SnapshotMap vs dict, dict+Lock and immutables.Map", "",
              render_snapshot(directory),
              "## Snapshot cost against size", "", render_snapshot_cost(directory),
