@@ -206,3 +206,23 @@ def _tiny_tuning():
 @pytest.mark.usefixtures("_tiny_tuning")
 class TestMapVsDictMigrating(MapVsDictMigrating.TestCase):
     pass
+
+
+class MapVsDictPrefaulting(MapVsDict):
+    pass
+
+
+@pytest.fixture
+def _prefault_tuning():
+    # tiny tuning, and every index counts as large: migrations populate their new index
+    # a few bytes per write before their first step, and the next index is prepared and
+    # populated ahead of each migration
+    prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2, prefault_min=32,
+                                prefault_chunk=8, pre_every=1)
+    yield
+    _hashmap._set_tuning(**prev)
+
+
+@pytest.mark.usefixtures("_prefault_tuning")
+class TestMapVsDictPrefaulting(MapVsDictPrefaulting.TestCase):
+    pass

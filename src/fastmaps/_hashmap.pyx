@@ -71,10 +71,24 @@ ever did not (it cannot, short of a bug), the insert finishes the running migrat
 once before starting the next (a counted "forced finish", asserted to stay 0 in tests).
 Maps whose migration would visit at most ``sync_below`` (4096) positions migrate at once.
 
+Page faults: an index from 2 MiB up is mapped lazily, and the steps scatter entries over
+random pages of it, so a migration into a fresh mapping would fault in nearly all of it
+within its first few writes (each page twice: read, then written), a burst of
+milliseconds. So the new index is made resident before the first step: outside
+migrations, once the index is within ``pre_lead`` inserts of full, ``_prepare`` allocates
+the index the next migration will most likely want (its size predicted from how inserts
+changed the live count since the index was settled) and ``_prepare_step`` populates one page
+of it every ``T_PRE_EVERY`` (32) writes (``madvise(MADV_POPULATE_WRITE)``, or touching);
+``_start_migration`` adopts it if the size is right (else frees it). Whatever is not
+resident when the migration starts (a wrong guess, or a migration that was not foreseen)
+is populated ``T_PF_CHUNK`` (64 KiB) per write before the first step (``_populate_step``),
+and sizing reserves room for those writes' inserts too.
+
 Memory during a migration: old index + new index + the log, which is compacted in place
 and never needs a second copy of the entries (CPython's resize holds two entry arrays).
 Bound: entries <= max(log length at migration start + inserts during it); index bytes
-<= 4 * (S_old + S_new).
+<= 4 * (S_old + S_new) (a prepared index is held, instead of the new one, only in the
+last ``pre_lead`` inserts before a migration).
 
 Lookups during a migration probe the new index, then the old one; in the old index an id
 outside ``[r, old_end)`` is stale and skipped without touching its entry.
@@ -190,10 +204,29 @@ cdef extern from *:
     }
     static void fm_unmap(void *p, size_t n) { munmap(p, n); }
     #endif
+    /* Make the pages of [p, p + n) resident and writable now, so that later writes to them
+       take no page fault. `mapped`: the range is page-aligned memory from fm_map_zeroed,
+       which the kernel can populate in one call (Linux >= 5.14); otherwise, or if that
+       fails, every page is touched by rewriting one int32 with its own value (the range
+       may already hold slots: nothing is changed). */
+    static void fm_populate(void *p, size_t n, int mapped) {
+        size_t i;
+        volatile int *q;
+    #if FM_HAVE_MMAP && defined(MADV_POPULATE_WRITE)
+        if (mapped && madvise(p, n, MADV_POPULATE_WRITE) == 0) return;
+    #else
+        (void)mapped;
+    #endif
+        for (i = 0; i < n; i += 4096) {
+            q = (volatile int *)((char *)p + i);
+            *q = *q;
+        }
+    }
     """
     const int FM_HAVE_MMAP
     void* fm_map_zeroed(size_t n, int huge) nogil
     void fm_unmap(void* p, size_t n) nogil
+    void fm_populate(void* p, size_t n, int mapped) nogil
     int PyTraceMalloc_Track(unsigned int domain, uintptr_t ptr, size_t size)
     int PyTraceMalloc_Untrack(unsigned int domain, uintptr_t ptr)
 
@@ -265,14 +298,31 @@ cdef Py_ssize_t RESTART = -3
 cdef Py_ssize_t T_STEP = 64            # log positions visited per write during a migration
 cdef Py_ssize_t T_SYNC_BELOW = 4096    # migrations visiting <= this many positions run at once
 cdef int T_SEG_SHIFT = 11              # log segment = 2**11 entries (new maps only)
+cdef size_t T_PF_MIN = 1 << 21         # a migration into an index this large populates it first
+cdef size_t T_PF_CHUNK = 1 << 16       # index bytes populated per write (see _populate_step)
+cdef Py_ssize_t T_PRE_EVERY = 32       # writes per page populated ahead of a migration (_prepare)
 
 
-def _set_tuning(step=None, sync_below=None, seg_shift=None):
-    """Testing hook: set the migration step budget, the synchronous-migration threshold and
-    the log segment size (log2, applies to maps created afterwards). Returns the previous
-    values as a dict. Not part of the public API."""
-    global T_STEP, T_SYNC_BELOW, T_SEG_SHIFT
-    prev = {"step": T_STEP, "sync_below": T_SYNC_BELOW, "seg_shift": T_SEG_SHIFT}
+def _set_tuning(step=None, sync_below=None, seg_shift=None, prefault_min=None,
+                prefault_chunk=None, pre_every=None):
+    """Testing hook: set the migration step budget, the synchronous-migration threshold,
+    the log segment size (log2, applies to maps created afterwards), the index size from
+    which a migration populates its new index first, the bytes populated per write then,
+    and the writes per page populated ahead of a migration.
+    Returns the previous values as a dict. Not part of the public API."""
+    global T_STEP, T_SYNC_BELOW, T_SEG_SHIFT, T_PF_MIN, T_PF_CHUNK, T_PRE_EVERY
+    prev = {"step": T_STEP, "sync_below": T_SYNC_BELOW, "seg_shift": T_SEG_SHIFT,
+            "prefault_min": T_PF_MIN, "prefault_chunk": T_PF_CHUNK, "pre_every": T_PRE_EVERY}
+    if pre_every is not None:
+        if pre_every < 1:
+            raise ValueError("pre_every must be >= 1")
+        T_PRE_EVERY = pre_every
+    if prefault_min is not None:
+        T_PF_MIN = prefault_min
+    if prefault_chunk is not None:
+        if prefault_chunk < 4:
+            raise ValueError("prefault_chunk must be >= 4")
+        T_PF_CHUNK = prefault_chunk
     if step is not None:
         if step < 2:
             raise ValueError("step must be >= 2")
@@ -284,6 +334,13 @@ def _set_tuning(step=None, sync_below=None, seg_shift=None):
             raise ValueError("seg_shift must be in [1, 20]")
         T_SEG_SHIFT = seg_shift
     return prev
+
+
+cdef inline Py_ssize_t _pf_writes(size_t nbytes) noexcept nogil:
+    """Writes spent populating an index of `nbytes` before its migration steps begin."""
+    if nbytes < T_PF_MIN:
+        return 0
+    return <Py_ssize_t>((nbytes + T_PF_CHUNK - 1) // T_PF_CHUNK)
 
 
 cdef inline Py_ssize_t _usable(Py_ssize_t slots) noexcept nogil:
@@ -379,6 +436,15 @@ cdef class HashMap:
     cdef size_t old_mask
     cdef uint32_t old_idmask
     cdef Py_ssize_t mig_w, mig_r, old_end
+    cdef size_t pf_done, pf_bytes  # populating the new index: bytes done, bytes to do
+    # the next migration's index, allocated and populated ahead of it (see _prepare)
+    cdef int32_t* pre_idx
+    cdef Py_ssize_t pre_slots
+    cdef size_t pre_done           # bytes of pre_idx populated so far
+    cdef Py_ssize_t pre_tick       # writes since the last page was populated
+    cdef Py_ssize_t pre_lead       # start preparing this many inserts before the index is
+                                   # full (-1: not for this index)
+    cdef Py_ssize_t live_base, fill_base   # live and fill when this index was last settled
     # change counters
     cdef uint64_t stamp        # index replaced, migration progress, entries moved: a lookup
                                # whose __eq__ saw it change restarts (plain inserts and
@@ -544,6 +610,7 @@ cdef class HashMap:
         _index_free(self.idx, self.mask + 1 if self.idx != NULL else 0)
         _index_free(self.old_idx, self.old_mask + 1 if self.old_idx != NULL else 0)
         self._release_all()
+        self._drop_prepared()
         self.segs = NULL
         self.idx = NULL
         self.old_idx = NULL
@@ -551,6 +618,7 @@ cdef class HashMap:
         self.n = self.live = self.fill = self.usable = 0
         self.mask = self.old_mask = 0
         self.mig_w = self.mig_r = self.old_end = 0
+        self.pf_done = self.pf_bytes = 0
 
     # ------------------------------------------------------------------ migration protocol
 
@@ -559,9 +627,21 @@ cdef class HashMap:
         """Allocate a new index of `slots` slots and begin moving into it. The running
         migration, if any, must have finished. MemoryError leaves the map unchanged.
         `whole`: called by a whole-map operation that completes the migration at once."""
-        cdef int32_t* new_idx = _index_alloc(slots, whole)
+        cdef int32_t* new_idx = NULL
+        cdef size_t pre_done = 0
+        if self.pre_idx != NULL:         # prepared ahead (_prepare): adopt it if it fits
+            if self.pre_slots == slots and not whole and self.idx != NULL:
+                new_idx = self.pre_idx
+                pre_done = self.pre_done
+            else:
+                _index_free(self.pre_idx, self.pre_slots)
+            self.pre_idx = NULL
+            self.pre_slots = 0
+            self.pre_done = 0
         if new_idx == NULL:
-            raise MemoryError()
+            new_idx = _index_alloc(slots, whole)
+            if new_idx == NULL:
+                raise MemoryError()
         if self.idx == NULL:             # first index of an empty map: nothing to move
             self.idx = new_idx
             self.mask = slots - 1
@@ -579,7 +659,13 @@ cdef class HashMap:
         self.usable = _usable(slots)
         # ids in the new index: moved ones (< old_end = n), and appends while the migration
         # runs (at most n // (step - 1) + 1 writes); then, once it is done, < usable
-        self.idmask = _idmask_for(max(self.usable, self.n + self.n // (T_STEP - 1) + 64))
+        self.pf_done = 0
+        self.pf_bytes = 0
+        if not whole and self.n > T_SYNC_BELOW and <size_t>slots * sizeof(int32_t) >= T_PF_MIN:
+            self.pf_bytes = <size_t>slots * sizeof(int32_t)
+            self.pf_done = pre_done
+        self.idmask = _idmask_for(max(self.usable, self.n + self.n // (T_STEP - 1) + 64
+                                      + _pf_writes(self.pf_bytes)))
         self.fill = 0
         self.mig_w = 0
         self.mig_r = 0
@@ -646,6 +732,7 @@ cdef class HashMap:
         self._retire_index(self.old_idx, self.old_mask + 1)
         self.old_idx = NULL
         self.old_mask = 0
+        self.pf_done = self.pf_bytes = 0
         if self.n != self.mig_w:
             self.layout += 1
         self.n = self.mig_w
@@ -661,14 +748,25 @@ cdef class HashMap:
         reach); otherwise at log length `usable`, which also bounds the log when inserts
         keep reusing DUMMY slots (delete and re-insert the same key forever), as dict
         bounds its entry count by its usable size."""
+        cdef size_t next_bytes
         if self.old_idx != NULL:
             self.room_at = <Py_ssize_t>self.idmask
+            self.pre_lead = -1
         else:
             self.room_at = min(self.usable, <Py_ssize_t>self.idmask)
+            # preparing the next index (_prepare): it will most likely be twice this one;
+            # start early enough to populate it a page per T_PRE_EVERY writes, with a margin
+            self.live_base = self.live
+            self.fill_base = self.fill
+            next_bytes = 2 * (self.mask + 1) * sizeof(int32_t)
+            self.pre_lead = -1
+            if self.idx != NULL and next_bytes >= T_PF_MIN:
+                self.pre_lead = <Py_ssize_t>((next_bytes + 4095) // 4096) * T_PRE_EVERY * 5 // 4
 
     @cython.final
     cdef int _complete_migration(self) except -1:
         if self.old_idx != NULL:
+            self.pf_bytes = 0              # the rest of the index is faulted in as it goes
             self._migrate(PY_SSIZE_T_MAX)
             if self.old_idx != NULL:       # a move needed a hash array and memory is short
                 raise MemoryError()
@@ -678,9 +776,15 @@ cdef class HashMap:
     cdef Py_ssize_t _target_slots(self, Py_ssize_t extra) noexcept:
         """Index size for a migration starting now, holding live + extra entries plus every
         insert that can happen before the migration (visiting n positions) completes."""
-        cdef Py_ssize_t during = self.n // (T_STEP - 1) + 1
+        return self._target_slots_at(extra, self.n)
+
+    @cython.final
+    cdef Py_ssize_t _target_slots_at(self, Py_ssize_t extra, Py_ssize_t n) noexcept:
+        """_target_slots for a migration that starts when the log is n long."""
+        cdef Py_ssize_t during = n // (T_STEP - 1) + 1
         cdef Py_ssize_t s = _slots_for(self.live + extra + during + 1)
-        while s < 3 * (self.live + extra) and s < MAX_SLOTS:
+        while s < MAX_SLOTS and (s < 3 * (self.live + extra) or _usable(s) < self.live + extra
+                                 + during + 1 + _pf_writes(<size_t>s * sizeof(int32_t))):
             s <<= 1
         return s
 
@@ -717,9 +821,86 @@ cdef class HashMap:
         """The bounded background work every write does: migration steps, and giving a
         retired index back to the OS."""
         if self.old_idx != NULL:
-            self._migrate(T_STEP)
+            if self.pf_done < self.pf_bytes:
+                self._populate_step()
+            else:
+                self._migrate(T_STEP)
+        elif self.pre_lead >= 0:
+            self._prepare_step()
         if self.rel_bytes:
             self._release_chunk()
+
+    @cython.final
+    cdef inline void _prepare_step(self) noexcept:
+        """Outside migrations: once the index is within pre_lead inserts of full, allocate
+        the next migration's index (_prepare), then populate one page of it every
+        T_PRE_EVERY writes, so that the migration starts with its index resident."""
+        cdef size_t chunk
+        if self.pre_idx == NULL:
+            if self.usable - self.fill > self.pre_lead and self.room_at - self.n > self.pre_lead:
+                return
+            self._prepare()
+            return
+        chunk = <size_t>self.pre_slots * sizeof(int32_t) - self.pre_done
+        if chunk == 0:
+            return
+        self.pre_tick += 1
+        if self.pre_tick < T_PRE_EVERY:
+            return
+        self.pre_tick = 0
+        if chunk > 4096:
+            chunk = 4096
+        fm_populate(<char*>self.pre_idx + self.pre_done, chunk,
+                    FM_HAVE_MMAP and <size_t>self.pre_slots * sizeof(int32_t) >= BIG_INDEX)
+        self.pre_done += chunk
+
+    @cython.final
+    cdef void _prepare(self) noexcept:
+        """Allocate the index the next migration will most likely want: its size as
+        _target_slots will compute it when the index is full, predicting the live count
+        then from how inserts have changed it since this index was settled (growth: +1 per
+        insert; churn that deletes as much as it inserts: +0). A wrong guess costs only
+        memory held early: _start_migration frees an index of the wrong size. Without
+        memory, or for an index under T_PF_MIN, nothing is prepared for this index."""
+        cdef Py_ssize_t remaining = min(self.usable - self.fill, self.room_at - self.n)
+        cdef Py_ssize_t dfill = self.fill - self.fill_base
+        cdef Py_ssize_t dlive = self.live - self.live_base
+        cdef Py_ssize_t extra, slots
+        cdef int32_t* p
+        self.pre_lead = -1               # one attempt per settled index
+        if remaining < 0:
+            remaining = 0
+        if dfill <= 0:
+            extra = remaining
+        else:
+            extra = remaining * max(0, min(dlive, dfill)) // dfill
+        slots = self._target_slots_at(extra, self.n + remaining)
+        if <size_t>slots * sizeof(int32_t) < T_PF_MIN:
+            return
+        p = _index_alloc(slots, False)
+        if p == NULL:
+            return
+        self.pre_idx = p
+        self.pre_slots = slots
+        self.pre_done = 0
+        self.pre_tick = 0
+        self.pre_lead = 0                # keep populating it
+
+    @cython.final
+    cdef void _populate_step(self) noexcept:
+        """Make the next T_PF_CHUNK bytes of the new index resident. A migration into a
+        large index does this before its first step: the index is mapped lazily and each
+        step scatters entries over random pages of it, so without it the first steps would
+        take a page fault per entry (two: a read, then a write), faulting in nearly the
+        whole index within a few writes. Populating it in order, a bounded chunk per write,
+        spreads that cost evenly and takes one cheap fault (or one madvise call) per page."""
+        cdef size_t nbytes = (self.mask + 1) * sizeof(int32_t)
+        cdef size_t chunk = self.pf_bytes - self.pf_done
+        if chunk > T_PF_CHUNK:
+            chunk = T_PF_CHUNK
+        fm_populate(<char*>self.idx + self.pf_done, chunk,
+                    FM_HAVE_MMAP and nbytes >= BIG_INDEX)
+        self.pf_done += chunk
 
     @cython.final
     cdef void _retire_index(self, int32_t* p, Py_ssize_t slots) noexcept:
@@ -741,6 +922,16 @@ cdef class HashMap:
         fm_unmap(self.rel_ptr + self.rel_bytes, chunk)
         if self.rel_bytes == 0:
             self.rel_ptr = NULL
+
+    @cython.final
+    cdef void _drop_prepared(self) noexcept:
+        """Free the index prepared for the next migration, if any."""
+        if self.pre_idx != NULL:
+            _index_free(self.pre_idx, self.pre_slots)
+            self.pre_idx = NULL
+            self.pre_slots = 0
+            self.pre_done = 0
+        self.pre_lead = -1
 
     @cython.final
     cdef void _release_all(self) noexcept:
@@ -1131,6 +1322,7 @@ cdef class HashMap:
         cdef PyObject* v
         _index_free(self.old_idx, self.old_mask + 1 if self.old_idx != NULL else 0)
         self._release_all()
+        self._drop_prepared()
         # detach everything first: user code run by the DECREFs below sees an empty map
         self.segs = NULL
         self.idx = NULL
@@ -1139,6 +1331,7 @@ cdef class HashMap:
         self.n = self.live = self.fill = self.usable = 0
         self.mask = self.old_mask = 0
         self.mig_w = self.mig_r = self.old_end = 0
+        self.pf_done = self.pf_bytes = 0
         self.stamp += 1
         # no layout change: like dict's, an iterator goes on by position in the refilled
         # map (and raises if the size differs); n_dels keeps it from relocating by a key
@@ -1483,6 +1676,8 @@ cdef class HashMap:
             size += (self.mask + 1) * sizeof(int32_t)
         if self.old_idx != NULL:
             size += (self.old_mask + 1) * sizeof(int32_t)
+        if self.pre_idx != NULL:
+            size += self.pre_slots * sizeof(int32_t)
         return size + self.rel_bytes
 
     def _check(self):

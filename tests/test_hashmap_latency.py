@@ -1,0 +1,95 @@
+"""HashMap's latency machinery: a migration's new index is resident before the migration
+scatters entries over it (prepared and populated ahead of the migration, or populated a
+chunk per write before its first step), and that machinery keeps dict's semantics."""
+import random
+import resource
+import sys
+
+import pytest
+
+from fastmaps import HashMap
+from fastmaps import _hashmap
+
+
+@pytest.fixture
+def prefault():
+    prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2, prefault_min=32,
+                                prefault_chunk=8, pre_every=1)
+    yield
+    _hashmap._set_tuning(**prev)
+
+
+def _minflt():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="page-fault counts: Linux")
+def test_inserts_after_a_growth_take_no_burst_of_page_faults():
+    # The migration starting at 699,051 keys moves into a 2M-slot (8 MiB) index. Mapped
+    # lazily and scattered over by the migration steps, it used to be faulted in within
+    # the first ~200 inserts (about 3,000 faults, up to 128 per insert).
+    m = HashMap()
+    n = 699_051
+    for k in range(n - 1):
+        m[k * 7919] = None
+    assert not m._progress()[0]
+    migrations = m._progress()[2]
+    before = _minflt()
+    for k in range(n - 1, n + 200):
+        m[k * 7919] = None
+    faults = _minflt() - before
+    assert m._progress()[2] == migrations + 1 and m._progress()[0]
+    assert faults < 200, faults
+    m._check()
+
+
+def test_random_operations_with_prepared_indexes_match_dict(prefault):
+    rnd = random.Random(5)
+    m, d = HashMap(), {}
+    for step in range(6000):
+        op = rnd.random()
+        k = rnd.randrange(400) if rnd.random() < 0.7 else f"s{rnd.randrange(300)}"
+        if op < 0.5:
+            m[k] = d[k] = step
+        elif op < 0.85:
+            assert m.pop(k, None) == d.pop(k, None)
+        elif op < 0.9:
+            assert (k in m) == (k in d)
+        elif op < 0.93:
+            for j in range(rnd.randrange(200)):
+                m[("bulk", j)] = d[("bulk", j)] = j
+        elif op < 0.95:
+            for j in range(rnd.randrange(200)):
+                m.pop(("bulk", j), None)
+                d.pop(("bulk", j), None)
+        elif op < 0.96:
+            keep = rnd.random() < 0.5
+            m.clear(keep_capacity=keep)
+            d.clear()
+        elif op < 0.97:
+            m = m.copy()
+        elif op < 0.98:
+            m.reserve(rnd.randrange(600))
+        elif op < 0.99:
+            m.shrink_to_fit()
+        elif d:
+            assert m.popitem() == d.popitem()
+        if step % 7 == 0:
+            m._check()
+            assert list(m.items()) == list(d.items())
+    m._check()
+    assert list(m.items()) == list(d.items())
+
+
+def test_prepared_index_is_counted_and_freed(prefault):
+    m = HashMap()
+    sizes = set()
+    for k in range(3000):
+        m[k] = k
+        sizes.add(sys.getsizeof(m))
+        if k % 97 == 0:
+            m._check()
+    assert dict(m) == {k: k for k in range(3000)}
+    m.clear()
+    assert len(m) == 0 and m.stats()["index_slots"] == 0
+    m._check()
