@@ -93,3 +93,129 @@ def test_update_from_self_and_subclass_iteration_override():
     d.update(dict(r))
     assert list(t.items()) == list(reversed(mixed(5)))
     t._check()
+
+
+class HashHook:
+    """A key with value equality (tests replace its __hash__ to run user code)."""
+
+    def __init__(self, v):
+        self.v = v
+
+    def __hash__(self):
+        return hash(self.v)
+
+    def __eq__(self, other):
+        return isinstance(other, HashHook) and self.v == other.v
+
+
+def test_update_from_dict_when_a_hash_inserts_into_the_target():
+    keys = [HashHook(i) for i in range(50)]
+    src = {k: k.v for k in keys}
+    target = HashMap()
+    # an equal key (a distinct object) inserted by user code half-way: the key from src
+    # must then update it, not be appended beside it
+
+    def hook(k):
+        target[HashHook(40)] = "inserted"
+
+    # the hook runs in the 20th hash
+    count = [0]
+    orig = HashHook.__hash__
+
+    def counting_hash(self):
+        count[0] += 1
+        if count[0] == 20:
+            hook(self)
+        return hash(self.v)
+
+    HashHook.__hash__ = counting_hash
+    try:
+        target.update(src)
+    finally:
+        HashHook.__hash__ = orig
+    target._check()
+    assert len(target) == 50
+    assert target[HashHook(40)] == 40
+    assert [k.v for k in target] == list(range(19)) + [40] + [i for i in range(19, 50) if i != 40]
+
+
+def test_update_from_dict_that_a_hash_mutates_raises_and_keeps_earlier_items():
+    keys = [HashHook(i) for i in range(10)]
+    src = {k: k.v for k in keys}
+    count = [0]
+    orig = HashHook.__hash__
+
+    def mutating_hash(self):
+        count[0] += 1
+        if count[0] == 5:
+            src[HashHook(99)] = 99
+        return hash(self.v)
+
+    HashHook.__hash__ = mutating_hash
+    try:
+        target = HashMap()
+        with pytest.raises(RuntimeError):
+            target.update(src)
+    finally:
+        HashHook.__hash__ = orig
+    target._check()
+    assert [k.v for k in target] == [0, 1, 2, 3]
+
+
+def test_update_from_dict_subclass_reads_storage_like_dict():
+    class D(dict):
+        def __len__(self):
+            return 10 ** 9             # never trusted for presizing
+
+        def __getitem__(self, k):
+            return "overridden"
+
+        def keys(self):
+            return ["nope"]
+
+    src = D(a=1, b=2)
+    for target in (HashMap(), HashMap(x=0)):
+        ref = dict(target)
+        ref.update(src)
+        target.update(src)
+        target._check()
+        assert list(target.items()) == list(ref.items())
+    assert list(HashMap(src).items()) == list(dict(src).items())
+
+
+def test_update_from_pairs_list_errors_match_dict():
+    for bad in ([("a", 1), "xyz"], [("a", 1), 5], [("a", 1), ("b",)], [("a", 1), ["b", 2], "cd"]):
+        m, d = HashMap(), {}
+        em = ed = None
+        try:
+            m.update(bad)
+        except Exception as e:
+            em = e
+        try:
+            d.update(bad)
+        except Exception as e:
+            ed = e
+        assert type(em) is type(ed) and str(em).replace("HashMap", "dictionary") == str(ed)
+        assert list(m.items()) == list(d.items())
+        m._check()
+    assert list(HashMap((("a", 1), ["b", 2], "cd")).items()) == list(dict((("a", 1), ["b", 2], "cd")).items())
+
+
+@pytest.mark.parametrize("kind", ["str", "int"])
+def test_update_into_nonempty_and_operators(kind):
+    mk = (lambda i: f"k{i}") if kind == "str" else (lambda i: i * 31)
+    a = {mk(i): i for i in range(2000)}
+    b = {mk(i): -i for i in range(1000, 5000)}
+    ma, mb = HashMap(a), HashMap(b)
+    for src in (b, mb, list(b.items())):
+        t = HashMap(a)
+        t.update(src)
+        t._check()
+        assert list(t.items()) == list({**a, **b}.items())
+    assert list((ma | mb).items()) == list((a | b).items())
+    t = HashMap(a)
+    t |= mb
+    t._check()
+    assert list(t.items()) == list((a | b).items())
+    assert ma == HashMap(a) and ma != mb and ma == a and not (ma == b)
+    assert list(HashMap.fromkeys(a, 0).items()) == list(dict.fromkeys(a, 0).items())

@@ -155,6 +155,8 @@ cdef extern from "Python.h":
     void PyTuple_SET_ITEM(object t, Py_ssize_t i, object o)   # steals (we INCREF first)
     int PyObject_GC_IsTracked(object o)
     void PyObject_GC_Track(object o)
+    int PyDict_Next(object d, Py_ssize_t* pos, PyObject** k, PyObject** v)
+    Py_ssize_t PyDict_GET_SIZE(object d)
 
 cdef extern from "Python.h":
     ctypedef struct PyASCIIObject:
@@ -1433,21 +1435,75 @@ cdef class HashMap:
         cdef Py_ssize_t i
         cdef _HashMapIterator it
         if isinstance(other, HashMap) and type(other).__iter__ is HashMap.__iter__:
-            if presize and self.live == 0:
-                self._reserve(len(other))
+            if self.live == 0 and other is not self:
+                return self._fill_from(<HashMap>other)       # no user code at all
+            self._presize_for((<HashMap>other).live)
             it = _make_iter(<HashMap>other, ITER_ITEMS, False)
             for k, v in it:
                 self._set(k, it._last_hash(), v)     # (k keeps the key alive)
             return 0
         if PyDict_CheckExact(other) or (isinstance(other, dict)
                                         and type(other).__iter__ is dict.__iter__):
-            if presize and self.live == 0:
-                self._reserve(len(other))
-            for k, v in (<dict>other).items():
-                self._set(k, _hash(k), v)
-            return 0
+            return self._update_from_dict(<dict>other)
+        if type(other) is list or type(other) is tuple:
+            return self._update_from_seq(other)
         for k, v in _update_pairs(other, type(self).__name__):
             self._set(k, _hash(k), v)
+        return 0
+
+    @cython.final
+    cdef int _presize_for(self, Py_ssize_t incoming) except -1:
+        """Before merging `incoming` items (a true size, never a subclass's __len__): as
+        dict does, make room at once only when they alone would not fit the current index
+        (so the O(len) rebuild is paid for by an O(incoming) operation)."""
+        if incoming > 0 and (self.idx == NULL or incoming > self.usable):
+            self._reserve(self.live + incoming)
+        return 0
+
+    @cython.final
+    cdef int _update_from_dict(self, dict other) except -1:
+        """Merge a dict (or a subclass whose iteration is dict's) by reading its storage,
+        as dict.update does. Into an empty map its keys are known to be distinct, so they
+        are appended without lookups, until user code (a key's __hash__) inserts into or
+        deletes from this map; then every key is looked up."""
+        cdef Py_ssize_t pos = 0, size = PyDict_GET_SIZE(other)
+        cdef PyObject* kp
+        cdef PyObject* vp
+        cdef Py_hash_t h
+        cdef bint fast = self.live == 0
+        cdef uint64_t ins, dels
+        self._presize_for(size)
+        ins, dels = self.n_ins, self.n_dels
+        while PyDict_Next(other, &pos, &kp, &vp):
+            k = <object>kp          # owned references: user code below may drop the dict's
+            v = <object>vp
+            h = _hash(k)
+            if PyDict_GET_SIZE(other) != size:
+                raise RuntimeError("dictionary changed size during iteration")
+            if fast and self.n_ins == ins and self.n_dels == dels:
+                self._insert_new(k, h, v)
+                ins = self.n_ins
+            else:
+                fast = False
+                self._set(k, h, v)
+        return 0
+
+    @cython.final
+    cdef int _update_from_seq(self, object seq) except -1:
+        """Merge an exact list or tuple of pairs: dict's rules (as _update_pairs), with
+        2-tuples read directly."""
+        cdef Py_ssize_t i = 0
+        name = None
+        for item in seq:
+            if type(item) is tuple and PyTuple_GET_SIZE(item) == 2:
+                k = <object>PyTuple_GET_ITEM(item, 0)
+                v = <object>PyTuple_GET_ITEM(item, 1)
+            else:
+                if name is None:
+                    name = type(self).__name__
+                k, v = _as_pair(item, i, name)
+            self._set(k, _hash(k), v)
+            i += 1
         return 0
 
     @classmethod
@@ -1460,6 +1516,9 @@ cdef class HashMap:
         """
         d = cls()
         if type(d) is HashMap:
+            t = type(iterable)
+            if t is dict or t is set or t is frozenset or t is HashMap:
+                (<HashMap>d)._reserve(len(iterable))     # exact types: a true length
             for k in iterable:
                 (<HashMap>d)._set(k, _hash(k), value)
         else:
@@ -1951,16 +2010,21 @@ def _update_pairs(other, str name):
         return
     i = 0
     for item in other:
-        try:
-            pair = tuple(item) if not isinstance(item, (tuple, list)) else item
-        except TypeError:
-            raise TypeError(f"cannot convert {name} update sequence element #{i} to a "
-                            f"sequence") from None
-        if len(pair) != 2:
-            raise ValueError(f"{name} update sequence element #{i} has length "
-                             f"{len(pair)}; 2 is required")
-        yield pair[0], pair[1]
+        yield _as_pair(item, i, name)
         i += 1
+
+
+def _as_pair(item, Py_ssize_t i, str name):
+    """(key, value) of element #i of an update sequence, with dict's error messages."""
+    try:
+        pair = tuple(item) if not isinstance(item, (tuple, list)) else item
+    except TypeError:
+        raise TypeError(f"cannot convert {name} update sequence element #{i} to a "
+                        f"sequence") from None
+    if len(pair) != 2:
+        raise ValueError(f"{name} update sequence element #{i} has length "
+                         f"{len(pair)}; 2 is required")
+    return pair[0], pair[1]
 
 
 _NO_SPECIAL = object()
@@ -2000,8 +2064,8 @@ def _copy_via_reduce(obj):
 
 def _tolerant_items(HashMap m):
     """(key, value, hash) in order, like dict's internal iteration: tolerates mutation
-    (never raises for it, may then skip or repeat) and never reads freed memory. Used by
-    ==, repr."""
+    (never raises for it, may then skip or repeat) and never reads freed memory. Used by repr
+    (_mapping_equal inlines the same loop)."""
     cdef Py_ssize_t pos = 0, found
     cdef PyObject* last_key = NULL
     cdef Py_hash_t last_hash = 0
@@ -2036,10 +2100,34 @@ cdef bint _mapping_equal(HashMap a, object b) except -1:
     cdef int32_t* slot
     cdef Py_ssize_t i
     cdef PyObject* found
-    if a.live != len(b):
-        return False
+    cdef Py_ssize_t pos = 0
+    cdef PyObject* last_key = NULL
+    cdef Py_hash_t h = 0
+    cdef uint64_t layout = a.layout
+    cdef Entry* ep
     hb = b if isinstance(b, HashMap) else None
-    for k, v, h in _tolerant_items(a):
+    # true sizes (a subclass's __len__ is not consulted, as dict's == does not)
+    if a.live != (hb.live if hb is not None else PyDict_GET_SIZE(b)):
+        return False
+    while True:
+        # _tolerant_items, inlined (no generator per comparison)
+        if a.layout != layout:
+            layout = a.layout
+            if last_key != NULL:
+                i = a._find_key_id(last_key, h)
+                if i >= 0:
+                    pos = i + 1
+        pos = a._next_pos(pos)
+        if pos >= a.n:
+            return True
+        ep = a._ent(pos)
+        pos += 1
+        if ep.key == NULL:
+            continue
+        last_key = ep.key
+        h = a._ehash(pos - 1)
+        k = <object>ep.key
+        v = <object>ep.value
         if hb is not None:
             i = hb._lookup(k, h, &slot)
             if i < 0:
@@ -2052,7 +2140,6 @@ cdef bint _mapping_equal(HashMap a, object b) except -1:
             bv = <object>found
         if not (v is bv or PyObject_RichCompareBool(v, bv, Py_EQ)):
             return False
-    return True
 
 
 _abc.MutableMapping.register(HashMap)
