@@ -219,3 +219,21 @@ def test_update_into_nonempty_and_operators(kind):
     assert list(t.items()) == list((a | b).items())
     assert ma == HashMap(a) and ma != mb and ma == a and not (ma == b)
     assert list(HashMap.fromkeys(a, 0).items()) == list(dict.fromkeys(a, 0).items())
+
+
+def test_reused_items_tuple_is_tracked_when_it_holds_a_container():
+    import gc
+    m = HashMap([(1, 2), (3, [4])])
+    it = iter(m.items())
+    first = next(it)
+    del first                   # only the iterator holds the tuple: it will be reused
+    gc.collect()                # untracks the reused tuple: it holds only ints
+    second = next(it)
+    assert second == (3, [4])
+    assert gc.is_tracked(second)
+    m2 = HashMap([(1, 2), (3, 4)])
+    it = iter(m2.items())
+    del m2
+    next(it)
+    gc.collect()
+    assert next(it) == (3, 4)

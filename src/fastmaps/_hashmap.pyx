@@ -285,9 +285,11 @@ cdef extern from *:
     """
     #define FM_IS_STR(o) (Py_TYPE(o) == &PyUnicode_Type)
     #define FM_STR_HASH(o) (((PyASCIIObject *)(o))->hash)
+    #define FM_TYPE_IS_GC(o) PyType_HasFeature(Py_TYPE(o), Py_TPFLAGS_HAVE_GC)
     """
     bint FM_IS_STR(PyObject* o) noexcept nogil
     Py_hash_t FM_STR_HASH(PyObject* o) noexcept nogil
+    bint FM_TYPE_IS_GC(PyObject* o) noexcept nogil
 
 cdef int32_t DUMMY = -1
 cdef Py_ssize_t MIN_SLOTS = 8
@@ -2324,8 +2326,11 @@ cdef class _HashMapIterator:
             fm_incref(v)
             fm_tuple_set(res, 0, k)
             fm_tuple_set(res, 1, v)
-            if not fm_gc_is_tracked(res):
-                fm_gc_track(res)               # the GC may have untracked it
+            # the GC may have untracked it (it does so to tuples of untracked atoms); that
+            # matters only if it now holds an object of a GC type (str and int are not:
+            # a type-flag test spares the call for them)
+            if (FM_TYPE_IS_GC(k) or FM_TYPE_IS_GC(v)) and not fm_gc_is_tracked(res):
+                fm_gc_track(res)
             fm_decref(old_k)                   # after the tuple is consistent again
             fm_decref(old_v)
             return self.result
