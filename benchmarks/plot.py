@@ -7,6 +7,7 @@ Needs matplotlib (``pip install '.[bench]'``). Images:
 * hashmap_latency.png    per-insert latency against map size (dict, HashMap, cykhash)
 * hashmap_ratios.png     operation-time ratios against dict (HashMap, cykhash)
 * memory_per_entry.png   container bytes per entry at 1e6 entries
+* latency_windows.png    worst total time of w consecutive operations (bench_latency)
 * snapshot_ratios.png    SnapshotMap operation-time ratios against its references
 * snapshot_cost.png      snapshot() against dict.copy() as the map grows
 * pool_speedups.png      ObjectPool against a list, queue-based pools and plain allocation
@@ -223,6 +224,36 @@ def plot_pool(plt, data, img, saved):
     plt.close(fig)
 
 
+def plot_latency_windows(plt, data, img, saved):
+    """Worst total time of w consecutive operations against w, one panel per scenario."""
+    rows = data["rows"]
+    scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(max(8.0, 3.6 * len(scenarios)), 4.2),
+                             squeeze=False)
+    for ax, sc in zip(axes[0], scenarios):
+        for r in sorted((r for r in rows if r["scenario"] == sc),
+                        key=lambda r: _order(r["structure"])):
+            ws = sorted(int(w) for w in r["worst_ns"])
+            ax.plot(ws, [r["worst_ns"][str(w)] / 1e6 for w in ws], "o-",
+                    color=COLORS.get(r["structure"]),
+                    label=LABELS.get(r["structure"], r["structure"]))
+            if r["structure"] == "HashMap":
+                mean = r["total_ns"] / r["ops"]
+                ax.plot(ws, [3 * mean * w / 1e6 for w in ws], ":", color="tab:blue",
+                        linewidth=0.9, label="3 x HashMap's mean")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(sc, fontsize=10)
+        ax.set_xlabel("w (consecutive operations)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0, 0].set_ylabel("worst total time of w operations (ms, log)")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("Latency over windows of operations (each operation's minimum over "
+                 f"{data['extra'].get('runs', 1)} runs)\n" + _subtitle(data), fontsize=10)
+    _save(fig, img, "latency_windows.png", saved)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default=report.RESULTS)
@@ -243,6 +274,7 @@ def main(argv=None) -> int:
     os.makedirs(img, exist_ok=True)
     saved: list = []
     jobs = (("hashmap", (plot_latency, plot_hashmap_ratios, plot_memory)),
+            ("latency", (plot_latency_windows,)),
             ("snapshot", (plot_snapshot_ratios,)),
             ("snapshot_cost", (plot_snapshot_cost,)),
             ("pool", (plot_pool,)))
