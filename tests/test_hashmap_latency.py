@@ -93,3 +93,25 @@ def test_prepared_index_is_counted_and_freed(prefault):
     m.clear()
     assert len(m) == 0 and m.stats()["index_slots"] == 0
     m._check()
+
+
+def test_trim_is_bounded_per_write():
+    # a shrinking migration compacts a log of 100,000 positions down to ~20,000: the write
+    # that finished it used to free the ~40 segments past the new end at once
+    m = HashMap.fromkeys(range(100_000))
+    finishes = 0
+    before = None
+    for k in range(99_000):
+        migrating, left = m._progress()[:2]
+        if migrating and left <= 64:
+            before = m.stats()["segments"]
+        del m[k]
+        if before is not None and not m._progress()[0]:
+            finishes += 1
+            assert before - m.stats()["segments"] <= 4
+            before = None
+    assert finishes >= 2
+    for k in range(200):
+        m[-k] = k
+    assert m.stats()["segments"] <= 3
+    m._check()

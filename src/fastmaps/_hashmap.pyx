@@ -750,7 +750,8 @@ cdef class HashMap:
         self.mig_w = self.mig_r = self.old_end = 0
         self.stamp += 1
         self._set_room()
-        self._trim_segments()
+        # the segments past the new log end are freed a few per write (_write_step): a
+        # migration that compacted a log with many holes leaves hundreds (~0.3 ms at once)
 
     @cython.final
     cdef inline void _set_room(self) noexcept:
@@ -781,6 +782,7 @@ cdef class HashMap:
             self._migrate(PY_SSIZE_T_MAX)
             if self.old_idx != NULL:       # a move needed a hash array and memory is short
                 raise MemoryError()
+            self._trim_segments()          # a whole-map call: the segments at once too
         return 0
 
     @cython.final
@@ -840,6 +842,24 @@ cdef class HashMap:
             self._prepare_step()
         if self.rel_bytes:
             self._release_chunk()
+        if self.nsegs > (self.n >> self.seg_shift) + 2:
+            self._trim_some()
+
+    @cython.final
+    cdef void _trim_some(self) noexcept:
+        """Free up to 4 whole segments past the one holding position n (and the next, kept
+        as room to append)."""
+        cdef Py_ssize_t keep = (self.n >> self.seg_shift) + 2
+        cdef int i
+        for i in range(4):
+            if self.nsegs <= keep or self.nsegs <= 1:
+                return
+            self.nsegs -= 1
+            PyMem_RawFree(self.segs[self.nsegs].p)
+            PyMem_RawFree(self.segs[self.nsegs].h)
+            self.segs[self.nsegs].p = NULL
+            self.segs[self.nsegs].h = NULL
+            self.log_cap -= self.seg_mask + 1
 
     @cython.final
     cdef inline void _prepare_step(self) noexcept:
