@@ -82,4 +82,11 @@ class HashMap(MutableMapping[_K, _V]):
     def __class_getitem__(cls, item: Any) -> GenericAlias: ...
     __hash__: None  # type: ignore[assignment]
 
-def _set_tuning(step: int | None = ..., sync_below: int | None = ..., seg_shift: int | None = ...) -> dict[str, int]: ...
+def _set_tuning(
+    step: int | None = ...,
+    sync_below: int | None = ...,
+    seg_shift: int | None = ...,
+    prefault_min: int | None = ...,
+    prefault_chunk: int | None = ...,
+    pre_every: int | None = ...,
+) -> dict[str, int]: ...
