@@ -1068,6 +1068,87 @@ cdef extern from *:
     static void fm_set_gc_slots(PyTypeObject *t, traverseproc tr, inquiry cl) {
         t->tp_traverse = tr; t->tp_clear = cl;
     }
+
+    /* ---- cyclic GC (see "Cyclic GC" at the end of the module) ---- */
+    /* Records a version alone holds: those of the log pages reached from its root through
+       nodes of reference count 1 (only this version can reach them). */
+    static int fm_visit_own(fm_node *n, visitproc visit, void *arg) {
+        uint32_t i;
+        int r;
+        if (n == NULL || n == fm_hole_page || fm_node_refcnt(n) != 1) return 0;
+        if (n->kind == FM_ELEAF) {
+            fm_entry *e = fm_ents(n);
+            for (i = 0; i < n->cap; i++)
+                if (e[i].key != NULL) {
+                    if ((r = visit(e[i].key, arg)) != 0) return r;
+                    if ((r = visit(e[i].value, arg)) != 0) return r;
+                }
+        } else if (n->kind == FM_INNER) {
+            for (i = 0; i < n->cap; i++)
+                if ((r = fm_visit_own(fm_kids(n)[i], visit, arg)) != 0) return r;
+        }
+        return 0;
+    }
+    /* Records of the log pages a version shares: pages at or below a node of reference
+       count > 1.  Each such node is marked when first met (the _pad byte), so that a
+       family's traverse reports every shared page once however many of its versions
+       reach it; fm_unmark_shared then clears the marks along the same paths. */
+    static int fm_visit_shared(fm_node *n, int shared, visitproc visit, void *arg) {
+        uint32_t i;
+        int r;
+        if (n == NULL || n == fm_hole_page) return 0;
+        if (!shared && fm_node_refcnt(n) > 1) shared = 1;
+        if (shared) {
+            if (n->_pad) return 0;
+            n->_pad = 1;
+        }
+        if (n->kind == FM_ELEAF) {
+            fm_entry *e = fm_ents(n);
+            if (!shared) return 0;
+            for (i = 0; i < n->cap; i++)
+                if (e[i].key != NULL) {
+                    if ((r = visit(e[i].key, arg)) != 0) return r;
+                    if ((r = visit(e[i].value, arg)) != 0) return r;
+                }
+        } else if (n->kind == FM_INNER) {
+            for (i = 0; i < n->cap; i++)
+                if ((r = fm_visit_shared(fm_kids(n)[i], shared, visit, arg)) != 0) return r;
+        }
+        return 0;
+    }
+    static void fm_unmark_shared(fm_node *n, int shared) {
+        uint32_t i;
+        if (n == NULL || n == fm_hole_page) return;
+        if (!shared && fm_node_refcnt(n) > 1) shared = 1;
+        if (shared) {
+            if (!n->_pad) return;
+            n->_pad = 0;
+        }
+        if (n->kind == FM_INNER)
+            for (i = 0; i < n->cap; i++) fm_unmark_shared(fm_kids(n)[i], shared);
+    }
+    /* A family's member list is guarded by a spin flag on free-threaded builds (held for
+       a few stores, or for a traverse; never across a point where the thread could be
+       stopped); the GIL guards it otherwise. */
+    #ifdef Py_GIL_DISABLED
+    static inline void fm_spin_lock(int *l) {
+        for (;;) { int z = 0; if (_Py_atomic_compare_exchange_int(l, &z, 1)) return; }
+    }
+    static inline void fm_spin_unlock(int *l) { _Py_atomic_store_int_release(l, 0); }
+    #else
+    static inline void fm_spin_lock(int *l) { (void)l; }
+    static inline void fm_spin_unlock(int *l) { (void)l; }
+    #endif
+    /* An allocation that cannot start a collection (GIL builds collect inside the
+       allocation up to 3.11, so finalizers could run under the writer lock). */
+    static inline int fm_gc_pause(void) {
+    #if FM_FREE_THREADED || PY_VERSION_HEX >= 0x030C0000
+        return 0;      /* collections are only scheduled by an allocation */
+    #else
+        return PyGC_Disable();
+    #endif
+    }
+    static inline void fm_gc_resume(int was_enabled) { if (was_enabled) PyGC_Enable(); }
     """
     ctypedef struct fm_node:
         Py_ssize_t refcnt
@@ -1159,6 +1240,14 @@ cdef extern from *:
     Py_ssize_t fm_forced
     object fm_item_tuple(PyObject** cache, PyObject* k, PyObject* v)
     void fm_set_gc_slots(PyTypeObject*, traverseproc, inquiry)
+    int fm_visit_own(fm_node*, visitproc, void*) noexcept
+    int fm_visit_shared(fm_node*, int, visitproc, void*) noexcept
+    void fm_unmark_shared(fm_node*, int) noexcept
+    void fm_spin_lock(int*) noexcept nogil
+    void fm_spin_unlock(int*) noexcept nogil
+    int fm_gc_pause() noexcept
+    void fm_gc_resume(int) noexcept
+    int fm_pending_reserve(fm_pending*, Py_ssize_t) except -1
     void fm_set_mapping_flag(PyTypeObject*)
 
     void fm_incref "Py_INCREF"(PyObject*)
@@ -1203,24 +1292,38 @@ cdef class Snapshot:
     cdef fm_ver v
     cdef uint64_t _version
     cdef Py_hash_t _hash
+    cdef bint _hashed          # _hash is valid (zero-initialised: also for __new__ alone)
     cdef bint _frozen
+    cdef _Family _fam          # the versions this one may share pages with (see "Cyclic GC")
+    cdef PyObject* _fprev      # links of the family's member list (borrowed)
+    cdef PyObject* _fnext
     cdef object _gc   # present so that the type takes part in cyclic GC (see _install_gc_slots)
 
     def __init__(self, mapping=(), /, **kwargs):
         cdef fm_pending pend
+        cdef fm_ver tmp
         if self._frozen:
             raise TypeError("Snapshot is immutable")
         self._frozen = True
-        self._hash = -1
         items = _collect(mapping, kwargs)
+        # built as a private C struct that no other code can reach (keys' __eq__ run
+        # here), then installed whole: nobody ever sees a half-built version
+        fm_ver_init(&tmp)
         fm_pending_init(&pend)
         try:
-            _ver_update(&self.v, items, &pend)
+            _ver_update(&tmp, items, &pend)
+            self.v = tmp
+            fm_ver_init(&tmp)
+            self._hashed = False
         finally:
             fm_pending_flush(&pend)
+            fm_ver_clear(&tmp)              # only if the build failed
 
     def __dealloc__(self):
-        fm_ver_clear(&self.v)
+        cdef fm_ver v = self.v
+        fm_ver_init(&self.v)
+        _fam_leave(self)
+        fm_ver_clear(&v)
 
     # -- reading -------------------------------------------------------------------------
     def __len__(self):
@@ -1358,12 +1461,14 @@ cdef class Snapshot:
         return not r
 
     def __hash__(self):
-        cdef Py_hash_t h = self._hash
+        cdef Py_hash_t h
+        if self._hashed:
+            return self._hash
+        h = hash(frozenset(self.items()))
         if h == -1:
-            h = hash(frozenset(self.items()))
-            if h == -1:
-                h = -2
-            self._hash = h
+            h = -2
+        self._hash = h
+        self._hashed = True
         return h
 
     def __repr__(self):
@@ -1380,15 +1485,93 @@ cdef class Snapshot:
 cdef Snapshot _snap_alloc():
     cdef Snapshot s = Snapshot.__new__(Snapshot)
     s._frozen = True
-    s._hash = -1
     return s
+
+
+cdef Snapshot _snap_alloc_locked():
+    """_snap_alloc under the writer lock: the allocation cannot start a collection (whose
+    finalizers could write to the map and find its lock held)."""
+    cdef int was = fm_gc_pause()
+    try:
+        return _snap_alloc()
+    finally:
+        fm_gc_resume(was)
 
 
 cdef Snapshot _snap_share(Snapshot src):
-    """A new Snapshot object sharing src's pages."""
+    """A new Snapshot object sharing src's pages (in src's family)."""
     cdef Snapshot s = _snap_alloc()
     fm_ver_share(&s.v, &src.v)
+    _fam_join(s, src)
     return s
+
+
+cdef int _install(Snapshot s, fm_ver* tmp, Snapshot src) except -1:
+    """Move the private version *tmp, made from src's pages, into s (a new Snapshot
+    nobody else has seen filled), in src's family.  No user code runs."""
+    _fam_join(s, src)
+    s.v = tmp[0]
+    fm_ver_init(tmp)
+    s._hashed = False
+    return 0
+
+
+# -- families (see "Cyclic GC" at the end of the module) ------------------------------------
+
+@cython.final
+cdef class _Family:
+    """The versions that may share pages with one another: every version made from
+    another's pages (a write's new version, a copy, a snapshot of a batch, a replace's
+    adopted version) joins that one's family.  Reports to the cyclic GC, once each, the
+    records of the pages its members share."""
+    cdef PyObject* head        # first member (borrowed: members unlink when they die)
+    cdef int spin              # guards the list on free-threaded builds
+    cdef object _gc            # present so that the type takes part in cyclic GC
+
+
+cdef int _fam_join(Snapshot s, Snapshot src) except -1:
+    """Make s (a new Snapshot, in no family yet) a member of src's family, creating that
+    family if src has none.  No collection can start here (it may run under the lock)."""
+    cdef _Family f = src._fam
+    cdef int was
+    if s._fam is not None or s is src or src.v.eroot == NULL:
+        return 0                        # (a version without pages shares nothing)
+    if f is None:
+        was = fm_gc_pause()
+        try:
+            f = _Family.__new__(_Family)
+        finally:
+            fm_gc_resume(was)
+        _fam_link(src, f)
+    _fam_link(s, f)
+    return 0
+
+
+cdef void _fam_link(Snapshot s, _Family f) noexcept:
+    fm_spin_lock(&f.spin)
+    s._fprev = NULL
+    s._fnext = f.head
+    if f.head != NULL:
+        (<Snapshot>f.head)._fprev = <PyObject*>s
+    f.head = <PyObject*>s
+    fm_spin_unlock(&f.spin)
+    s._fam = f
+
+
+cdef void _fam_leave(Snapshot s) noexcept:
+    """Unlink s from its family's list (its _fam reference is dropped by the caller)."""
+    cdef _Family f = s._fam
+    if f is None:
+        return
+    fm_spin_lock(&f.spin)
+    if s._fprev != NULL:
+        (<Snapshot>s._fprev)._fnext = s._fnext
+    else:
+        f.head = s._fnext
+    if s._fnext != NULL:
+        (<Snapshot>s._fnext)._fprev = s._fprev
+    s._fprev = s._fnext = NULL
+    fm_spin_unlock(&f.spin)
 
 
 cdef int _snap_eq(Snapshot a, object other) except -2:
@@ -1515,9 +1698,19 @@ cdef bint _ver_update(fm_ver* v, list items, fm_pending* pend) except -1:
 
 @cython.final
 cdef class _SnapshotIterator:
-    """Iterator over one immutable version (keys, values or items), in insertion order."""
-    cdef Snapshot _snap
+    """Iterator over one immutable version (keys, values or items), in insertion order.
+
+    It caches a pointer to the current log page (_leaf) between steps.  That is safe
+    because the version it holds a reference to never changes: a version is filled while
+    private and installed whole, and the map changes its published version in place only
+    when nothing else references its Snapshot.  As a further guard, the cache is used only
+    while the Snapshot still has the log root and length it had when the iterator was made
+    (a Snapshot emptied by the GC's tp_clear, or one made with __new__ and filled later by
+    __init__, ends the iteration)."""
+    cdef Snapshot _snap        # None once exhausted (or made with __new__ alone)
     cdef fm_entry* _leaf
+    cdef fm_node* _root        # _snap.v.eroot when the iterator was made
+    cdef Py_ssize_t _end       # _snap.v.elen then
     cdef Py_ssize_t _pos
     cdef Py_ssize_t _remaining
     cdef int _kind
@@ -1534,8 +1727,14 @@ cdef class _SnapshotIterator:
         cdef fm_entry* e = NULL
         if self._snap is None:
             raise StopIteration
-        e = fm_next_live(&self._snap.v, &self._pos, self._snap.v.elen, &self._leaf)
+        if self._snap.v.eroot != self._root or self._snap.v.elen != self._end:
+            e = NULL                    # not the version it started on: stop (see above)
+        else:
+            e = fm_next_live(&self._snap.v, &self._pos, self._end, &self._leaf)
         if e == NULL:
+            self._snap = None           # like dict's iterators: let go of the version
+            self._leaf = NULL
+            self._remaining = 0
             raise StopIteration
         self._remaining -= 1
         if self._kind == 0:
@@ -1548,7 +1747,15 @@ cdef class _SnapshotIterator:
         return self._remaining if self._remaining > 0 else 0
 
     def __reduce__(self):
-        return (iter, (list(self),))
+        # like dict's iterators: an iterator over a list of what remains, read by a twin
+        # at the same position (this one does not move)
+        cdef _SnapshotIterator twin
+        if self._snap is None:
+            return (iter, ((),))
+        twin = _make_iter(self._snap, self._kind)
+        twin._root, twin._end = self._root, self._end
+        twin._pos, twin._remaining = self._pos, self._remaining
+        return (iter, (list(twin),))
 
 
 cdef _SnapshotIterator _make_iter(Snapshot s, int kind):
@@ -1556,6 +1763,8 @@ cdef _SnapshotIterator _make_iter(Snapshot s, int kind):
     it._snap = s
     it._kind = kind
     it._remaining = s.v.count
+    it._root = s.v.eroot
+    it._end = s.v.elen
     it._pos = 0
     it._leaf = NULL
     return it
@@ -1713,18 +1922,28 @@ cdef class SnapshotMap:
     def __init__(self, mapping=(), /, **kwargs):
         cdef Snapshot s
         cdef fm_pending pend
+        cdef bint fresh = False
         if self._version == 0 and (<Snapshot>self._cur).v.count == 0:
-            # fresh map: the initial contents are version 0
+            # fresh map: the initial contents are version 0, built before the lock (their
+            # keys' __hash__/__eq__, a mapping's keys() run there) ...
             s = Snapshot(mapping, **kwargs)
-            if s.v.count:
-                fm_pending_init(&pend)
-                _acquire(self)
-                try:
+            if not s.v.count:
+                return
+            fm_pending_init(&pend)
+            _acquire(self)
+            try:
+                # ... and published only if the map is still fresh: a write made meanwhile
+                # (by that user code, or by another thread) is kept, and the contents are
+                # then applied over it as an update, as dict.__init__ does
+                if self._version == 0 and (<Snapshot>self._cur).v.count == 0:
+                    fresh = True
                     s._version = 0
                     _publish_locked(self, s, &pend)
-                finally:
-                    _release(self)
-                    fm_pending_flush(&pend)
+            finally:
+                _release(self)
+                fm_pending_flush(&pend)
+            if not fresh:
+                self.update(s)
         else:
             self.update(mapping, **kwargs)
 
@@ -2036,29 +2255,32 @@ cdef class SnapshotMap:
         cdef Snapshot s
         cdef Snapshot cur
         cdef fm_pending pend
+        cdef fm_ver tmp
+        cdef bint changed
         if not items:
             return
         s = _snap_alloc()
+        fm_ver_init(&tmp)
         fm_pending_init(&pend)
         _acquire(self)
         try:
             cur = <Snapshot>self._cur
-            fm_ver_share(&s.v, &cur.v)
-            try:
-                changed = _ver_update(&s.v, items, &pend)
-            except BaseException:
-                fm_ver_release(&s.v, &pend)     # the partial private version
-                raise
+            # the new version is built as a private C struct (keys' __eq__ run here and
+            # cannot reach it), then installed into s whole and published
+            fm_ver_share(&tmp, &cur.v)
+            changed = _ver_update(&tmp, items, &pend)
             if changed:
+                _install(s, &tmp, cur)
                 self._version += 1
                 s._version = self._version
                 self._copied += 1
                 _publish_locked(self, s, &pend)
             else:
-                fm_ver_release(&s.v, &pend)
+                fm_ver_release(&tmp, &pend)
         finally:
             _release(self)
             fm_pending_flush(&pend)
+            fm_ver_clear(&tmp)          # the partial version, if a key's __eq__ raised
 
     def __ior__(self, other):
         self.update(other)
@@ -2378,30 +2600,35 @@ cdef inline bint _exclusive(SnapshotMap m, Snapshot cur) noexcept:
     return (not FM_FREE_THREADED) and fm_refcnt(cur) == 2 and fm_readers_load(&m._readers) == 0
 
 
-cdef inline Snapshot _write_target(SnapshotMap m, Snapshot cur, Snapshot s):
-    """The Snapshot a single-key write changes (writer lock held): None to change the
-    published version cur in place (see _exclusive), else s (preallocated, or allocated
-    now) sharing cur's pages, to be published by _commit."""
+cdef inline Snapshot _write_target(SnapshotMap m, Snapshot cur, Snapshot s, fm_ver* tmp):
+    """Where a single-key write goes (writer lock held): None to change the published
+    version cur in place (see _exclusive), else a Snapshot (s if preallocated, else one
+    allocated now without starting a collection) into which _commit installs *tmp, a
+    private C struct sharing cur's pages that the write changes."""
     if _exclusive(m, cur):
         return None
     if s is None:
-        s = _snap_alloc()
-    fm_ver_share(&s.v, &cur.v)
+        s = _snap_alloc_locked()
+    fm_ver_share(tmp, &cur.v)
     return s
 
 
-cdef inline void _commit(SnapshotMap m, Snapshot cur, Snapshot s, fm_pending* pend):
-    m._version += 1
+cdef inline int _commit(SnapshotMap m, Snapshot cur, Snapshot s, fm_ver* tmp,
+                        fm_pending* pend) except -1:
     if s is None:
+        m._version += 1
         cur._version = m._version
-        cur._hash = -1
+        cur._hashed = False
         m._inplace += 1
         while m._retired.n:              # no reader in the window (checked): reclaim
             fm_pending_move_last(&m._retired, pend)
     else:
+        _install(s, tmp, cur)
+        m._version += 1
         s._version = m._version
         m._copied += 1
         _publish_locked(m, s, pend)
+    return 0
 
 
 cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
@@ -2410,11 +2637,13 @@ cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
     cdef Snapshot s = _maybe_prealloc(m)
     cdef Snapshot cur
     cdef fm_pending pend
+    cdef fm_ver tmp
     cdef Py_ssize_t pos, slot, freeslot
     cdef fm_ver* v
     cdef fm_entry* e = NULL
     cdef int found
     cdef object result = _MISSING
+    fm_ver_init(&tmp)
     fm_pending_init(&pend)
     _acquire(m)
     try:
@@ -2425,16 +2654,17 @@ cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
             result = <object>e.value
             if only_if_absent or e.value == <PyObject*>value:
                 return result
-        s = _write_target(m, cur, s)
-        v = &cur.v if s is None else &s.v
+        s = _write_target(m, cur, s, &tmp)
+        v = &cur.v if s is None else &tmp
         if found:
             fm_set_value(v, pos, <PyObject*>value, &pend)
         else:
             fm_insert(v, h, <PyObject*>key, <PyObject*>value, freeslot, &pend)
-        _commit(m, cur, s, &pend)
+        _commit(m, cur, s, &tmp, &pend)
     finally:
         _release(m)
         fm_pending_flush(&pend)
+        fm_ver_clear(&tmp)              # only if the write failed
     return result
 
 
@@ -2445,10 +2675,12 @@ cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object old,
     cdef Snapshot s = _maybe_prealloc(m)
     cdef Snapshot cur
     cdef fm_pending pend
+    cdef fm_ver tmp
     cdef Py_ssize_t pos, slot
     cdef fm_ver* v
     cdef fm_entry* e = NULL
     cdef object result = _MISSING
+    fm_ver_init(&tmp)
     fm_pending_init(&pend)
     _acquire(m)
     try:
@@ -2460,13 +2692,14 @@ cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object old,
             return _MISSING
         # the version cannot change while we hold the lock; cur keeps e alive
         result = <object>e.value
-        s = _write_target(m, cur, s)
-        v = &cur.v if s is None else &s.v
+        s = _write_target(m, cur, s, &tmp)
+        v = &cur.v if s is None else &tmp
         fm_delete(v, pos, slot, &pend)
-        _commit(m, cur, s, &pend)
+        _commit(m, cur, s, &tmp, &pend)
     finally:
         _release(m)
         fm_pending_flush(&pend)
+        fm_ver_clear(&tmp)              # only if the write failed
     return result
 
 
@@ -2474,41 +2707,50 @@ cdef object _write_popitem(SnapshotMap m):
     cdef Snapshot s = _maybe_prealloc(m)
     cdef Snapshot cur
     cdef fm_pending pend
+    cdef fm_ver tmp
     cdef Py_ssize_t pos, slot
     cdef fm_ver* v
     cdef fm_entry* e = NULL
-    cdef object result = None
+    cdef object key = _MISSING
+    cdef object value = None
+    fm_ver_init(&tmp)
     fm_pending_init(&pend)
     _acquire(m)
     try:
         cur = <Snapshot>m._cur
         if cur.v.count:
             # the last log position always holds the last live entry; its index slot is
-            # found by position, so no user code runs
+            # found by position, so no user code runs.  The result tuple is made after
+            # the lock is released (an allocation can start a collection, whose
+            # finalizers may write to this map).
             pos = cur.v.elen - 1
             e = fm_entry_at(&cur.v, pos)
-            result = (<object>e.key, <object>e.value)
+            key = <object>e.key
+            value = <object>e.value
             slot = fm_slot_of(&cur.v, e.hash, pos)
-            s = _write_target(m, cur, s)
-            v = &cur.v if s is None else &s.v
+            s = _write_target(m, cur, s, &tmp)
+            v = &cur.v if s is None else &tmp
             fm_delete(v, pos, slot, &pend)
-            _commit(m, cur, s, &pend)
+            _commit(m, cur, s, &tmp, &pend)
     finally:
         _release(m)
         fm_pending_flush(&pend)
-    if result is None:
+        fm_ver_clear(&tmp)              # only if the write failed
+    if key is _MISSING:
         raise KeyError("popitem(): SnapshotMap is empty")
-    return result
+    return (key, value)
 
 
 cdef bint _write_cas(SnapshotMap m, Py_hash_t h, object key, object old, object new) except -1:
     cdef Snapshot s = _maybe_prealloc(m)
     cdef Snapshot cur
     cdef fm_pending pend
+    cdef fm_ver tmp
     cdef Py_ssize_t pos, slot
     cdef fm_ver* v
     cdef fm_entry* e = NULL
     cdef bint ok = False
+    fm_ver_init(&tmp)
     fm_pending_init(&pend)
     _acquire(m)
     try:
@@ -2518,13 +2760,14 @@ cdef bint _write_cas(SnapshotMap m, Py_hash_t h, object key, object old, object 
             # the version cannot change while we hold the lock; cur keeps e alive
             ok = e.value == <PyObject*>old or fm_eq(e.value, <PyObject*>old, 2)
         if ok and e.value != <PyObject*>new:
-            s = _write_target(m, cur, s)
-            v = &cur.v if s is None else &s.v
+            s = _write_target(m, cur, s, &tmp)
+            v = &cur.v if s is None else &tmp
             fm_set_value(v, pos, <PyObject*>new, &pend)
-            _commit(m, cur, s, &pend)
+            _commit(m, cur, s, &tmp, &pend)
     finally:
         _release(m)
         fm_pending_flush(&pend)
+        fm_ver_clear(&tmp)              # only if the write failed
     return ok
 
 
@@ -2563,12 +2806,13 @@ cdef class Batch:
         ...
     RuntimeError: batch used outside its with-block
     """
-    cdef SnapshotMap _map
+    cdef SnapshotMap _map      # None for a Batch made with __new__ alone (unusable)
     cdef Snapshot _base
+    cdef Snapshot _kin         # the Snapshot whose family the batch's versions join
     cdef fm_ver _v             # the private version (shares pages with _base until written)
     cdef bint _dirty
     cdef fm_pending _pend
-    cdef int _state            # 0 new, 1 active, 2 finished
+    cdef int _state            # 0 new, 1 active, 2 finished, 3 entering
     cdef int _reading          # nested read operations in progress
     cdef bint _writing         # a write operation is in progress
     cdef uintptr_t _thread
@@ -2591,10 +2835,19 @@ cdef class Batch:
         fm_pending_flush(&self._pend)
 
     def __enter__(self):
+        if self._map is None:
+            raise TypeError("a SnapshotMap batch is made by SnapshotMap.batch(), not "
+                            "Batch.__new__")
         if self._state != 0:
             raise RuntimeError("a SnapshotMap batch can be entered only once")
-        _acquire(self._map)
+        self._state = 3                  # _acquire may wait (and let other code run)
+        try:
+            _acquire(self._map)
+        except BaseException:
+            self._state = 0
+            raise
         self._base = <Snapshot>self._map._cur
+        self._kin = self._base
         fm_ver_share(&self._v, &self._base.v)
         self._thread = <uintptr_t>PyThread_get_thread_ident()
         self._state = 1
@@ -2611,9 +2864,8 @@ cdef class Batch:
         self._state = 2
         try:
             if exc_type is None and self._dirty:
-                s = _snap_alloc()
-                s.v = self._v                    # the batch's references move to s
-                fm_ver_init(&self._v)
+                s = _snap_alloc_locked()
+                _install(s, &self._v, self._kin)     # the batch's references move to s
                 self._map._version += 1
                 s._version = self._map._version
                 self._map._copied += 1
@@ -2621,7 +2873,7 @@ cdef class Batch:
             else:
                 fm_ver_release(&self._v, &self._pend)
         finally:
-            self._base = None
+            self._base = self._kin = None
             _release(self._map)
             fm_pending_flush(&self._pend)
         return False
@@ -2696,6 +2948,9 @@ cdef class Batch:
         pages they touch (the shared pages now have a second reference)."""
         cdef Snapshot s = _snap_alloc()
         fm_ver_share(&s.v, &self._v)
+        _fam_join(s, self._kin)
+        if self._kin.v.eroot == NULL:
+            self._kin = s                # the batch's pages are all new: s starts a family
         s._version = self._base._version
         return s
 
@@ -3124,36 +3379,34 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
 
 
 # ---------------------------------------------------------------------------------------
-# cyclic GC support.  Pages are not Python objects and can be shared by several versions,
-# so a container may only report the references it owns alone: a Snapshot visits the keys
-# and values of the log pages reachable from its root through nodes whose reference count
-# is 1.  Records in shared pages are not visited (conservative: a cycle through them is
-# collected once the sharing versions are gone).
+# Cyclic GC
+#
+# Pages are not Python objects, and a page can be shared by several versions (a write's
+# new version shares every page it did not touch with the previous one; copy(), replace()
+# of a Snapshot and a batch's snapshot() share whole trees).  The collector finds garbage
+# by subtracting, for every object, the references the traverses report from its
+# reference count: each reference must be reported exactly once, by an object whose own
+# reachability implies the reference's.  A key in a page holds one reference from that
+# page, however many versions share it, so:
+#
+# * a Snapshot reports the records of the log pages only it can reach: those reached
+#   from its root through nodes of reference count 1 (fm_visit_own);
+# * every record of a shared page (a page at or below a node of reference count > 1) is
+#   reported by the versions' *family* (_Family), a GC object every member references
+#   (and reports): its traverse walks its members' trees and reports each shared page
+#   once, marking the nodes it has been through (fm_visit_shared, fm_unmark_shared).
+#   A version made from another's pages joins that one's family, so every page shared by
+#   two Snapshots is reached from members of one family only, and is reported once.  If
+#   any member is reachable, the family is, and so is every shared record (a
+#   conservative superset: a cycle through pages shared only by dead versions is
+#   collected when the family is garbage, i.e. when all its versions are).
+# Pages also held by something that is not a member (a batch's or a writer's private
+# version, the retired list) are either reported by the family or not at all: an
+# unreported reference only makes its target look externally referenced (never
+# collected too early).  Those holders always hold a member as well (the batch its base,
+# the writer the published version).
+# tp_clear of a Snapshot drops its pages (other sharers keep their references).
 # ---------------------------------------------------------------------------------------
-
-cdef int _visit_node(fm_node* n, visitproc visit, void* arg) noexcept:
-    cdef uint32_t i
-    cdef int r
-    cdef fm_entry* e = NULL
-    if n == NULL or fm_node_refcnt(n) != 1:
-        return 0
-    if n.kind == FM_ELEAF:
-        e = fm_ents(n)
-        for i in range(n.cap):
-            if e[i].key != NULL:
-                r = visit(e[i].key, arg)
-                if r:
-                    return r
-                r = visit(e[i].value, arg)
-                if r:
-                    return r
-    elif n.kind == FM_INNER:
-        for i in range(n.cap):
-            r = _visit_node(fm_kids(n)[i], visit, arg)
-            if r:
-                return r
-    return 0
-
 
 cdef traverseproc _orig_snap_traverse
 cdef inquiry _orig_snap_clear
@@ -3162,16 +3415,36 @@ cdef inquiry _orig_map_clear
 
 
 cdef int _snap_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
-    cdef int r = _orig_snap_traverse(o, visit, arg)
+    cdef int r = _orig_snap_traverse(o, visit, arg)      # _fam (and _gc)
     if r:
         return r
-    return _visit_node((<Snapshot>o).v.eroot, visit, arg)
+    return fm_visit_own((<Snapshot>o).v.eroot, visit, arg)
 
 
 cdef int _snap_clear(PyObject* o) noexcept:
     cdef Snapshot s = <Snapshot>o
-    fm_ver_clear(&s.v)
+    cdef fm_ver v = s.v
+    fm_ver_init(&s.v)
+    _fam_leave(s)
+    fm_ver_clear(&v)
     return _orig_snap_clear(o)
+
+
+cdef int _fam_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
+    cdef _Family f = <_Family>o
+    cdef PyObject* p
+    cdef int r = 0
+    fm_spin_lock(&f.spin)
+    p = f.head
+    while p != NULL and r == 0:
+        r = fm_visit_shared((<Snapshot>p).v.eroot, 0, visit, arg)
+        p = (<Snapshot>p)._fnext
+    p = f.head
+    while p != NULL:
+        fm_unmark_shared((<Snapshot>p).v.eroot, 0)
+        p = (<Snapshot>p)._fnext
+    fm_spin_unlock(&f.spin)
+    return r
 
 
 cdef int _map_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
@@ -3208,6 +3481,7 @@ _orig_map_traverse = fm_type_traverse(SnapshotMap)
 _orig_map_clear = fm_type_clear(SnapshotMap)
 fm_set_gc_slots(<PyTypeObject*>Snapshot, _snap_traverse, _snap_clear)
 fm_set_gc_slots(<PyTypeObject*>SnapshotMap, _map_traverse, _map_clear)
+fm_set_gc_slots(<PyTypeObject*>_Family, _fam_traverse, fm_type_clear(_Family))
 fm_set_mapping_flag(<PyTypeObject*>Snapshot)
 fm_set_mapping_flag(<PyTypeObject*>SnapshotMap)
 
