@@ -1139,6 +1139,36 @@ cdef extern from *:
     static inline void fm_spin_lock(int *l) { (void)l; }
     static inline void fm_spin_unlock(int *l) { (void)l; }
     #endif
+    /* A family's members: an intrusive list of their versions (no references held: a
+       member unlinks itself before it dies). */
+    typedef struct fm_member { struct fm_member *prev, *next; fm_ver *ver; } fm_member;
+    typedef struct fm_family { fm_member *head; int spin; } fm_family;
+    static void fm_member_link(fm_family *f, fm_member *m, fm_ver *v) {
+        fm_spin_lock(&f->spin);
+        m->ver = v; m->prev = NULL; m->next = f->head;
+        if (f->head != NULL) f->head->prev = m;
+        f->head = m;
+        fm_spin_unlock(&f->spin);
+    }
+    static void fm_member_unlink(fm_family *f, fm_member *m) {
+        fm_spin_lock(&f->spin);
+        if (m->prev != NULL) m->prev->next = m->next; else f->head = m->next;
+        if (m->next != NULL) m->next->prev = m->prev;
+        m->prev = m->next = NULL; m->ver = NULL;
+        fm_spin_unlock(&f->spin);
+    }
+    /* The family's traverse: every record of the pages its members share, once. */
+    static int fm_family_visit(fm_family *f, visitproc visit, void *arg) {
+        fm_member *m;
+        int r = 0;
+        fm_spin_lock(&f->spin);
+        for (m = f->head; m != NULL && r == 0; m = m->next)
+            r = fm_visit_shared(m->ver->eroot, 0, visit, arg);
+        for (m = f->head; m != NULL; m = m->next)
+            fm_unmark_shared(m->ver->eroot, 0);
+        fm_spin_unlock(&f->spin);
+        return r;
+    }
     /* An allocation that cannot start a collection (GIL builds collect inside the
        allocation up to 3.11, so finalizers could run under the writer lock). */
     static inline int fm_gc_pause(void) {
@@ -1248,6 +1278,13 @@ cdef extern from *:
     int fm_gc_pause() noexcept
     void fm_gc_resume(int) noexcept
     int fm_pending_reserve(fm_pending*, Py_ssize_t) except -1
+    ctypedef struct fm_member:
+        pass
+    ctypedef struct fm_family:
+        pass
+    void fm_member_link(fm_family*, fm_member*, fm_ver*) noexcept
+    void fm_member_unlink(fm_family*, fm_member*) noexcept
+    int fm_family_visit(fm_family*, visitproc, void*) noexcept
     void fm_set_mapping_flag(PyTypeObject*)
 
     void fm_incref "Py_INCREF"(PyObject*)
@@ -1295,8 +1332,7 @@ cdef class Snapshot:
     cdef bint _hashed          # _hash is valid (zero-initialised: also for __new__ alone)
     cdef bint _frozen
     cdef _Family _fam          # the versions this one may share pages with (see "Cyclic GC")
-    cdef PyObject* _fprev      # links of the family's member list (borrowed)
-    cdef PyObject* _fnext
+    cdef fm_member _member     # its link in the family's member list
     cdef object _gc   # present so that the type takes part in cyclic GC (see _install_gc_slots)
 
     def __init__(self, mapping=(), /, **kwargs):
@@ -1524,8 +1560,7 @@ cdef class _Family:
     another's pages (a write's new version, a copy, a snapshot of a batch, a replace's
     adopted version) joins that one's family.  Reports to the cyclic GC, once each, the
     records of the pages its members share."""
-    cdef PyObject* head        # first member (borrowed: members unlink when they die)
-    cdef int spin              # guards the list on free-threaded builds
+    cdef fm_family f           # the member list (members unlink themselves before dying)
     cdef object _gc            # present so that the type takes part in cyclic GC
 
 
@@ -1548,30 +1583,14 @@ cdef int _fam_join(Snapshot s, Snapshot src) except -1:
 
 
 cdef void _fam_link(Snapshot s, _Family f) noexcept:
-    fm_spin_lock(&f.spin)
-    s._fprev = NULL
-    s._fnext = f.head
-    if f.head != NULL:
-        (<Snapshot>f.head)._fprev = <PyObject*>s
-    f.head = <PyObject*>s
-    fm_spin_unlock(&f.spin)
+    fm_member_link(&f.f, &s._member, &s.v)
     s._fam = f
 
 
 cdef void _fam_leave(Snapshot s) noexcept:
     """Unlink s from its family's list (its _fam reference is dropped by the caller)."""
-    cdef _Family f = s._fam
-    if f is None:
-        return
-    fm_spin_lock(&f.spin)
-    if s._fprev != NULL:
-        (<Snapshot>s._fprev)._fnext = s._fnext
-    else:
-        f.head = s._fnext
-    if s._fnext != NULL:
-        (<Snapshot>s._fnext)._fprev = s._fprev
-    s._fprev = s._fnext = NULL
-    fm_spin_unlock(&f.spin)
+    if s._fam is not None:
+        fm_member_unlink(&s._fam.f, &s._member)
 
 
 cdef int _snap_eq(Snapshot a, object other) except -2:
@@ -1759,7 +1778,10 @@ cdef class _SnapshotIterator:
 
 
 cdef _SnapshotIterator _make_iter(Snapshot s, int kind):
-    cdef _SnapshotIterator it = _SnapshotIterator.__new__(_SnapshotIterator)
+    cdef _SnapshotIterator it
+    if s is None:               # a view made by hand over None (typed arguments admit None)
+        raise TypeError("a SnapshotMap view reads a Snapshot, not None")
+    it = _SnapshotIterator.__new__(_SnapshotIterator)
     it._snap = s
     it._kind = kind
     it._remaining = s.v.count
@@ -2566,6 +2588,9 @@ cdef int _publish_locked(SnapshotMap m, Snapshot s, fm_pending* pend) except -1:
     """Publish s (writer lock held).  The previous version, and earlier retired ones when
     no reader is inside the load window, go to pend (released after the lock)."""
     cdef PyObject* old
+    # room first, so that nothing can fail once s is published
+    fm_pending_reserve(pend, 1 + m._retired.n)
+    fm_pending_reserve(&m._retired, 1)
     fm_incref(<PyObject*>s)
     old = fm_exchange_published(&m._cur, <PyObject*>s)
     if fm_readers_load(&m._readers) == 0:
@@ -2600,12 +2625,15 @@ cdef inline bint _exclusive(SnapshotMap m, Snapshot cur) noexcept:
     return (not FM_FREE_THREADED) and fm_refcnt(cur) == 2 and fm_readers_load(&m._readers) == 0
 
 
-cdef inline Snapshot _write_target(SnapshotMap m, Snapshot cur, Snapshot s, fm_ver* tmp):
+cdef inline Snapshot _write_target(SnapshotMap m, Snapshot cur, Snapshot s, fm_ver* tmp,
+                                  fm_pending* pend):
     """Where a single-key write goes (writer lock held): None to change the published
     version cur in place (see _exclusive), else a Snapshot (s if preallocated, else one
     allocated now without starting a collection) into which _commit installs *tmp, a
-    private C struct sharing cur's pages that the write changes."""
+    private C struct sharing cur's pages that the write changes.  Whatever _commit
+    needs is reserved here, before the write changes anything."""
     if _exclusive(m, cur):
+        fm_pending_reserve(pend, m._retired.n)
         return None
     if s is None:
         s = _snap_alloc_locked()
@@ -2654,7 +2682,7 @@ cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
             result = <object>e.value
             if only_if_absent or e.value == <PyObject*>value:
                 return result
-        s = _write_target(m, cur, s, &tmp)
+        s = _write_target(m, cur, s, &tmp, &pend)
         v = &cur.v if s is None else &tmp
         if found:
             fm_set_value(v, pos, <PyObject*>value, &pend)
@@ -2692,7 +2720,7 @@ cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object old,
             return _MISSING
         # the version cannot change while we hold the lock; cur keeps e alive
         result = <object>e.value
-        s = _write_target(m, cur, s, &tmp)
+        s = _write_target(m, cur, s, &tmp, &pend)
         v = &cur.v if s is None else &tmp
         fm_delete(v, pos, slot, &pend)
         _commit(m, cur, s, &tmp, &pend)
@@ -2728,7 +2756,7 @@ cdef object _write_popitem(SnapshotMap m):
             key = <object>e.key
             value = <object>e.value
             slot = fm_slot_of(&cur.v, e.hash, pos)
-            s = _write_target(m, cur, s, &tmp)
+            s = _write_target(m, cur, s, &tmp, &pend)
             v = &cur.v if s is None else &tmp
             fm_delete(v, pos, slot, &pend)
             _commit(m, cur, s, &tmp, &pend)
@@ -2760,7 +2788,7 @@ cdef bint _write_cas(SnapshotMap m, Py_hash_t h, object key, object old, object 
             # the version cannot change while we hold the lock; cur keeps e alive
             ok = e.value == <PyObject*>old or fm_eq(e.value, <PyObject*>old, 2)
         if ok and e.value != <PyObject*>new:
-            s = _write_target(m, cur, s, &tmp)
+            s = _write_target(m, cur, s, &tmp, &pend)
             v = &cur.v if s is None else &tmp
             fm_set_value(v, pos, <PyObject*>new, &pend)
             _commit(m, cur, s, &tmp, &pend)
@@ -3431,20 +3459,7 @@ cdef int _snap_clear(PyObject* o) noexcept:
 
 
 cdef int _fam_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
-    cdef _Family f = <_Family>o
-    cdef PyObject* p
-    cdef int r = 0
-    fm_spin_lock(&f.spin)
-    p = f.head
-    while p != NULL and r == 0:
-        r = fm_visit_shared((<Snapshot>p).v.eroot, 0, visit, arg)
-        p = (<Snapshot>p)._fnext
-    p = f.head
-    while p != NULL:
-        fm_unmark_shared((<Snapshot>p).v.eroot, 0)
-        p = (<Snapshot>p)._fnext
-    fm_spin_unlock(&f.spin)
-    return r
+    return fm_family_visit(&(<_Family>o).f, visit, arg)
 
 
 cdef int _map_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
