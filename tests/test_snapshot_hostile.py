@@ -432,3 +432,31 @@ def test_iterator_pickle_and_copy_leave_it_in_place(make):
     assert it.__length_hint__() == ref.__length_hint__()
     assert list(it) == list(ref)          # the original is where it was
     assert list(pickle.loads(pickle.dumps(it))) == []
+
+
+def test_subclass_methods_are_not_called_by_init_ior_setdefault():
+    calls = []
+
+    class Sub(SnapshotMap):
+        def update(self, *a, **k):
+            calls.append("update")
+            raise AssertionError("dict.__init__ / |= do not call a subclass's update")
+
+        def load_or_store(self, key, value):
+            calls.append("load_or_store")
+            raise AssertionError("dict.setdefault does not call other methods")
+
+    class DSub(dict):
+        def update(self, *a, **k):
+            raise AssertionError
+
+    m = Sub({"a": 1}, b=2)
+    m.__init__({"c": 3})
+    m |= {"d": 4}
+    assert m.setdefault("e", 5) == 5 and m.setdefault("a", 0) == 1
+    d = DSub({"a": 1}, b=2)
+    d.__init__({"c": 3})
+    d |= {"d": 4}
+    d.setdefault("e", 5)
+    assert dict(m) == d and not calls
+    m._check()

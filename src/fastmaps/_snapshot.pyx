@@ -86,6 +86,19 @@ unshared map.  Otherwise -- and always on free-threaded builds -- the writer mak
 Snapshot sharing all pages and publishes it.  Bulk writes always build a private version,
 so they stay all-or-nothing.
 
+**No half-built version is reachable.**  A private version is a C struct (``fm_ver``) on
+the writer's stack, or inside the batch object whose every operation is guarded; it is
+installed into its Snapshot object whole (``_install``: one struct copy, no Python code)
+once complete.  So a key's ``__eq__`` running during a build (``Snapshot(...)``,
+``update()``, a write's copy), or code that finds the Snapshot through
+``gc.get_objects()``, sees at most an empty Snapshot, never a version being filled.  This
+is what keeps iterators memory-safe: an iterator caches a pointer to the log page it is
+reading, and an insert into a private version may ``PyMem_Realloc`` (or free) that page.
+A Snapshot's version therefore changes only (a) from empty to complete, when it is
+installed, (b) in place, when nothing but the map references the Snapshot, or (c) to
+empty, in the GC's ``tp_clear``; an iterator stops if its Snapshot's log root or length
+is not the one it started on, which covers (a) and (c).
+
 **Why this structure (chosen by measurement; details in docs/design.md).**  The previous
 version of this module was a CHAMP-style HAMT.  It iterated in hash order (1.6x dict at
 10^3, 7.5-9.4x at 10^6, keys and values touched in random memory order), its lookups in
@@ -111,10 +124,14 @@ Publication protocol (what is published, how readers load it, how versions are r
   the new version privately and publishes it with one atomic exchange of ``_cur``
   (sequentially consistent on free-threaded builds, so every store that built the
   version happens-before any reader that loads the new pointer).  Keys are hashed before the lock is taken; the new Snapshot
-  object is allocated before the lock is taken when the current one looks shared; every
+  object is allocated before the lock is taken when the current one looks shared (if a
+  key's ``__eq__`` shares it later, it is allocated under the lock with the collector
+  paused: up to 3.11 an allocation may run a collection, whose finalizers could write to
+  the map and find its lock held; result tuples are made after the lock); every
   reference that might be the last one (replaced values, removed entries, the previous
   version, retired versions, dropped pages) is released after the lock is released, so no
-  user ``__del__`` runs while the lock is held.
+  user ``__del__`` runs while the lock is held.  (A key's or value's ``__eq__`` does run
+  under the lock, by design: the find and the change are one atomic step.)
 * How readers load it: a reader takes no lock.  It announces itself in the map's
   ``_readers`` counter (atomic increment), loads ``_cur`` (acquire), increments the
   Snapshot's reference count, and leaves the counter (atomic decrement).  From then on it
@@ -1965,9 +1982,11 @@ cdef class SnapshotMap:
                 _release(self)
                 fm_pending_flush(&pend)
             if not fresh:
-                self.update(s)
+                SnapshotMap.update(self, s)
         else:
-            self.update(mapping, **kwargs)
+            # (SnapshotMap's own update: as dict.__init__, a subclass's update() is not
+            # called)
+            SnapshotMap.update(self, mapping, **kwargs)
 
     def __dealloc__(self):
         cdef PyObject* cur = self._cur
@@ -2255,7 +2274,9 @@ cdef class SnapshotMap:
         >>> m.setdefault("a", 1), m.setdefault("a", 2), m
         (1, 1, SnapshotMap({'a': 1}))
         """
-        return self.load_or_store(key, default)[0]
+        # (not through self.load_or_store: as dict's, a subclass's methods are not called)
+        r = _write_assoc(self, fm_hash(key), key, default, True)
+        return default if r is _MISSING else r
 
     def update(self, other=(), /, **kwargs):
         """Add or overwrite the items of a mapping or iterable of (key, value) pairs, then
@@ -2305,7 +2326,7 @@ cdef class SnapshotMap:
             fm_ver_clear(&tmp)          # the partial version, if a key's __eq__ raised
 
     def __ior__(self, other):
-        self.update(other)
+        SnapshotMap.update(self, other)     # as dict's |=: not a subclass's update()
         return self
 
     def clear(self):
