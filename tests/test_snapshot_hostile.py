@@ -460,3 +460,13 @@ def test_subclass_methods_are_not_called_by_init_ior_setdefault():
     d.setdefault("e", 5)
     assert dict(m) == d and not calls
     m._check()
+
+
+def test_views_made_by_hand_over_none():
+    m = SnapshotMap(a=1)
+    for view in (m.keys(), m.values(), m.items()):
+        V = type(view)
+        with pytest.raises(TypeError):
+            list(V(None))
+        with pytest.raises(TypeError):
+            list(V({"a": 1}))

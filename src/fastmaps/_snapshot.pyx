@@ -2654,7 +2654,8 @@ cdef inline Snapshot _write_target(SnapshotMap m, Snapshot cur, Snapshot s, fm_v
     private C struct sharing cur's pages that the write changes.  Whatever _commit
     needs is reserved here, before the write changes anything."""
     if _exclusive(m, cur):
-        fm_pending_reserve(pend, m._retired.n)
+        if m._retired.n:
+            fm_pending_reserve(pend, m._retired.n)
         return None
     if s is None:
         s = _snap_alloc_locked()
@@ -2692,7 +2693,7 @@ cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
     cdef fm_entry* e = NULL
     cdef int found
     cdef object result = _MISSING
-    fm_ver_init(&tmp)
+    tmp.eroot = tmp.iroot = tmp.oroot = NULL     # (fm_ver_share fills the rest)
     fm_pending_init(&pend)
     _acquire(m)
     try:
@@ -2713,7 +2714,8 @@ cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
     finally:
         _release(m)
         fm_pending_flush(&pend)
-        fm_ver_clear(&tmp)              # only if the write failed
+        if tmp.eroot != NULL or tmp.iroot != NULL or tmp.oroot != NULL:
+            fm_ver_clear(&tmp)          # only if the write failed
     return result
 
 
@@ -2729,7 +2731,7 @@ cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object old,
     cdef fm_ver* v
     cdef fm_entry* e = NULL
     cdef object result = _MISSING
-    fm_ver_init(&tmp)
+    tmp.eroot = tmp.iroot = tmp.oroot = NULL     # (fm_ver_share fills the rest)
     fm_pending_init(&pend)
     _acquire(m)
     try:
@@ -2748,7 +2750,8 @@ cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object old,
     finally:
         _release(m)
         fm_pending_flush(&pend)
-        fm_ver_clear(&tmp)              # only if the write failed
+        if tmp.eroot != NULL or tmp.iroot != NULL or tmp.oroot != NULL:
+            fm_ver_clear(&tmp)          # only if the write failed
     return result
 
 
@@ -2762,7 +2765,7 @@ cdef object _write_popitem(SnapshotMap m):
     cdef fm_entry* e = NULL
     cdef object key = _MISSING
     cdef object value = None
-    fm_ver_init(&tmp)
+    tmp.eroot = tmp.iroot = tmp.oroot = NULL     # (fm_ver_share fills the rest)
     fm_pending_init(&pend)
     _acquire(m)
     try:
@@ -2784,7 +2787,8 @@ cdef object _write_popitem(SnapshotMap m):
     finally:
         _release(m)
         fm_pending_flush(&pend)
-        fm_ver_clear(&tmp)              # only if the write failed
+        if tmp.eroot != NULL or tmp.iroot != NULL or tmp.oroot != NULL:
+            fm_ver_clear(&tmp)          # only if the write failed
     if key is _MISSING:
         raise KeyError("popitem(): SnapshotMap is empty")
     return (key, value)
@@ -2799,7 +2803,7 @@ cdef bint _write_cas(SnapshotMap m, Py_hash_t h, object key, object old, object 
     cdef fm_ver* v
     cdef fm_entry* e = NULL
     cdef bint ok = False
-    fm_ver_init(&tmp)
+    tmp.eroot = tmp.iroot = tmp.oroot = NULL     # (fm_ver_share fills the rest)
     fm_pending_init(&pend)
     _acquire(m)
     try:
@@ -2816,7 +2820,8 @@ cdef bint _write_cas(SnapshotMap m, Py_hash_t h, object key, object old, object 
     finally:
         _release(m)
         fm_pending_flush(&pend)
-        fm_ver_clear(&tmp)              # only if the write failed
+        if tmp.eroot != NULL or tmp.iroot != NULL or tmp.oroot != NULL:
+            fm_ver_clear(&tmp)          # only if the write failed
     return ok
 
 
