@@ -288,6 +288,18 @@ def test_collection_never_clears_reachable_records_random():
             keep.append(s)
             if len(keep) > 20:
                 keep.pop(rnd.randrange(len(keep)))
+        elif op == 5 and rnd.random() < 0.1 and keep:
+            src = rnd.choice(keep)           # adopt another version's pages
+            m.replace(src)
+            expect = dict(src.items() if isinstance(src, Snapshot) else src.snapshot().items())
+        elif op == 5 and rnd.random() < 0.1:
+            with m.batch() as b:             # a batch's own snapshot shares its pages
+                box = Box(step)
+                b[k] = box
+                expect[k] = box
+                keep.append(b.snapshot())
+                b[k + 1000] = Box(step)
+                expect[k + 1000] = b[k + 1000]
         elif rnd.random() < 0.2:
             gc.collect(rnd.randrange(2))
         if step % 300 == 0:
@@ -470,3 +482,42 @@ def test_views_made_by_hand_over_none():
             list(V(None))
         with pytest.raises(TypeError):
             list(V({"a": 1}))
+
+
+def test_batch_entered_by_two_threads_at_once():
+    import threading
+    import time
+    m = SnapshotMap(a=1)
+    outer = m.batch()
+    outer.__enter__()                    # holds the writer lock: b's first entry waits
+    b = m.batch()
+    entered = threading.Event()
+
+    def first():
+        b.__enter__()
+        entered.set()
+        b["first"] = 1
+        b.__exit__(None, None, None)
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    time.sleep(0.2)                      # t1 is now waiting inside b.__enter__
+    second = []
+
+    def again():
+        try:
+            b.__enter__()
+            second.append("entered")
+            b.__exit__(None, None, None)
+        except RuntimeError as e:
+            second.append(e)
+
+    t2 = threading.Thread(target=again)
+    t2.start()
+    t2.join(2.0)
+    assert not t2.is_alive(), "a second entry of a batch being entered must not wait"
+    assert len(second) == 1 and isinstance(second[0], RuntimeError)
+    outer.__exit__(None, None, None)
+    t1.join(5.0)
+    assert entered.is_set() and m == {"a": 1, "first": 1}
+    m._check()
