@@ -3454,12 +3454,15 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
 #   any member is reachable, the family is, and so is every shared record (a
 #   conservative superset: a cycle through pages shared only by dead versions is
 #   collected when the family is garbage, i.e. when all its versions are).
-# Pages also held by something that is not a member (a batch's or a writer's private
-# version, the retired list) are either reported by the family or not at all: an
-# unreported reference only makes its target look externally referenced (never
-# collected too early).  Those holders always hold a member as well (the batch its base,
-# the writer the published version).
-# tp_clear of a Snapshot drops its pages (other sharers keep their references).
+# Pages also held by something that is not a Snapshot (a batch's or a writer's private
+# version, a list of references waiting to be released) are either reported by the
+# family or not at all: an unreported reference only makes its target look externally
+# referenced (never collected too early).  A holder that shares pages with members holds
+# a member as well (the batch its base, the writer the published version), so the family
+# stays reachable while it does.  Snapshots on a map's retired list are not reported by
+# the map (conservative in the same way).
+# tp_clear of a Snapshot unlinks it from its family and drops its pages (other sharers
+# keep their references).
 # ---------------------------------------------------------------------------------------
 
 cdef traverseproc _orig_snap_traverse
