@@ -375,20 +375,33 @@ class _Finalizer:
             self.errors.append(e)
 
 
-def _collection_at_next_allocation(m, op):
+def _collection_at_next_allocation(m, op, armed_by_op=False):
+    """Run op() with a collectable finalizer pending and the collector set to run at the
+    next GC allocation (from op's start, or from when op calls the `arm` it is given:
+    on 3.10 calling a Python function allocates a frame, so a test of what happens after
+    some user code must arm the collector at the end of that code)."""
     errors = []
     enabled = gc.isenabled()
     old = gc.get_threshold()
     gc.collect()
     gc.disable()
-    try:
-        _Finalizer(m, "fin", errors)           # garbage, collectable only by the GC
+
+    def arm():
         gc.set_threshold(1)
         gc.enable()
-        result = op()
+
+    try:
+        _Finalizer(m, "fin", errors)           # garbage, collectable only by the GC
+        if armed_by_op:
+            result = op(arm)
+        else:
+            arm()
+            result = op()
     finally:
         gc.set_threshold(*old)
-        if not enabled:
+        if enabled:
+            gc.enable()
+        else:
             gc.disable()
     gc.collect()
     return result, errors
@@ -407,13 +420,19 @@ def test_write_whose_eq_shares_the_version_allocates_outside_the_lock():
     # the published version looks unshared before the lock (no Snapshot preallocated);
     # the key's __eq__ then takes a snapshot, so the write needs a new Snapshot under the
     # lock: that allocation must not start a collection (whose finalizer writes here)
-    import functools
-    import operator
     m = SnapshotMap({CKey(1): 1})
     held = []
-    CKey.hook = lambda: held.append(m.snapshot()) if not held else None
     k2 = CKey(2)
-    _, errors = _collection_at_next_allocation(m, functools.partial(operator.setitem, m, k2, 2))
+
+    def op(arm):
+        def hook():
+            if not held:
+                held.append(m.snapshot())
+                arm()                    # collect at the next allocation (ours, under the lock)
+        CKey.hook = hook
+        m[k2] = 2                        # __eq__ makes the published version shared
+
+    _, errors = _collection_at_next_allocation(m, op, armed_by_op=True)
     CKey.hook = None
     assert not errors, errors
     assert held[0] == {CKey(1): 1}
