@@ -425,12 +425,14 @@ def test_write_whose_eq_shares_the_version_allocates_outside_the_lock():
     k2 = CKey(2)
 
     def op(arm):
+        drain = [Snapshot.__new__(Snapshot) for _ in range(100)]   # empty the freelist
         def hook():
             if not held:
                 held.append(m.snapshot())
                 arm()                    # collect at the next allocation (ours, under the lock)
         CKey.hook = hook
         m[k2] = 2                        # __eq__ makes the published version shared
+        del drain
 
     _, errors = _collection_at_next_allocation(m, op, armed_by_op=True)
     CKey.hook = None
