@@ -1373,10 +1373,8 @@ cdef class Snapshot:
             fm_ver_clear(&tmp)              # only if the build failed
 
     def __dealloc__(self):
-        cdef fm_ver v = self.v
-        fm_ver_init(&self.v)
         _fam_leave(self)
-        fm_ver_clear(&v)
+        fm_ver_clear(&self.v)
 
     # -- reading -------------------------------------------------------------------------
     def __len__(self):
@@ -1564,7 +1562,7 @@ cdef int _install(Snapshot s, fm_ver* tmp, Snapshot src) except -1:
     nobody else has seen filled), in src's family.  No user code runs."""
     _fam_join(s, src)
     s.v = tmp[0]
-    fm_ver_init(tmp)
+    fm_ver_init(tmp)                # (the references moved to s)
     s._hashed = False
     return 0
 
@@ -3480,10 +3478,8 @@ cdef int _snap_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
 
 cdef int _snap_clear(PyObject* o) noexcept:
     cdef Snapshot s = <Snapshot>o
-    cdef fm_ver v = s.v
-    fm_ver_init(&s.v)
     _fam_leave(s)
-    fm_ver_clear(&v)
+    fm_ver_clear(&s.v)          # (empties s.v before it drops any reference)
     return _orig_snap_clear(o)
 
 
