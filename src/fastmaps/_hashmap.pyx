@@ -105,6 +105,11 @@ allocate before they mutate (MemoryError leaves the map unchanged) and DECREF re
 objects last, after the map is consistent again, because a ``__del__`` can re-enter.
 On GIL builds a thread switch can only happen inside such user code, so concurrent use
 reduces to the same reentrancy rules: no crash, no corruption.
+A subclass's methods run only where dict would run them: construction, ``update``, ``==``,
+``|`` and ``|=`` read a HashMap's or dict's true size and storage (never a subclass's
+``__len__``, ``copy``, ``update`` or ``keys`` when ``__iter__`` is not overridden), and the
+GC's ``tp_clear`` clears at C level (a subclass's ``clear`` or an instance attribute named
+``clear`` would leave the cycle alive).
 
 Iteration
 ---------
@@ -1329,17 +1334,27 @@ cdef class HashMap:
             self._maybe_shrink()
         self._write_step()
 
-    def clear(self, *, bint keep_capacity=False):
+    def clear(self, *, keep_capacity=False):
         """Remove all items. O(n) (the references must be released).
 
         With ``keep_capacity=True`` the index and entry storage are kept for refilling
         (like Go's ``clear(m)``), so the next ``capacity`` inserts allocate nothing and
-        start no migration.
+        start no migration. ``keep_capacity`` must be a bool (TypeError otherwise, as for
+        ObjectPool's ``gc_release``): any other object is more likely a mistake than a flag.
 
         >>> m = HashMap.with_capacity(1000); m[1] = 2
         >>> m.clear(keep_capacity=True); len(m), m.capacity >= 1000
         (0, True)
         """
+        if keep_capacity is not True and keep_capacity is not False:
+            raise TypeError(f"keep_capacity must be a bool, not {type(keep_capacity).__name__}")
+        self._clear(keep_capacity)
+
+    @cython.final
+    cdef void _clear(self, bint keep_capacity) noexcept:
+        """clear() itself, also the GC's tp_clear: calls no method that a subclass or an
+        instance attribute could override (only the DECREFs of the removed objects, last,
+        run user code)."""
         cdef Seg* segs = self.segs
         cdef Py_ssize_t nsegs = self.nsegs, dir_cap = self.dir_cap, log_cap = self.log_cap
         cdef Py_ssize_t n = self.n, w = self.mig_w, r = self.mig_r
@@ -1679,7 +1694,7 @@ cdef class HashMap:
 
     def __copy__(self):
         if type(self) is HashMap:
-            new = self.copy()
+            new = HashMap.copy(self)     # (not an instance attribute named copy)
             attrs = vars(self)
             if attrs:
                 vars(new).update(attrs)
@@ -1699,6 +1714,9 @@ cdef class HashMap:
         if n < 0:
             raise ValueError("capacity must be >= 0")
         m = cls()
+        if not isinstance(m, HashMap):    # a subclass whose __new__ returns something else
+            raise TypeError(f"{cls.__name__}() returned {type(m).__name__}, not a HashMap: "
+                            f"with_capacity cannot reserve room in it")
         (<HashMap>m)._reserve(n)
         return m
 
@@ -1977,8 +1995,8 @@ cdef class HashMap:
     def __or__(self, other):
         if not isinstance(other, (HashMap, dict)):
             return NotImplemented
-        new = self.copy()
-        new.update(other)
+        new = HashMap.copy(self)      # as dict's |: not a subclass's copy() or update()
+        (<HashMap>new)._update_from(other, False)
         return new
 
     def __ror__(self, other):
@@ -1989,7 +2007,7 @@ cdef class HashMap:
         return new
 
     def __ior__(self, other):
-        self.update(other)
+        self._update_from(other, False)  # as dict's |=: not a subclass's update()
         return self
 
     def __class_getitem__(cls, item):
@@ -2597,12 +2615,11 @@ cdef int _hashmap_traverse(PyObject* o, fm_visitproc visit, void* arg) noexcept:
 
 
 cdef int _hashmap_clear(PyObject* o) noexcept:
-    """tp_clear: break reference cycles by clearing the map."""
+    """tp_clear: break reference cycles by clearing the map, at C level: a subclass's
+    clear() or an instance attribute named clear must not run instead (the cycle would
+    never be freed)."""
     cdef HashMap m = <HashMap>o
-    try:
-        m.clear()
-    except BaseException:
-        pass        # clear() only raises if a key's or value's __del__ does; nothing to do
+    m._clear(False)
     if _base_clear != NULL:
         return _base_clear(o)
     return 0
