@@ -12,6 +12,9 @@ of these states:
 * **idle**: held (strong reference) by the pool, in one of three tiers below;
 * **checking**: taken out of the idle tiers by a ``get()`` that is running ``validate``;
 * **in use**: handed out by ``get()`` and not yet given back by ``put()``/``discard()``;
+  while ``put()`` runs ``reset`` on it, it is still in use but also *being returned*
+  (its address is in ``_returning``): a ``put()``/``discard()`` of it meanwhile (from
+  ``reset`` itself, say) is rejected as a double put, so it is counted returned once;
 * **gone**: discarded (dropped by the pool) -- the pool holds no reference to it any more.
 
 Capacity reservations that do not hold an object yet are counted in ``creating``
@@ -80,7 +83,9 @@ Bounds and waiting
 ``max_idle`` bounds the idle count (a ``put()`` beyond it drops the oldest victim if there
 is one, otherwise the returned object). ``max_size`` bounds ``idle + in use + checking +
 creating``. A ``get()`` that finds nothing idle and no capacity waits on a
-``threading.Condition``. Lost wake-ups are impossible because a waiter registers itself
+``threading.Condition``. A timeout longer than a lock can wait (``threading.TIMEOUT_MAX``,
+about 292 years, and ``inf``) waits forever, as ``None`` does. Lost wake-ups are
+impossible because a waiter registers itself
 (``_waiters += 1``) and re-checks the pool while holding the condition's lock, and every
 event that frees an object or capacity (``put``, discard, a failing callback, GC release,
 ``close``) looks at ``_waiters`` afterwards and, if non-zero, notifies under that same lock.
@@ -103,6 +108,10 @@ Locking
   ``freethreading_compatible`` (the directive is project-wide in setup.py), so importing it
   on 3.13t re-enables the GIL unless ``PYTHON_GIL=0`` is forced; the free-threaded path is
   compiled by CI (3.13 headers with ``Py_GIL_DISABLED``) but has never been run.
+* A state transition allocates no garbage-collected object: on 3.10/3.11 such an
+  allocation can start a collection, and the pool's victim rotation (a GC callback) would
+  run on a half-changed pool and count objects twice. The lists that ``clear()``,
+  ``close()`` and the rotation install as new tiers are allocated before the transition.
 * User callbacks (``factory``, ``reset``, ``validate``) and the dropping of the last
   reference to a discarded object (which can run ``__del__``) always happen **outside**
   every critical section and outside the condition's lock. While a callback runs, its object
@@ -126,7 +135,8 @@ Invariants (checked by ``_check()``)
 -----------------------------------
 * idle set size == ``len(pool)`` == shared + sum(slots) + victim; every idle object appears
   once, in exactly one tier; each slot holds <= ``local_cache`` objects;
-* in use, checking, creating, waiters >= 0; ``high_water`` >= in use;
+* in use, checking, creating, waiters >= 0; ``high_water`` >= in use; objects being
+  returned <= in use;
 * ``idle <= max_idle``; ``idle + in_use + checking + creating <= max_size``;
 * ``created == idle + in_use + checking + discarded`` (every object made is accounted for,
   given that only objects handed out by this pool are ``put`` back);
@@ -339,6 +349,24 @@ cdef int _ps_init(_PtrSet* s, int bits) except -1:
     return 0
 
 
+cdef void _ps_clear(_PtrSet* s) noexcept:
+    """Empty the set. A large table is replaced by a minimal one, or, if that allocation
+    fails, kept and zeroed (so clearing cannot fail half-way through a state change)."""
+    cdef Py_ssize_t cap = (<Py_ssize_t>1) << _PS_MIN_BITS
+    cdef uintptr_t* slots = NULL
+    if s.mask + 1 > (1 << 10):
+        slots = <uintptr_t*>PyMem_Malloc(cap * sizeof(uintptr_t))
+    if slots == NULL:
+        memset(s.slots, 0, (s.mask + 1) * sizeof(uintptr_t))
+    else:
+        memset(slots, 0, cap * sizeof(uintptr_t))
+        PyMem_Free(s.slots)
+        s.slots = slots
+        s.mask = cap - 1
+        s.shift = 64 - _PS_MIN_BITS
+    s.used = 0
+
+
 cdef inline Py_ssize_t _ps_find(_PtrSet* s, uintptr_t p) noexcept:
     cdef Py_ssize_t i = fm_ptr_home(p, s.shift)
     cdef uintptr_t v
@@ -482,8 +510,13 @@ cdef Py_ssize_t _opt_count(object value, str name, Py_ssize_t minimum) except -2
     return v
 
 
+cdef double _TIMEOUT_MAX = _threading.TIMEOUT_MAX
+
+
 cdef double _check_timeout(object timeout) except -2.0:
-    """None -> -1.0 (wait forever); otherwise a float >= 0."""
+    """None -> -1.0 (wait forever); otherwise a float >= 0. A timeout longer than a lock
+    can wait (threading.TIMEOUT_MAX, about 292 years; also inf) means forever too, as
+    None does: Condition.wait would raise OverflowError for it."""
     if timeout is None:
         return -1.0
     if isinstance(timeout, bool) or not (hasattr(type(timeout), "__float__") or
@@ -493,6 +526,8 @@ cdef double _check_timeout(object timeout) except -2.0:
     t = float(timeout)
     if not t >= 0.0:  # also rejects NaN
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    if t > _TIMEOUT_MAX:
+        return -1.0
     return t
 
 
@@ -562,6 +597,7 @@ cdef class ObjectPool:
     cdef object _cond
     cdef object __weakref__
     cdef _PtrSet _idle
+    cdef _PtrSet _returning         # objects whose put() is running reset (still in use)
     # Hot counters are interleaved with read-mostly fields on purpose: when two counters
     # that one method updates sit side by side, GCC fuses the updates into one 16-byte
     # load/store, which stalls on store-forwarding against the other method's 8-byte
@@ -596,6 +632,8 @@ cdef class ObjectPool:
         memset(self._slot_n, 0, sizeof(self._slot_n))
         self._idle.slots = NULL
         _ps_init(&self._idle, _PS_MIN_BITS)
+        self._returning.slots = NULL
+        _ps_init(&self._returning, _PS_MIN_BITS)
         self._max_idle = -1
         self._max_size = -1
 
@@ -605,6 +643,8 @@ cdef class ObjectPool:
         self._slot_items = NULL
         PyMem_Free(self._idle.slots)
         self._idle.slots = NULL
+        PyMem_Free(self._returning.slots)
+        self._returning.slots = NULL
 
     cdef void _drop_slot_items(self) noexcept:
         """Release every cached object (dealloc / tp_clear only)."""
@@ -613,13 +653,16 @@ cdef class ObjectPool:
         if self._slot_items == NULL:
             return
         for i in range(FM_NSLOTS):
-            for j in range(self._slot_n[i]):
+            while self._slot_n[i]:
+                # one object at a time, the pool consistent before each DECREF (which
+                # can run a finalizer)
+                j = self._slot_n[i] - 1
                 o = self._slot_items[(i << self._slot_shift) + j]
                 self._slot_items[(i << self._slot_shift) + j] = NULL
+                self._slot_n[i] = j
                 _ps_remove(&self._idle, <uintptr_t>o)
                 self._discarded += 1
                 Py_XDECREF(o)
-            self._slot_n[i] = 0
 
     def __init__(self, factory, *, reset=None, validate=None, max_idle=None,
                  max_size=None, local_cache=4, gc_release=True, gc_generation=2):
@@ -652,6 +695,7 @@ cdef class ObjectPool:
             while (1 << sh) < lc:
                 sh += 1
             self._slot_shift = sh  # slot stride: a power of two >= local_cache
+            PyMem_Free(self._slot_items)  # (an earlier __init__ that failed later on)
             self._slot_items = <PyObject**>PyMem_Malloc((FM_NSLOTS << sh) * sizeof(PyObject*))
             if self._slot_items == NULL:
                 raise MemoryError()
@@ -729,14 +773,17 @@ cdef class ObjectPool:
         self._n_shared += 1
         return 0
 
-    cdef list _st_detach_primary(self):
-        """Move every object of the shared stack and the cache slots into a new list
-        (they stay in the idle set: the caller decides)."""
+    cdef list _st_detach_primary(self, list fresh):
+        """Move every object of the shared stack and the cache slots into one list, the
+        old shared stack (they stay in the idle set: the caller decides); the empty list
+        `fresh` becomes the shared stack. The caller allocates it before the state change:
+        on 3.10/3.11 allocating a list can start a collection, whose victim rotation
+        would then run on a half-changed pool (and count objects twice)."""
         cdef Py_ssize_t i, j, n
         cdef PyObject* p
         cdef list out = self._shared
         del out[self._n_shared:]
-        self._shared = []
+        self._shared = fresh
         self._n_shared = 0
         for i in range(FM_NSLOTS):
             n = self._slot_n[i]
@@ -771,16 +818,13 @@ cdef class ObjectPool:
         return self._max_size < 0 or (
             self._idle.used + self._in_use + self._checking + self._creating < self._max_size)
 
-    cdef object _st_detach_all(self):
-        """Empty every idle tier; return the detached objects (caller drops them later)."""
-        cdef list out = self._st_detach_primary()
+    cdef object _st_detach_all(self, list fresh_shared, list fresh_victim):
+        """Empty every idle tier; return the detached objects (caller drops them later).
+        The two empty lists become the new tiers (see _st_detach_primary)."""
+        cdef list out = self._st_detach_primary(fresh_shared)
         out.extend(self._victim)
-        self._victim = []
-        if self._idle.mask + 1 > (1 << 10):
-            _ps_init(&self._idle, _PS_MIN_BITS)
-        else:
-            memset(self._idle.slots, 0, (self._idle.mask + 1) * sizeof(uintptr_t))
-            self._idle.used = 0
+        self._victim = fresh_victim
+        _ps_clear(&self._idle)
         self._update_fast_flags()  # the idle set may have shrunk
         self._discarded += len(out)
         return out
@@ -821,7 +865,8 @@ cdef class ObjectPool:
         """get(timeout=None)
 
         Return an idle object, or a new one from ``factory``. On a pool with ``max_size``
-        whose objects are all in use, wait up to ``timeout`` seconds (``None``: no limit)
+        whose objects are all in use, wait up to ``timeout`` seconds (``None``, ``inf`` or
+        more than ``threading.TIMEOUT_MAX``: no limit)
         for one to be returned, then raise ``TimeoutError``. ``timeout`` is ignored by
         pools without ``max_size`` (they never wait). Raises :class:`PoolClosedError`
         once the pool is closed.
@@ -858,10 +903,16 @@ cdef class ObjectPool:
                 return fm_steal(p)
         return self._get_slow(timeout)
 
+    cdef int _check_initialized(self) except -1:
+        if not self._initialized:  # made by ObjectPool.__new__, or __init__ failed
+            raise TypeError("ObjectPool.__init__() was not called")
+        return 0
+
     cdef object _get_slow(self, object timeout):
         cdef double t = _check_timeout(timeout)
         cdef double deadline = -1.0
         cdef bint create, waited = False
+        self._check_initialized()
         with cython.critical_section(self):
             self._gets += 1
         while True:
@@ -1035,23 +1086,32 @@ cdef class ObjectPool:
         if _ps_find(&self._idle, _addr(obj)) >= 0:
             raise ValueError("put() of an object that is already idle in this pool "
                              "(double put)")
-        if self._in_use <= 0:
+        if self._returning.used and _ps_find(&self._returning, _addr(obj)) >= 0:
+            raise ValueError("put() of an object whose put() is running reset() "
+                             "(double put)")
+        if self._in_use - self._returning.used <= 0:  # (those are being returned)
             raise ValueError("put() of an object this pool did not hand out "
                              "(no object is checked out)")
         return 0
 
     cdef _put_slow(self, object obj):
         cdef Py_ssize_t slot = -1
-        cdef bint keep = True
+        cdef bint keep = True, resetting
         evicted = None
         with cython.critical_section(self):
             self._st_check_returnable(obj)
-            closed = self._closed
-        if not closed and self._reset is not None:
+            resetting = not self._closed and self._reset is not None
+            if resetting:
+                # obj is being returned while reset runs: still in use, but a put() or
+                # discard() of it from reset (or another thread) is rejected, so that it
+                # is counted returned exactly once
+                _ps_add(&self._returning, _addr(obj))
+        if resetting:
             try:
                 r = self._reset(obj)
             except BaseException:
                 with cython.critical_section(self):
+                    _ps_remove(&self._returning, _addr(obj))
                     self._in_use -= 1
                     self._puts += 1
                     self._discarded += 1
@@ -1060,8 +1120,11 @@ cdef class ObjectPool:
                 raise
             keep = r is not False
         with cython.critical_section(self):
-            # reset may have run other threads: check again.
-            self._st_check_returnable(obj)
+            if resetting:
+                _ps_remove(&self._returning, _addr(obj))  # reserved: nothing to re-check
+            else:
+                # other threads may have run (free-threaded builds): check again.
+                self._st_check_returnable(obj)
             self._in_use -= 1
             self._puts += 1
             if not keep or self._closed:
@@ -1112,7 +1175,9 @@ cdef class ObjectPool:
             if _ps_find(&self._idle, _addr(obj)) >= 0:
                 raise ValueError("discard() of an object that is idle in this pool "
                                  "(use clear() to drop idle objects)")
-            if self._in_use <= 0:
+            if self._returning.used and _ps_find(&self._returning, _addr(obj)) >= 0:
+                raise ValueError("discard() of an object whose put() is running reset()")
+            if self._in_use - self._returning.used <= 0:
                 raise ValueError("discard() of an object this pool did not hand out "
                                  "(no object is checked out)")
             self._in_use -= 1
@@ -1127,7 +1192,8 @@ cdef class ObjectPool:
         Return a :class:`Lease`: ``with pool.borrow() as obj:`` gets an object on entry
         (waiting up to ``timeout`` on a bounded pool) and always gives it back on exit.
         Call ``lease.discard()`` inside the block to drop the object instead; with
-        ``discard_on_error=True`` an exception leaving the block drops it too.
+        ``discard_on_error=True`` an exception leaving the block drops it too (the flag
+        must be a bool, as ``gc_release``: TypeError otherwise).
 
         Complexity: O(1) (it only makes the Lease); entering the lease costs one
         ``get()``, leaving it one ``put()`` or ``discard()``.
@@ -1145,6 +1211,9 @@ cdef class ObjectPool:
         >>> len(pool), pool.stats()["discarded"]
         (0, 1)
         """
+        if discard_on_error is not True and discard_on_error is not False:
+            raise TypeError(f"discard_on_error must be a bool, "
+                            f"not {type(discard_on_error).__name__}")
         return self._new_lease(timeout, discard_on_error)
 
     cdef inline Lease _new_lease(self, object timeout, bint discard_on_error):
@@ -1176,6 +1245,7 @@ cdef class ObjectPool:
         cdef bint go, keep
         if target < 0:
             raise TypeError("n must be an int")
+        self._check_initialized()
         for i in range(target):
             with cython.critical_section(self):
                 if self._closed:
@@ -1199,7 +1269,9 @@ cdef class ObjectPool:
             with cython.critical_section(self):
                 self._creating -= 1
                 self._created += 1
-                keep = not self._closed and _ps_find(&self._idle, _addr(obj)) < 0
+                # re-check: factory() may have run puts (or other threads) meanwhile
+                keep = (not self._closed and _ps_find(&self._idle, _addr(obj)) < 0 and
+                        (self._max_idle < 0 or self._idle.used < self._max_idle))
                 if keep:
                     _ps_reserve(&self._idle)
                     self._st_shared_push(obj)
@@ -1228,8 +1300,10 @@ cdef class ObjectPool:
         >>> pool.clear(), len(pool)
         (3, 0)
         """
+        fresh_shared = []  # allocated before the state change (see _st_detach_primary)
+        fresh_victim = []
         with cython.critical_section(self):
-            dropped = self._st_detach_all()
+            dropped = self._st_detach_all(fresh_shared, fresh_victim)
         n = len(dropped)
         self._notify(True)
         del dropped  # finalizers, if any, run here: outside every lock
@@ -1257,10 +1331,12 @@ cdef class ObjectPool:
             ...
         fastmaps._pool.PoolClosedError: get() on a closed ObjectPool
         """
+        fresh_shared = []  # allocated before the state change (see _st_detach_primary)
+        fresh_victim = []
         with cython.critical_section(self):
             self._closed = True
             self._update_fast_flags()
-            dropped = self._st_detach_all()
+            dropped = self._st_detach_all(fresh_shared, fresh_victim)
         _registry.discard(self)
         self._notify(True)
         del dropped
@@ -1324,6 +1400,7 @@ cdef class ObjectPool:
         dropped = None
         if generation < self._gc_generation:
             return
+        fresh = []  # allocated before the state change (see _st_detach_primary)
         with cython.critical_section(self):
             if self._closed:
                 return
@@ -1333,7 +1410,7 @@ cdef class ObjectPool:
                     _ps_remove(&self._idle, _addr(o))
                 self._gc_released += len(dropped)
                 self._discarded += len(dropped)
-                self._victim = self._st_detach_primary()
+                self._victim = self._st_detach_primary(fresh)
         if dropped:
             self._notify(True)
         # the pool is consistent: the old victims may now die (finalizers may use the pool)
@@ -1416,6 +1493,9 @@ cdef class ObjectPool:
                                      f"tiers hold {len(seen)}")
             if self._idle.used * 2 > cap:
                 raise AssertionError("idle set over its load factor")
+            if self._returning.used > self._in_use:
+                raise AssertionError(f"{self._returning.used} objects being returned but "
+                                     f"in_use = {self._in_use}")
             for name, v in (("in_use", self._in_use), ("checking", self._checking),
                             ("creating", self._creating), ("waiters", self._waiters)):
                 if v < 0:
@@ -1516,6 +1596,8 @@ cdef class Lease:
     def __enter__(self):
         if self._state != 0:
             raise RuntimeError("a Lease can only be entered once")
+        if self._pool is None:  # made by Lease.__new__
+            raise TypeError("Lease objects are created by ObjectPool.borrow()")
         self._obj = self._pool._get_impl(self._timeout)
         self._state = 1
         return self._obj
