@@ -2,7 +2,7 @@
 HashMap, a HashMap subclass, and HashMap with migrations running constantly."""
 import sys
 
-import mapping_tests
+from . import mapping_tests
 
 from fastmaps import HashMap
 from fastmaps import _hashmap
