@@ -428,14 +428,33 @@ def no_duplicates(m):
         fail(f"duplicate keys: {len(keys)} keys, {len(d)} distinct")
 
 
-def ambiguous_step(involved, m):
-    """Does dict leave this step's outcome to the layout? (armed hostile __eq__ keys in
-    the step or in the map: which keys get compared depends on the probe order)"""
+def ambiguous_step(involved, m, whole=False):
+    """Does dict leave this step's outcome to the layout? It does when a key of the step
+    meets another key of the same hash, one of them an armed hostile __eq__ key: which
+    keys get compared depends on the probe order. (`whole`: the step may look up any key
+    of the map: dict.copy() of a sparse dict re-inserts its keys, comparing them.) Steps
+    that look nothing up (popitem, clear, iteration) never are."""
     if not Hostile.armed:
         return False
-    if any(is_hostile_eq(k) for k in involved):
-        return True
-    return any(is_hostile_eq(k) for k in m)
+    if whole:
+        involved = list(involved) + list(m)
+    was = Hostile.armed
+    Hostile.armed = False
+    try:
+        groups = {}
+        for k in list(m) + list(involved):
+            if type(k) in (list, dict, set):
+                continue
+            groups.setdefault(hash(k), {})[id(k)] = k
+        for k in involved:
+            if type(k) in (list, dict, set):
+                continue
+            group = groups[hash(k)]
+            if len(group) > 1 and any(is_hostile_eq(x) for x in group.values()):
+                return True
+        return False
+    finally:
+        Hostile.armed = was
 
 
 def compare_step(name, ambiguous, got, want, m, oracle, before, involved=()):
@@ -526,7 +545,9 @@ def hashmap_step(ep, rnd, keys, unhashable, m, oracle):
         ambiguous = False
         before = None
     else:
-        ambiguous = ambiguous_step(involved, m) or ambiguous_step(involved, oracle)
+        whole = name in ("iter_value_update", "eq", "copy", "or")
+        ambiguous = (ambiguous_step(involved, m, whole) or
+                     ambiguous_step(involved, oracle, whole))
         before = items_of(m)
         aim(m)
         got = outcome(fn, m, *args)
@@ -707,7 +728,8 @@ def snapshot_step(ep, rnd, keys, unhashable, m, model):
     else:
         name, fm, fd, args, involved = "eq", op_eq_snap, op_eq_snap, (), []
     ep.step(name, *args, armed=Hostile.armed)
-    ambiguous = ambiguous_step(involved, d) or ambiguous_step(involved, m)
+    whole = name in ("eq", "copy")
+    ambiguous = ambiguous_step(involved, d, whole) or ambiguous_step(involved, m, whole)
     before = items_of(m)
     aim(m)
     got = outcome(fm, m, *args)
@@ -752,13 +774,17 @@ SNAP_READS = {"getitem", "contains", "get", "len", "keys", "values", "items", "r
               "contains_item", "snapshot", "copy", "eq"}
 
 
+def replace_contents(d, work):
+    d.clear()
+    d.update(work)
+
+
 def atomic(fn):
     def model(d, *args):
         work = dict(d) if not Hostile.armed else disarmed(dict, d.items())
         aim(work)
         fn(work, *args)
-        d.clear()
-        d.update(work)
+        disarmed(replace_contents, d, work)
     return model
 
 
@@ -811,8 +837,7 @@ def op_batch(m, plan):
             if res[0] == "raise":
                 break
         else:
-            m.clear()
-            m.update(work)
+            disarmed(replace_contents, m, work)
         if results and results[-1][0] == "raise":
             raise BatchAborted(results)
         return results
