@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from fastmaps import HashMap
+from fastmaps import _hashmap
 
 
 def run_isolated(code):
@@ -228,3 +229,47 @@ def test_clear_keep_capacity_must_be_a_bool(flag):
     m[1] = 1
     m.clear(keep_capacity=False)
     assert len(m) == 0
+
+
+# ----------------------------------------------------------------- lookups that end
+
+class Endless(Exception):
+    pass
+
+
+@pytest.mark.parametrize("tuning", ["default", "migrating"])
+@pytest.mark.parametrize("cls", [dict, HashMap])
+def test_eq_that_writes_and_pops_does_not_keep_a_lookup_going(cls, tuning):
+    # every comparison inserts and pops: dict's lookup goes on past such changes; HashMap
+    # restarted after every popitem, so the lookup never ended
+    prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2) if tuning != "default" \
+        else None
+    try:
+        m = cls()
+        calls = [0]
+
+        class K:
+            def __hash__(self):
+                return 7
+
+            def __eq__(self, other):
+                calls[0] += 1
+                if calls[0] > 10_000:
+                    raise Endless
+                m[("pad", calls[0] % 5)] = 0
+                m.popitem()
+                return False
+
+        for i in range(50):
+            m[i] = i
+        m[K()] = 1
+        probe = K()
+        assert (probe in m) is False
+        assert m.get(probe, "absent") == "absent"
+        m[probe] = 2
+        assert m[probe] == 2
+        if cls is HashMap:
+            m._check()
+    finally:
+        if prev:
+            _hashmap._set_tuning(**prev)

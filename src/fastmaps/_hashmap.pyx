@@ -99,8 +99,11 @@ Reentrancy and user code
 ``__eq__`` (hashes are stored, or cached by exact str keys). Moving an entry into a
 segment may need that segment's hash array; if memory is short the migration pauses and
 resumes on a later write (a whole-map call that must finish it raises MemoryError). ``__eq__`` can do anything, so a lookup INCREFs the stored
-key, compares, and restarts from scratch if the map's ``stamp`` (bumped by every
-structural change: insert, delete, migration step, clear) changed meanwhile. Writes
+key, compares, and restarts from scratch if the map's ``stamp`` (bumped when the index
+is replaced, a migration step runs, entries move, or the map is cleared) changed
+meanwhile, or the compared entry or its slot did; plain inserts and deletes, popitem
+included, let the probe go on, as CPython's does (restarting after each would let an
+``__eq__`` that writes keep a lookup going for ever). Writes
 allocate before they mutate (MemoryError leaves the map unchanged) and DECREF removed
 objects last, after the map is consistent again, because a ``__del__`` can re-enter.
 On GIL builds a thread switch can only happen inside such user code, so concurrent use
@@ -462,7 +465,8 @@ cdef class HashMap:
     # change counters
     cdef uint64_t stamp        # index replaced, migration progress, entries moved: a lookup
                                # whose __eq__ saw it change restarts (plain inserts and
-                               # deletes do not change it: a probe can continue past them)
+                               # deletes, popitem too, do not change it: a probe can
+                               # continue past them, if the slot it compared is unchanged)
     cdef uint64_t layout       # entry ids changed: iterators relocate by key identity
     cdef uint64_t n_dels       # deletions so far: relocation by identity is exact without
     cdef uint64_t n_ins        # insertions so far (see _lookup_for_insert)
@@ -1011,9 +1015,11 @@ cdef class HashMap:
                     if (sg.h[j] if sg.h != NULL else FM_STR_HASH(sk)) == h:
                         startkey = <object>sk
                         eq = PyObject_RichCompareBool(startkey, key, Py_EQ)
-                        startkey = None
-                        if self.stamp != stamp or self._ent(ident).key != sk:
+                        # (startkey, still held, keeps another key from taking sk's address)
+                        if (self.stamp != stamp or idx[i] != ix or
+                                self._ent(ident).key != sk):
                             return RESTART    # the table, or the compared entry, changed
+                        startkey = None
                         if eq:
                             slotp[0] = &idx[i]
                             return ident
@@ -1327,9 +1333,11 @@ cdef class HashMap:
         self.n = i
         if self.old_idx != NULL and self.old_end > i:
             self.old_end = i
-        self.stamp += 1
-        # no layout change: the other entries keep their ids (an iterator goes on by
-        # position, as dict's does after popitem)
+        # no stamp change: like a plain delete, a probe can continue past it (its __eq__
+        # check sees the emptied slot: id i may be reused, by the same key object too);
+        # restarting after every popitem let an __eq__ that pops keep a lookup going for
+        # ever where dict's ends. And no layout change: the other entries keep their ids
+        # (an iterator goes on by position, as dict's does after popitem)
         if self.old_idx == NULL:
             self._maybe_shrink()
         self._write_step()
