@@ -166,7 +166,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 
 import collections.abc as _abc
-from fastmaps._hashmap import _update_pairs, _view_isdisjoint    # dict's rules, shared
+from fastmaps._hashmap import _update_pairs, _as_pair, _view_isdisjoint   # dict's rules, shared
 import copyreg as _copyreg
 from types import GenericAlias as _GenericAlias, MappingProxyType as _MappingProxyType
 
@@ -283,6 +283,10 @@ cdef extern from *:
             if (h != -1) return h;
         }
         return PyObject_Hash(k);
+    }
+
+    static inline int fm_exact_str_or_int(PyObject *k) {
+        return PyUnicode_CheckExact(k) || PyLong_CheckExact(k);
     }
 
     /* ---- node allocation and release ---- */
@@ -1355,22 +1359,26 @@ cdef class Snapshot:
     def __init__(self, mapping=(), /, **kwargs):
         cdef fm_pending pend
         cdef fm_ver tmp
+        cdef fm_buf buf
+        cdef Py_ssize_t distinct
         if self._frozen:
             raise TypeError("Snapshot is immutable")
         self._frozen = True
-        items = _collect(mapping, kwargs)
-        # built as a private C struct that no other code can reach (keys' __eq__ run
-        # here), then installed whole: nobody ever sees a half-built version
+        fm_buf_init(&buf)
         fm_ver_init(&tmp)
         fm_pending_init(&pend)
         try:
-            _ver_update(&tmp, items, &pend)
+            distinct = _collect_buf(mapping, kwargs, &buf)
+            # built as a private C struct that no other code can reach (keys' __eq__ run
+            # here), then installed whole: nobody ever sees a half-built version
+            _ver_update_buf(&tmp, &buf, distinct, &pend)
             self.v = tmp
             fm_ver_init(&tmp)
             self._hashed = False
         finally:
             fm_pending_flush(&pend)
             fm_ver_clear(&tmp)              # only if the build failed
+            fm_buf_clear(&buf)
 
     def __dealloc__(self):
         _fam_leave(self)
@@ -1670,6 +1678,219 @@ cdef object _repr(str name, object obj):
 
 
 # -- bulk building -------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    /* ---- bulk writes: the items of an update, collected before the lock into a C array
+            of {hash, key, value} holding strong references (no tuple, no int object
+            for the hash, nothing the cyclic GC tracks), then stored into a private
+            version in one pass.  The array's references are dropped after the lock. ---- */
+    typedef struct fm_buf { fm_entry *items; Py_ssize_t n, cap; } fm_buf;
+    static inline void fm_buf_init(fm_buf *b) { b->items = NULL; b->n = 0; b->cap = 0; }
+    static int fm_buf_reserve(fm_buf *b, Py_ssize_t k) {
+        if (b->n + k > b->cap) {
+            Py_ssize_t cap = b->cap ? b->cap * 2 : 16;
+            fm_entry *items;
+            while (cap < b->n + k) cap *= 2;
+            if ((size_t)cap > PY_SSIZE_T_MAX / sizeof(fm_entry)) { PyErr_NoMemory(); return -1; }
+            items = (fm_entry *)PyMem_Realloc(b->items, (size_t)cap * sizeof(fm_entry));
+            if (items == NULL) { PyErr_NoMemory(); return -1; }
+            b->items = items; b->cap = cap;
+        }
+        return 0;
+    }
+    static inline int fm_buf_push(fm_buf *b, Py_hash_t h, PyObject *k, PyObject *v) {
+        fm_entry *e;
+        if (b->n == b->cap && fm_buf_reserve(b, 1) < 0) return -1;
+        e = b->items + b->n++;
+        e->hash = h;
+        Py_INCREF(k); e->key = k;
+        Py_INCREF(v); e->value = v;
+        return 0;
+    }
+    /* Drop the references (may run user code: only outside the writer lock). */
+    static void fm_buf_clear(fm_buf *b) {
+        fm_entry *items = b->items;
+        Py_ssize_t i, n = b->n;
+        fm_buf_init(b);
+        for (i = 0; i < n; i++) { Py_DECREF(items[i].key); Py_DECREF(items[i].value); }
+        PyMem_Free(items);
+    }
+    /* Can fm_bulk_store take n items into v in one pass: no migration running, and room
+       in the index (load <= 2/3) and in its position field for n appends? */
+    static inline int fm_bulk_fits(const fm_ver *v, Py_ssize_t n) {
+        return v->oroot == NULL && v->iroot != NULL &&
+               (size_t)(v->fill + n) * 3 <= (v->imask + 1) * 2 &&
+               (size_t)(v->elen + n) <= (size_t)v->ipmask;
+    }
+    /* Store items[0..n) into the private version v (fm_bulk_fits(v, n) holds), in order.
+       The first `distinct` items are known to be absent from v and distinct from one
+       another (v was empty and they came from one dict or version with no user code
+       run since): they are appended without a lookup.  The others are looked up (a
+       key's __eq__ may run: v is private, nobody can reach it).  Appends fill the log
+       page by page (one descent per page, the live counts added once per page); no
+       migration can start (fm_bulk_fits).  On error (-1: __eq__ raised, or memory) v is
+       a valid version holding the items before the failing one.  *changed is set when
+       anything was stored. */
+    static int fm_bulk_store(fm_ver *v, const fm_entry *items, Py_ssize_t n,
+                             Py_ssize_t distinct, fm_pending *pend, int *changed) {
+        fm_entry *leaf = NULL;
+        Py_ssize_t i, base = 0, end = 0, unlive = 0, lpos = 0;
+        int r = 0;
+        for (i = 0; i < n; i++) {
+            const fm_entry *it = items + i;
+            Py_ssize_t pos, slot, fs, p;
+            fm_entry *e;
+            int32_t *s;
+            if (i >= distinct) {
+                int found = fm_probe(v, it->hash, it->key, &pos, &slot, &fs);
+                if (found < 0) { r = -1; break; }
+                if (found) {
+                    if (unlive) { fm_live_add(v, lpos, (int)unlive); unlive = 0; }
+                    e = fm_entry_at(v, pos);
+                    if (e->value == it->value) continue;
+                    e = fm_entry_writable(v, pos, pend);
+                    if (e == NULL || fm_pending_reserve(pend, 1) < 0) { r = -1; break; }
+                    /* (a copied page on e's path is not on the append page's: that one
+                       is already private, so leaf stays valid) */
+                    fm_pending_push_obj(pend, e->value);
+                    Py_INCREF(it->value);
+                    e->value = it->value;
+                    *changed = 1;
+                    continue;
+                }
+                if (fs < 0) fs = fm_free_slot(v, it->hash);
+            } else fs = fm_free_slot(v, it->hash);
+            p = v->elen;
+            if (leaf == NULL || p >= end) {
+                if (unlive) { fm_live_add(v, lpos, (int)unlive); unlive = 0; }
+                e = fm_entry_writable(v, p, pend);
+                if (e == NULL) { r = -1; break; }
+                leaf = e - (p & (FM_ECAP - 1));
+                base = p - (p & (FM_ECAP - 1));
+                end = base + (Py_ssize_t)(((fm_node *)leaf) - 1)->cap;
+            }
+            s = fm_islot_writable(&v->iroot, v->idepth, (size_t)fs, pend);
+            if (s == NULL) { r = -1; break; }
+            e = leaf + (p - base);
+            e->hash = it->hash;
+            Py_INCREF(it->key); e->key = it->key;
+            Py_INCREF(it->value); e->value = it->value;
+            if (*s == FM_EMPTY) v->fill++;
+            *s = (int32_t)(fm_stag(it->hash, v->ipmask) | (uint32_t)p);
+            v->elen++;
+            v->count++;
+            lpos = p;
+            unlive++;
+            *changed = 1;
+        }
+        if (unlive) fm_live_add(v, lpos, (int)unlive);
+        if (r == 0) fm_maintain(v, pend);
+        return r;
+    }
+    """
+    ctypedef struct fm_buf:
+        fm_entry* items
+        Py_ssize_t n
+    void fm_buf_init(fm_buf*) nogil
+    int fm_buf_reserve(fm_buf*, Py_ssize_t) except -1
+    int fm_buf_push(fm_buf*, Py_hash_t, PyObject*, PyObject*) except -1
+    void fm_buf_clear(fm_buf*)
+    int fm_bulk_fits(const fm_ver*, Py_ssize_t) nogil
+    int fm_bulk_store(fm_ver*, const fm_entry*, Py_ssize_t, Py_ssize_t, fm_pending*, int*) except -1
+    bint fm_exact_str_or_int "fm_exact_str_or_int"(object) nogil
+    PyObject* fm_tuple_item "PyTuple_GET_ITEM"(object, Py_ssize_t) nogil
+    Py_ssize_t fm_tuple_size "PyTuple_GET_SIZE"(object) nogil
+    Py_ssize_t fm_dict_size "PyDict_GET_SIZE"(object) nogil
+    bint fm_dict_next "PyDict_Next"(object, Py_ssize_t*, PyObject**, PyObject**)
+
+
+cdef Py_ssize_t _collect_buf(object mapping, dict kwargs, fm_buf* b) except -1:
+    """_collect into a C array (see fm_buf): the (hash, key, value) of a mapping /
+    iterable of pairs plus keyword arguments, read by dict's update rules without holding
+    any lock (keys' __hash__, a mapping's keys()/__getitem__ run here).  Returns how many
+    leading items are known distinct: all of a version's, or of a dict's read directly
+    when every key is an exact str or int (no user code ran that could have changed the
+    dict while it was read, so it yielded each key once); else 0."""
+    cdef Py_ssize_t distinct = 0, pos = 0, size, i = 0
+    cdef PyObject* kp
+    cdef PyObject* vp
+    cdef fm_entry* e = NULL
+    cdef fm_entry* leaf = NULL
+    cdef Snapshot s
+    cdef bint trusted = True
+    if isinstance(mapping, SnapshotMap) and type(mapping).__iter__ is SnapshotMap.__iter__:
+        mapping = _load(<SnapshotMap>mapping)
+    if isinstance(mapping, Snapshot):
+        s = <Snapshot>mapping
+        fm_buf_reserve(b, s.v.count)
+        while True:
+            e = fm_next_live(&s.v, &pos, s.v.elen, &leaf)
+            if e == NULL:
+                break
+            fm_buf_push(b, e.hash, e.key, e.value)
+        distinct = b.n
+    elif isinstance(mapping, dict) and type(mapping).__iter__ is dict.__iter__:
+        # the dict's own storage, as dict.update reads it
+        size = fm_dict_size(mapping)
+        fm_buf_reserve(b, size)
+        while fm_dict_next(mapping, &pos, &kp, &vp):
+            k = <object>kp          # owned references: a key's __hash__ may change the dict
+            v = <object>vp
+            if not fm_exact_str_or_int(k):
+                trusted = False
+            fm_buf_push(b, fm_hash(k), kp, vp)
+            if fm_dict_size(mapping) != size:
+                raise RuntimeError("dictionary changed size during iteration")
+        if trusted:
+            distinct = b.n
+    elif type(mapping) is list or type(mapping) is tuple:
+        for item in mapping:
+            if type(item) is tuple and fm_tuple_size(item) == 2:
+                k = <object>fm_tuple_item(item, 0)
+                v = <object>fm_tuple_item(item, 1)
+            else:
+                k, v = _as_pair(item, i, "SnapshotMap")
+            fm_buf_push(b, fm_hash(k), <PyObject*>k, <PyObject*>v)
+            i += 1
+    else:
+        for k, v in _update_pairs(mapping, "SnapshotMap"):
+            fm_buf_push(b, fm_hash(k), <PyObject*>k, <PyObject*>v)
+    if kwargs:
+        for k, v in kwargs.items():
+            fm_buf_push(b, fm_hash(k), <PyObject*>k, <PyObject*>v)
+    return distinct
+
+
+cdef bint _ver_update_buf(fm_ver* v, fm_buf* b, Py_ssize_t distinct,
+                          fm_pending* pend) except -1:
+    """_ver_update for collected items (_collect_buf): in one pass (fm_bulk_store) when
+    the version has room for them all after fm_reserve, else item by item with the
+    incremental migration.  The first `distinct` items must be absent from *v and
+    distinct (pass 0 unless *v is empty).  Same failure contract as _ver_update."""
+    cdef Py_ssize_t i, pos, slot, freeslot
+    cdef int changed = 0
+    cdef fm_entry* t
+    cdef fm_entry* e = NULL
+    if b.n == 0:
+        return False
+    fm_reserve(v, b.n, pend)
+    if fm_bulk_fits(v, b.n):
+        fm_bulk_store(v, b.items, b.n, distinct, pend, &changed)
+        return changed != 0
+    for i in range(b.n):
+        t = &b.items[i]
+        if fm_probe(v, t.hash, t.key, &pos, &slot, &freeslot):
+            e = fm_entry_at(v, pos)
+            if e.value != t.value:
+                fm_set_value(v, pos, t.value, pend)
+                changed = 1
+        else:
+            fm_insert(v, t.hash, t.key, t.value, freeslot, pend)
+            changed = 1
+    return changed != 0
+
+
 
 cdef list _collect(object mapping, dict kwargs):
     """(hash, key, value) triples of a mapping / iterable of pairs plus keyword arguments,
@@ -2292,36 +2513,45 @@ cdef class SnapshotMap:
         >>> m, m.version
         (SnapshotMap({'a': 0, 'b': 2, 'c': 3}), 2)
         """
-        cdef list items = _collect(other, kwargs)
+        cdef fm_buf buf
+        cdef Py_ssize_t distinct
         cdef Snapshot s
         cdef Snapshot cur
         cdef fm_pending pend
         cdef fm_ver tmp
         cdef bint changed
-        if not items:
-            return
-        s = _snap_alloc()
-        fm_ver_init(&tmp)
-        fm_pending_init(&pend)
-        _acquire(self)
+        fm_buf_init(&buf)
         try:
-            cur = <Snapshot>self._cur
-            # the new version is built as a private C struct (keys' __eq__ run here and
-            # cannot reach it), then installed into s whole and published
-            fm_ver_share(&tmp, &cur.v)
-            changed = _ver_update(&tmp, items, &pend)
-            if changed:
-                _install(s, &tmp, cur)
-                self._version += 1
-                s._version = self._version
-                self._copied += 1
-                _publish_locked(self, s, &pend)
-            else:
-                fm_ver_release(&tmp, &pend)
+            # hashed (and the keys' references taken) before the lock: see _collect_buf
+            distinct = _collect_buf(other, kwargs, &buf)
+            if buf.n == 0:
+                return
+            s = _snap_alloc()
+            fm_ver_init(&tmp)
+            fm_pending_init(&pend)
+            _acquire(self)
+            try:
+                cur = <Snapshot>self._cur
+                # the new version is built as a private C struct (keys' __eq__ run here
+                # and cannot reach it), then installed into s whole and published; the
+                # collected keys are known absent only when the map is empty
+                fm_ver_share(&tmp, &cur.v)
+                changed = _ver_update_buf(&tmp, &buf, distinct if tmp.count == 0 else 0,
+                                          &pend)
+                if changed:
+                    _install(s, &tmp, cur)
+                    self._version += 1
+                    s._version = self._version
+                    self._copied += 1
+                    _publish_locked(self, s, &pend)
+                else:
+                    fm_ver_release(&tmp, &pend)
+            finally:
+                _release(self)
+                fm_pending_flush(&pend)
+                fm_ver_clear(&tmp)      # the partial version, if a key's __eq__ raised
         finally:
-            _release(self)
-            fm_pending_flush(&pend)
-            fm_ver_clear(&tmp)          # the partial version, if a key's __eq__ raised
+            fm_buf_clear(&buf)          # (after the lock: may run __del__)
 
     def __ior__(self, other):
         SnapshotMap.update(self, other)     # as dict's |=: not a subclass's update()
@@ -3205,19 +3435,25 @@ cdef class Batch:
         >>> m
         SnapshotMap({'a': 0, 'b': 2})
         """
-        cdef list items
+        cdef fm_buf buf
+        cdef Py_ssize_t distinct
         self._enter_read()
         self._leave()
-        items = _collect(other, kwargs)
-        self._enter_write()
+        fm_buf_init(&buf)
         try:
-            if _ver_update(&self._v, items, &self._pend):
-                self._dirty = True
-        except BaseException:
-            self._dirty = True       # earlier items of this update may have been applied
-            raise
+            distinct = _collect_buf(other, kwargs, &buf)
+            self._enter_write()
+            try:
+                if _ver_update_buf(&self._v, &buf, distinct if self._v.count == 0 else 0,
+                                   &self._pend):
+                    self._dirty = True
+            except BaseException:
+                self._dirty = True   # earlier items of this update may have been applied
+                raise
+            finally:
+                self._leave()
         finally:
-            self._leave()
+            fm_buf_clear(&buf)
 
     def clear(self):
         """Remove every item from the batch (the map is emptied if the block exits
