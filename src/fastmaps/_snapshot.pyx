@@ -589,9 +589,14 @@ cdef extern from *:
 
     /* ---- making pages writable (the caller holds v exclusively; no user code runs) ---- */
     /* Replace *slot by a private copy unless the node has reference count 1. */
-    static fm_node *fm_own(fm_node **slot, fm_pending *pend) {
+    static Py_NO_INLINE fm_node *fm_own_copy(fm_node **slot, fm_pending *pend);
+    FM_HOT fm_node *fm_own(fm_node **slot, fm_pending *pend) {
+        fm_node *n = *slot;
+        if (fm_node_refcnt(n) == 1) return n;       /* (the common case, inlined) */
+        return fm_own_copy(slot, pend);
+    }
+    static Py_NO_INLINE fm_node *fm_own_copy(fm_node **slot, fm_pending *pend) {
         fm_node *n = *slot, *c;
-        if (fm_node_refcnt(n) == 1) return n;
         if (fm_pending_reserve(pend, 1) < 0) return NULL;
         c = fm_node_clone(n, n->cap);
         if (c == NULL) return NULL;
@@ -606,7 +611,21 @@ cdef extern from *:
     }
     /* The record at log position p, writable; creates pages and grows the tree as needed.
        The version's content is unchanged (only copied/created pages).  NULL on error. */
-    static fm_entry *fm_entry_writable(fm_ver *v, Py_ssize_t p, fm_pending *pend) {
+    static Py_NO_INLINE fm_entry *fm_entry_writable_slow(fm_ver *v, Py_ssize_t p, fm_pending *pend);
+    FM_HOT fm_entry *fm_entry_writable(fm_ver *v, Py_ssize_t p, fm_pending *pend) {
+        /* inlined common case: the page exists and its path is already private */
+        if (p < fm_ecapacity(v)) {
+            fm_node *n = v->eroot;
+            int d;
+            for (d = v->edepth; ; d--) {
+                if (n == NULL || fm_node_refcnt(n) != 1) break;
+                if (d == 0) return fm_ents(n) + ((size_t)p & (FM_ECAP - 1));
+                n = fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
+            }
+        }
+        return fm_entry_writable_slow(v, p, pend);
+    }
+    static Py_NO_INLINE fm_entry *fm_entry_writable_slow(fm_ver *v, Py_ssize_t p, fm_pending *pend) {
         fm_node **slot, *n;
         int d;
         while (p >= fm_ecapacity(v)) {
@@ -652,7 +671,21 @@ cdef extern from *:
         }
     }
     /* The slot i of an index (root *root, `depth` levels), writable. */
-    static int32_t *fm_islot_writable(fm_node **root, int depth, size_t i, fm_pending *pend) {
+    static Py_NO_INLINE int32_t *fm_islot_writable_slow(fm_node **root, int depth, size_t i,
+                                                        fm_pending *pend);
+    FM_HOT int32_t *fm_islot_writable(fm_node **root, int depth, size_t i, fm_pending *pend) {
+        /* inlined common case: the path to the slot's page is already private */
+        fm_node *n = *root;
+        int d;
+        for (d = depth; ; d--) {
+            if (fm_node_refcnt(n) != 1) break;
+            if (d == 0) return fm_slots(n) + (i & (FM_ICAP - 1));
+            n = fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
+        }
+        return fm_islot_writable_slow(root, depth, i, pend);
+    }
+    static Py_NO_INLINE int32_t *fm_islot_writable_slow(fm_node **root, int depth, size_t i,
+                                                        fm_pending *pend) {
         fm_node **slot = root, *n;
         int d;
         for (d = depth; ; d--) {
@@ -1713,8 +1746,50 @@ cdef extern from *:
         fm_entry *items = b->items;
         Py_ssize_t i, n = b->n;
         fm_buf_init(b);
-        for (i = 0; i < n; i++) { Py_DECREF(items[i].key); Py_DECREF(items[i].value); }
+        for (i = 0; i < n; i++) { Py_XDECREF(items[i].key); Py_XDECREF(items[i].value); }
         PyMem_Free(items);
+    }
+    /* Append a dict's items (a dict, or a subclass whose iteration is dict's) to b, read
+       from its storage as dict.update reads it.  Where the C API gives the dict's stored
+       hashes (3.10-3.12) they are used, as dict.update uses them: no __hash__ runs, so the
+       dict cannot change while it is read.  Elsewhere each key is hashed (a key's
+       __hash__ may change the dict: a size change raises RuntimeError, like dict
+       iteration).  Returns 1 when no user code ran (the items are distinct keys), 0 when
+       some did, -1 on error. */
+    static int fm_buf_from_dict(fm_buf *b, PyObject *d) {
+        Py_ssize_t pos = 0, size = PyDict_GET_SIZE(d);
+        PyObject *k, *v;
+        int r = 1;
+        if (fm_buf_reserve(b, size) < 0) return -1;
+    #if PY_VERSION_HEX < 0x030D0000 && !defined(Py_GIL_DISABLED)
+        {
+            Py_hash_t h;
+            while (_PyDict_Next(d, &pos, &k, &v, &h))
+                if (fm_buf_push(b, h, k, v) < 0) return -1;
+        }
+    #else
+    #ifdef Py_GIL_DISABLED
+        Py_BEGIN_CRITICAL_SECTION(d);
+    #endif
+        while (PyDict_Next(d, &pos, &k, &v)) {
+            Py_hash_t h;
+            if (!fm_exact_str_or_int(k)) r = 0;
+            Py_INCREF(k); Py_INCREF(v);      /* a key's __hash__ may drop the dict's */
+            h = fm_hash_of(k);
+            if (h == -1 || fm_buf_push(b, h, k, v) < 0) r = -1;
+            Py_DECREF(k); Py_DECREF(v);
+            if (r < 0) break;
+            if (PyDict_GET_SIZE(d) != size) {
+                PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+                r = -1;
+                break;
+            }
+        }
+    #ifdef Py_GIL_DISABLED
+        Py_END_CRITICAL_SECTION();
+    #endif
+    #endif
+        return r;
     }
     /* Can fm_bulk_store take n items into v in one pass: no migration running, and room
        in the index (load <= 2/3) and in its position field for n appends? */
@@ -1731,14 +1806,15 @@ cdef extern from *:
        page by page (one descent per page, the live counts added once per page); no
        migration can start (fm_bulk_fits).  On error (-1: __eq__ raised, or memory) v is
        a valid version holding the items before the failing one.  *changed is set when
-       anything was stored. */
-    static int fm_bulk_store(fm_ver *v, const fm_entry *items, Py_ssize_t n,
+       anything was stored.  The references of the items stored move from the array to
+       v (the array's slot is cleared: no incref now, no decref later). */
+    static int fm_bulk_store(fm_ver *v, fm_entry *items, Py_ssize_t n,
                              Py_ssize_t distinct, fm_pending *pend, int *changed) {
         fm_entry *leaf = NULL;
         Py_ssize_t i, base = 0, end = 0, unlive = 0, lpos = 0;
         int r = 0;
         for (i = 0; i < n; i++) {
-            const fm_entry *it = items + i;
+            fm_entry *it = items + i;
             Py_ssize_t pos, slot, fs, p;
             fm_entry *e;
             int32_t *s;
@@ -1754,8 +1830,8 @@ cdef extern from *:
                     /* (a copied page on e's path is not on the append page's: that one
                        is already private, so leaf stays valid) */
                     fm_pending_push_obj(pend, e->value);
-                    Py_INCREF(it->value);
-                    e->value = it->value;
+                    e->value = it->value;           /* the array's reference moves */
+                    it->value = NULL;
                     *changed = 1;
                     continue;
                 }
@@ -1774,8 +1850,8 @@ cdef extern from *:
             if (s == NULL) { r = -1; break; }
             e = leaf + (p - base);
             e->hash = it->hash;
-            Py_INCREF(it->key); e->key = it->key;
-            Py_INCREF(it->value); e->value = it->value;
+            e->key = it->key; e->value = it->value;     /* the references move */
+            it->key = NULL; it->value = NULL;
             if (*s == FM_EMPTY) v->fill++;
             *s = (int32_t)(fm_stag(it->hash, v->ipmask) | (uint32_t)p);
             v->elen++;
@@ -1797,12 +1873,11 @@ cdef extern from *:
     int fm_buf_push(fm_buf*, Py_hash_t, PyObject*, PyObject*) except -1
     void fm_buf_clear(fm_buf*)
     int fm_bulk_fits(const fm_ver*, Py_ssize_t) nogil
-    int fm_bulk_store(fm_ver*, const fm_entry*, Py_ssize_t, Py_ssize_t, fm_pending*, int*) except -1
+    int fm_buf_from_dict(fm_buf*, object) except -1
+    int fm_bulk_store(fm_ver*, fm_entry*, Py_ssize_t, Py_ssize_t, fm_pending*, int*) except -1
     bint fm_exact_str_or_int "fm_exact_str_or_int"(object) nogil
     PyObject* fm_tuple_item "PyTuple_GET_ITEM"(object, Py_ssize_t) nogil
     Py_ssize_t fm_tuple_size "PyTuple_GET_SIZE"(object) nogil
-    Py_ssize_t fm_dict_size "PyDict_GET_SIZE"(object) nogil
-    bint fm_dict_next "PyDict_Next"(object, Py_ssize_t*, PyObject**, PyObject**)
 
 
 cdef Py_ssize_t _collect_buf(object mapping, dict kwargs, fm_buf* b) except -1:
@@ -1810,15 +1885,12 @@ cdef Py_ssize_t _collect_buf(object mapping, dict kwargs, fm_buf* b) except -1:
     iterable of pairs plus keyword arguments, read by dict's update rules without holding
     any lock (keys' __hash__, a mapping's keys()/__getitem__ run here).  Returns how many
     leading items are known distinct: all of a version's, or of a dict's read directly
-    when every key is an exact str or int (no user code ran that could have changed the
-    dict while it was read, so it yielded each key once); else 0."""
-    cdef Py_ssize_t distinct = 0, pos = 0, size, i = 0
-    cdef PyObject* kp
-    cdef PyObject* vp
+    when no user code ran that could have changed the dict while it was read (so it
+    yielded each key once: see fm_buf_from_dict); else 0."""
+    cdef Py_ssize_t distinct = 0, pos = 0, i = 0
     cdef fm_entry* e = NULL
     cdef fm_entry* leaf = NULL
     cdef Snapshot s
-    cdef bint trusted = True
     if isinstance(mapping, SnapshotMap) and type(mapping).__iter__ is SnapshotMap.__iter__:
         mapping = _load(<SnapshotMap>mapping)
     if isinstance(mapping, Snapshot):
@@ -1832,17 +1904,7 @@ cdef Py_ssize_t _collect_buf(object mapping, dict kwargs, fm_buf* b) except -1:
         distinct = b.n
     elif isinstance(mapping, dict) and type(mapping).__iter__ is dict.__iter__:
         # the dict's own storage, as dict.update reads it
-        size = fm_dict_size(mapping)
-        fm_buf_reserve(b, size)
-        while fm_dict_next(mapping, &pos, &kp, &vp):
-            k = <object>kp          # owned references: a key's __hash__ may change the dict
-            v = <object>vp
-            if not fm_exact_str_or_int(k):
-                trusted = False
-            fm_buf_push(b, fm_hash(k), kp, vp)
-            if fm_dict_size(mapping) != size:
-                raise RuntimeError("dictionary changed size during iteration")
-        if trusted:
+        if fm_buf_from_dict(b, mapping):
             distinct = b.n
     elif type(mapping) is list or type(mapping) is tuple:
         for item in mapping:
