@@ -68,6 +68,13 @@ elen / (step - 1) writes); if it ever did, the insert would finish the migration
 incremental paths.  Bulk writes (``update``, ``Snapshot(...)``, a batch's ``update``)
 rebuild at once only when they add at least half the live count, so that cost is
 proportional to their own size; smaller ones migrate incrementally, item by item.
+A bulk write first collects its items, before the lock, into a C array of ``{hash, key,
+value}`` holding strong references (``_collect_buf``: no tuple or int object per item; a
+dict's stored hashes are read where the C API gives them, as dict.update reads them); when
+the private version has room for them all it stores them in one pass (``fm_bulk_store``:
+log pages filled one after another, the array's references moved into the records, no
+lookup for keys known distinct and absent -- an empty target and a version, or a dict read
+while no user code ran).
 Memory: at rest (no migration) elen <= 2*count + 32 log records and index load between
 1/6 and 2/3; during a migration the old index is kept as well, and holes deleted during
 it are compacted by the next one.
@@ -1881,9 +1888,8 @@ cdef extern from *:
 
 
 cdef Py_ssize_t _collect_buf(object mapping, dict kwargs, fm_buf* b) except -1:
-    """_collect into a C array (see fm_buf): the (hash, key, value) of a mapping /
-    iterable of pairs plus keyword arguments, read by dict's update rules without holding
-    any lock (keys' __hash__, a mapping's keys()/__getitem__ run here).  Returns how many
+    """The (hash, key, value) of a mapping / iterable of pairs plus keyword arguments, into
+    a C array (see fm_buf), read by dict's update rules without holding any lock (keys' __hash__, a mapping's keys()/__getitem__ run here).  Returns how many
     leading items are known distinct: all of a version's, or of a dict's read directly
     when no user code ran that could have changed the dict while it was read (so it
     yielded each key once: see fm_buf_from_dict); else 0."""
@@ -1926,10 +1932,12 @@ cdef Py_ssize_t _collect_buf(object mapping, dict kwargs, fm_buf* b) except -1:
 
 cdef bint _ver_update_buf(fm_ver* v, fm_buf* b, Py_ssize_t distinct,
                           fm_pending* pend) except -1:
-    """_ver_update for collected items (_collect_buf): in one pass (fm_bulk_store) when
-    the version has room for them all after fm_reserve, else item by item with the
-    incremental migration.  The first `distinct` items must be absent from *v and
-    distinct (pass 0 unless *v is empty).  Same failure contract as _ver_update."""
+    """Store collected items (_collect_buf) into the private version *v, in order: in one
+    pass (fm_bulk_store) when the version has room for them all after fm_reserve, else
+    item by item with the incremental migration.  The first `distinct` items must be
+    absent from *v and distinct (pass 0 unless *v is empty).  Returns whether anything
+    changed.  If a key's __eq__ raises, *v is still a valid version holding the earlier
+    items (the caller discards it)."""
     cdef Py_ssize_t i, pos, slot, freeslot
     cdef int changed = 0
     cdef fm_entry* t
@@ -1952,61 +1960,6 @@ cdef bint _ver_update_buf(fm_ver* v, fm_buf* b, Py_ssize_t distinct,
             changed = 1
     return changed != 0
 
-
-
-cdef list _collect(object mapping, dict kwargs):
-    """(hash, key, value) triples of a mapping / iterable of pairs plus keyword arguments,
-    computed without holding any lock (this runs the keys' __hash__)."""
-    cdef list out = []
-    cdef fm_entry* e = NULL
-    cdef fm_entry* leaf = NULL
-    cdef Py_ssize_t p = 0
-    cdef Snapshot s
-    # dict's update rules: a dict (or SnapshotMap) whose iteration is not overridden is
-    # read directly; anything with a ``keys`` attribute as other[k] for k in other.keys();
-    # anything else as an iterable of pairs (dict's error messages)
-    if isinstance(mapping, SnapshotMap) and type(mapping).__iter__ is SnapshotMap.__iter__:
-        mapping = _load(<SnapshotMap>mapping)
-    if isinstance(mapping, Snapshot):
-        s = <Snapshot>mapping
-        while True:
-            e = fm_next_live(&s.v, &p, s.v.elen, &leaf)
-            if e == NULL:
-                break
-            out.append((e.hash, <object>e.key, <object>e.value))
-    elif isinstance(mapping, dict) and type(mapping).__iter__ is dict.__iter__:
-        for k, v in dict.items(mapping):
-            out.append((fm_hash(k), k, v))
-    else:
-        for k, v in _update_pairs(mapping, "SnapshotMap"):
-            out.append((fm_hash(k), k, v))
-    if kwargs:
-        for k, v in kwargs.items():
-            out.append((fm_hash(k), k, v))
-    return out
-
-
-cdef bint _ver_update(fm_ver* v, list items, fm_pending* pend) except -1:
-    """Store (hash, key, value) triples into the private version *v, in order.  Returns
-    whether anything changed.  If a key's __eq__ raises, *v is still a valid version
-    holding the earlier items (the caller discards it)."""
-    cdef tuple t
-    cdef Py_ssize_t pos, slot, freeslot
-    cdef bint changed = False
-    cdef fm_entry* e = NULL
-    if not items:
-        return False
-    fm_reserve(v, len(items), pend)
-    for t in items:
-        if fm_probe(v, <Py_hash_t>t[0], <PyObject*>t[1], &pos, &slot, &freeslot):
-            e = fm_entry_at(v, pos)
-            if e.value != <PyObject*>t[2]:
-                fm_set_value(v, pos, <PyObject*>t[2], pend)
-                changed = True
-        else:
-            fm_insert(v, <Py_hash_t>t[0], <PyObject*>t[1], <PyObject*>t[2], freeslot, pend)
-            changed = True
-    return changed
 
 
 # ---------------------------------------------------------------------------------------
