@@ -1947,6 +1947,8 @@ cdef bint _ver_update_buf(fm_ver* v, fm_buf* b, Py_ssize_t distinct,
     fm_reserve(v, b.n, pend)
     if fm_bulk_fits(v, b.n):
         fm_bulk_store(v, b.items, b.n, distinct, pend, &changed)
+        if distinct >= b.n:
+            b.n = 0             # every item was appended: all references moved to *v
         return changed != 0
     for i in range(b.n):
         t = &b.items[i]
