@@ -176,7 +176,7 @@ cdef inline Py_hash_t _hash(object key) except? -1:
     """hash(key); for an exact str, its cached hash is read directly (as dict does)."""
     cdef Py_hash_t h
     if PyUnicode_CheckExact(key):
-        h = (<PyASCIIObject*>key).hash
+        h = FM_STR_HASH(<PyObject*>key)
         if h != -1:
             return h
     return PyObject_Hash(key)
@@ -292,12 +292,20 @@ ctypedef struct Seg:
 cdef extern from *:
     """
     #define FM_IS_STR(o) (Py_TYPE(o) == &PyUnicode_Type)
+    #ifdef Py_GIL_DISABLED
+    /* another thread may be caching this str's hash right now (-1 -> hash) */
+    #define FM_STR_HASH(o) _Py_atomic_load_ssize_relaxed(&((PyASCIIObject *)(o))->hash)
+    #define FM_FREE_THREADED 1
+    #else
     #define FM_STR_HASH(o) (((PyASCIIObject *)(o))->hash)
+    #define FM_FREE_THREADED 0
+    #endif
     #define FM_TYPE_IS_GC(o) PyType_HasFeature(Py_TYPE(o), Py_TPFLAGS_HAVE_GC)
     """
     bint FM_IS_STR(PyObject* o) noexcept nogil
     Py_hash_t FM_STR_HASH(PyObject* o) noexcept nogil
     bint FM_TYPE_IS_GC(PyObject* o) noexcept nogil
+    const bint FM_FREE_THREADED
 
 cdef int32_t DUMMY = -1
 cdef Py_ssize_t MIN_SLOTS = 8
@@ -1113,6 +1121,18 @@ cdef class HashMap:
         return 0
 
     @cython.final
+    @cython.critical_section
+    cdef int _presize_cs(self, Py_ssize_t incoming) except -1:
+        return self._presize_for(incoming)
+
+    @cython.final
+    @cython.critical_section
+    cdef int _set_cs(self, object key, Py_hash_t h, object value) except -1:
+        """_set inside the map's critical section (for callers that run user code between
+        writes, as update does, and so cannot hold it throughout)."""
+        return self._set(key, h, value)
+
+    @cython.final
     cdef void _unlink(self, Py_ssize_t i, int32_t* slot, PyObject** kp, PyObject** vp) noexcept:
         """Remove live entry i (whose index slot is `slot`); hand its references to the
         caller, who must DECREF them after the map is consistent."""
@@ -1190,6 +1210,7 @@ cdef class HashMap:
     def __len__(self):
         return self.live
 
+    @cython.critical_section
     def __getitem__(self, key):
         cdef Py_hash_t h = _hash(key)
         cdef int32_t* slot
@@ -1202,9 +1223,11 @@ cdef class HashMap:
                 return missing(key)      # even None: called, and TypeError, like dict
         raise KeyError(key)
 
+    @cython.critical_section
     def __setitem__(self, key, value):
         self._set(key, _hash(key), value)
 
+    @cython.critical_section
     def __delitem__(self, key):
         cdef Py_hash_t h = _hash(key)
         cdef int32_t* slot
@@ -1217,12 +1240,14 @@ cdef class HashMap:
         Py_DECREF(<object>k)
         Py_DECREF(<object>v)
 
+    @cython.critical_section
     def __contains__(self, key):
         cdef Py_hash_t h = _hash(key)
         cdef int32_t* slot
         return self._lookup(key, h, &slot) >= 0
 
     @cython.binding(False)
+    @cython.critical_section
     def get(self, key, default=None, /):
         """Return the value for key if key is in the map, else default. O(1).
 
@@ -1231,6 +1256,7 @@ cdef class HashMap:
         """
         return self._get(key, _hash(key), default)
 
+    @cython.critical_section
     def setdefault(self, key, default=None, /):
         """Insert key with a value of default if key is not in the map; return the value
         for key. O(1) amortised, and never an O(n) pause.
@@ -1245,6 +1271,7 @@ cdef class HashMap:
         self._insert_new(key, h, default)
         return default
 
+    @cython.critical_section
     def pop(self, key, /, *args):
         """pop(key[, default]): remove key and return its value, or default if given,
         else raise KeyError. O(1).
@@ -1275,6 +1302,7 @@ cdef class HashMap:
         Py_DECREF(<object>k)
         return result
 
+    @cython.critical_section
     def popitem(self):
         """Remove and return the last inserted (key, value) pair (LIFO); KeyError if empty.
         O(1) amortised (skipping trailing holes left by earlier deletes, as dict does).
@@ -1342,6 +1370,7 @@ cdef class HashMap:
             self._maybe_shrink()
         self._write_step()
 
+    @cython.critical_section
     def clear(self, *, keep_capacity=False):
         """Remove all items. O(n) (the references must be released).
 
@@ -1480,12 +1509,19 @@ cdef class HashMap:
         cdef Py_ssize_t i
         cdef _HashMapIterator it
         if isinstance(other, HashMap) and type(other).__iter__ is HashMap.__iter__:
-            if self.live == 0 and other is not self:
-                return self._fill_from(<HashMap>other)       # no user code at all
-            self._presize_for((<HashMap>other).live)
+            if other is not self:
+                with cython.critical_section(self, other):
+                    filled = self.live == 0
+                    if filled:
+                        self._fill_from(<HashMap>other)       # no user code at all
+                if filled:
+                    return 0
+            with cython.critical_section(other):
+                incoming = (<HashMap>other).live
+            self._presize_cs(incoming)
             it = _make_iter(<HashMap>other, ITER_ITEMS, False)
             for k, v in it:
-                self._set(k, it._last_hash(), v)     # (k keeps the key alive)
+                self._set_cs(k, it._last_hash(), v)     # (k keeps the key alive)
             return 0
         if PyDict_CheckExact(other) or (isinstance(other, dict)
                                         and type(other).__iter__ is dict.__iter__):
@@ -1493,7 +1529,7 @@ cdef class HashMap:
         if type(other) is list or type(other) is tuple:
             return self._update_from_seq(other)
         for k, v in _update_pairs(other, type(self).__name__):
-            self._set(k, _hash(k), v)
+            self._set_cs(k, _hash(k), v)
         return 0
 
     @cython.final
@@ -1507,6 +1543,14 @@ cdef class HashMap:
 
     @cython.final
     cdef int _update_from_dict(self, dict other) except -1:
+        # both critical sections (free-threaded builds): PyDict_Next needs the dict's, the
+        # writes need the map's; user code (__hash__, __eq__) inside may suspend them, and
+        # the loop already revalidates after it (the dict's size, the map's counters)
+        with cython.critical_section(self, other):
+            return self._update_from_dict_locked(other)
+
+    @cython.final
+    cdef int _update_from_dict_locked(self, dict other) except -1:
         """Merge a dict (or a subclass whose iteration is dict's) by reading its storage,
         as dict.update does. Into an empty map its keys are known to be distinct, so they
         are appended without lookups, until user code (a key's __hash__) inserts into or
@@ -1547,7 +1591,7 @@ cdef class HashMap:
                 if name is None:
                     name = type(self).__name__
                 k, v = _as_pair(item, i, name)
-            self._set(k, _hash(k), v)
+            self._set_cs(k, _hash(k), v)
             i += 1
         return 0
 
@@ -1571,6 +1615,7 @@ cdef class HashMap:
                 d[k] = value
         return d
 
+    @cython.critical_section
     def copy(self):
         """A shallow copy (a HashMap, also for subclasses, like dict.copy). O(n).
 
@@ -1728,6 +1773,7 @@ cdef class HashMap:
         (<HashMap>m)._reserve(n)
         return m
 
+    @cython.critical_section
     def reserve(self, Py_ssize_t n):
         """Make room for n entries in total (len included) so that inserting up to that
         many starts no migration. O(len) if the index must be rebuilt (done at once).
@@ -1767,6 +1813,7 @@ cdef class HashMap:
         self._complete_migration()
         return 0
 
+    @cython.critical_section
     def shrink_to_fit(self):
         """Compact the log and rebuild the index at the smallest size for len(self).
         O(n), done at once.
@@ -1807,7 +1854,8 @@ cdef class HashMap:
         >>> HashMap.with_capacity(100).capacity >= 100
         True
         """
-        return self._capacity()
+        with cython.critical_section(self):
+            return self._capacity()
 
     @cython.final
     cdef Py_ssize_t _capacity(self) noexcept:
@@ -1821,6 +1869,7 @@ cdef class HashMap:
             room -= max(0, self.old_end - self.mig_r)
         return self.live + max(0, room)
 
+    @cython.critical_section
     def _progress(self):
         """(migrating, positions left to visit, migrations started, forced finishes); O(1).
         For tests."""
@@ -1828,6 +1877,7 @@ cdef class HashMap:
             return (True, self.n - self.mig_r, self.n_migrations, self.n_forced)
         return (False, 0, self.n_migrations, self.n_forced)
 
+    @cython.critical_section
     def stats(self):
         """A dict describing the internal state (O(n): it counts the log's holes):
 
@@ -1864,10 +1914,15 @@ cdef class HashMap:
             "migrations": self.n_migrations,
             "forced_finishes": self.n_forced,
             "segments": self.nsegs,
-            "bytes": self.__sizeof__(),
+            "bytes": self._sizeof(),
         }
 
+    @cython.critical_section
     def __sizeof__(self):
+        return self._sizeof()
+
+    @cython.final
+    cdef Py_ssize_t _sizeof(self):
         cdef Py_ssize_t size = type(self).__basicsize__, s
         size += self.dir_cap * sizeof(Seg)
         size += self.log_cap * sizeof(Entry)
@@ -1882,6 +1937,7 @@ cdef class HashMap:
             size += self.pre_slots * sizeof(int32_t)
         return size + self.rel_bytes
 
+    @cython.critical_section
     def _check(self):
         """Verify every internal invariant; raise AssertionError on the first violation.
         O(n + index size). For tests."""
@@ -2119,24 +2175,33 @@ def _tolerant_items(HashMap m):
     cdef Py_hash_t last_hash = 0
     cdef uint64_t layout = m.layout
     cdef Entry* ep
+    cdef bint got
     while True:
-        if m.layout != layout:
-            layout = m.layout
-            if last_key != NULL:
-                found = m._find_key_id(last_key, last_hash)
-                if found >= 0:
-                    pos = found + 1
-        pos = m._next_pos(pos)
-        if pos >= m.n:
+        # one step inside the map's critical section (never held across the yield)
+        got = False
+        with cython.critical_section(m):
+            while True:
+                if m.layout != layout:
+                    layout = m.layout
+                    if last_key != NULL:
+                        found = m._find_key_id(last_key, last_hash)
+                        if found >= 0:
+                            pos = found + 1
+                pos = m._next_pos(pos)
+                if pos >= m.n:
+                    break
+                ep = m._ent(pos)
+                pos += 1
+                if ep.key == NULL:
+                    continue
+                last_key = ep.key
+                last_hash = m._ehash(pos - 1)
+                k = <object>ep.key
+                v = <object>ep.value
+                got = True
+                break
+        if not got:
             return
-        ep = m._ent(pos)
-        pos += 1
-        if ep.key == NULL:
-            continue
-        last_key = ep.key
-        last_hash = m._ehash(pos - 1)
-        k = <object>ep.key
-        v = <object>ep.value
         yield k, v, last_hash
 
 
@@ -2177,10 +2242,12 @@ cdef bint _mapping_equal(HashMap a, object b) except -1:
         k = <object>ep.key
         v = <object>ep.value
         if hb is not None:
-            i = hb._lookup(k, h, &slot)
+            with cython.critical_section(hb):
+                i = hb._lookup(k, h, &slot)
+                if i >= 0:
+                    bv = <object>hb._ent(i).value
             if i < 0:
                 return False
-            bv = <object>hb._ent(i).value
         else:
             found = PyDict_GetItemWithError(b, k)   # (an error propagates)
             if found == NULL:
@@ -2204,6 +2271,12 @@ cdef enum IterKind:
 cdef _HashMapIterator _make_iter(HashMap m, int kind, bint rev):
     """Iterator factory (a direct tp_new call: no argument parsing)."""
     cdef _HashMapIterator it = _HashMapIterator.__new__(_HashMapIterator)
+    with cython.critical_section(m):
+        _init_iter(it, m, kind, rev)
+    return it
+
+
+cdef void _init_iter(_HashMapIterator it, HashMap m, int kind, bint rev) noexcept:
     it.m = m
     it.kind = kind
     it.rev = rev
@@ -2213,7 +2286,6 @@ cdef _HashMapIterator _make_iter(HashMap m, int kind, bint rev):
     it.last_key = NULL
     it.n_dels = m.n_dels
     it.pos = m.n - 1 if rev else 0
-    return it
 
 
 @cython.final
@@ -2251,6 +2323,15 @@ cdef class _HashMapIterator:
         return (iter, (list(twin),))
 
     def __next__(self):
+        cdef HashMap m = self.m
+        if m is None:
+            raise StopIteration
+        # the map's critical section (free-threaded builds): its writers are excluded
+        # while the step reads the entry and takes references to what it returns
+        with cython.critical_section(m):
+            return self._step()
+
+    cdef object _step(self):
         cdef Entry* ep
         if self.m is None:
             raise StopIteration
@@ -2365,7 +2446,9 @@ cdef class _HashMapIterator:
         cdef PyObject* res = <PyObject*>self.result
         cdef PyObject* old_k
         cdef PyObject* old_v
-        if res != <PyObject*>None and fm_refcnt(res) == 1:
+        # (not on free-threaded builds, where a count of 1 does not prove that no other
+        # thread holds the tuple: the count is split between owner and other threads)
+        if not FM_FREE_THREADED and res != <PyObject*>None and fm_refcnt(res) == 1:
             old_k = fm_tuple_get(res, 0)
             old_v = fm_tuple_get(res, 1)
             fm_incref(k)
@@ -2536,7 +2619,9 @@ cdef class _KeysView(_SetView):
 
     def __contains__(self, key):
         cdef int32_t* slot
-        return self._m._lookup(key, _hash(key), &slot) >= 0   # not a subclass's __contains__
+        cdef HashMap m = self._m
+        with cython.critical_section(m):
+            return m._lookup(key, _hash(key), &slot) >= 0   # not a subclass's __contains__
 
     def _kind_name(self):
         return "keys"
@@ -2558,10 +2643,11 @@ cdef class _ItemsView(_SetView):
             return False
         key = <object>PyTuple_GET_ITEM(item, 0)
         value = <object>PyTuple_GET_ITEM(item, 1)
-        i = m._lookup(key, _hash(key), &slot)
-        if i < 0:
-            return False
-        found = <object>m._ent(i).value
+        with cython.critical_section(m):
+            i = m._lookup(key, _hash(key), &slot)
+            if i < 0:
+                return False
+            found = <object>m._ent(i).value
         return found is value or PyObject_RichCompareBool(found, value, Py_EQ)
 
     def _kind_name(self):
