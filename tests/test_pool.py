@@ -11,6 +11,7 @@ import pytest
 
 from fastmaps import ObjectPool, PoolClosedError
 from fastmaps._pool import Lease
+from fastmaps import _pool
 
 
 class Obj:
@@ -694,6 +695,9 @@ def test_reused_objects_survive_gc(no_auto_gc):
 
 
 def test_young_collections_do_not_rotate_by_default(no_auto_gc):
+    # On free-threaded builds the collector has no generations: every collection,
+    # whatever generation it reports (gc.collect(0) reports 0, automatic ones too), scans
+    # the whole heap, so each one is a full cycle and rotates (see the module essay).
     pool = ObjectPool(Obj)
     a = pool.get()
     ref = weakref.ref(a)
@@ -702,7 +706,10 @@ def test_young_collections_do_not_rotate_by_default(no_auto_gc):
     for _ in range(5):
         gc.collect(0)
         gc.collect(1)
-    assert ref() is not None
+    if _pool._FREE_THREADED:
+        assert ref() is None
+    else:
+        assert ref() is not None
     pool2 = ObjectPool(Obj, gc_generation=0)
     b = pool2.get()
     ref2 = weakref.ref(b)

@@ -474,15 +474,35 @@ cdef inline uintptr_t _addr(object o) noexcept:
 # ---------------------------------------------------------------------------------------
 # GC victim rotation: one gc.callbacks entry for every pool, pools held weakly.
 # ---------------------------------------------------------------------------------------
-_registry = _weakref.WeakSet()
+# {weakref.ref(pool): None}. A plain dict, not a WeakSet: the callback walks a copy made
+# by dict.copy(), one C call that is atomic with respect to other threads (under the GIL,
+# or the dict's own critical section on free-threaded builds), so pools created, closed
+# or collected by other threads meanwhile cannot break the walk. (Iterating a WeakSet
+# runs Python code between items, and raised "Set changed size during iteration" when
+# another thread registered a pool.)
+_registry = {}
+
+
+def _registry_drop(ref):
+    _registry.pop(ref, None)
+
+
+cdef void _register(ObjectPool pool):
+    _registry[_weakref.ref(pool, _registry_drop)] = None
+
+
+cdef void _unregister(ObjectPool pool):
+    _registry.pop(_weakref.ref(pool), None)
 
 
 def _gc_callback(phase, info):
     if phase != "start" or not _registry:
         return
     gen = info.get("generation", 2) if FM_FREE_THREADED == 0 else 2
-    for pool in list(_registry):
-        (<ObjectPool>pool)._gc_rotate(gen)
+    for ref in _registry.copy():
+        pool = ref()
+        if pool is not None:
+            (<ObjectPool>pool)._gc_rotate(gen)
 
 
 def _install_gc_callback():
@@ -708,7 +728,7 @@ cdef class ObjectPool:
         self._update_fast_flags()
         self._initialized = True
         if gc_release:
-            _registry.add(self)
+            _register(self)
 
     @classmethod
     def __class_getitem__(cls, item):
@@ -830,8 +850,15 @@ cdef class ObjectPool:
         return out
 
     cdef void _notify(self, bint all_waiters=False):
-        # Outside any critical section. Cheap unless a bounded pool has waiters.
-        if self._waiters > 0 and self._cond is not None:
+        # Called outside any critical section, after the state change it reports. Cheap
+        # unless a bounded pool has waiters. _waiters is read inside the critical section
+        # (on free-threaded builds): _wait increments it and re-checks the pool in one, so
+        # either the waiter sees the change or this sees the waiter (a read outside could
+        # miss both ways: a lost wake-up).
+        cdef Py_ssize_t waiters
+        with cython.critical_section(self):
+            waiters = self._waiters
+        if waiters > 0 and self._cond is not None:
             with self._cond:
                 if all_waiters:
                     self._cond.notify_all()
@@ -1337,7 +1364,7 @@ cdef class ObjectPool:
             self._closed = True
             self._update_fast_flags()
             dropped = self._st_detach_all(fresh_shared, fresh_victim)
-        _registry.discard(self)
+        _unregister(self)
         self._notify(True)
         del dropped
 
@@ -1385,7 +1412,8 @@ cdef class ObjectPool:
         return False
 
     def __len__(self):
-        return self._idle.used
+        with cython.critical_section(self):
+            return self._idle.used
 
     def __repr__(self):
         return (f"<{type(self).__name__} idle={self._idle.used} in_use={self._in_use} "
