@@ -140,7 +140,9 @@ Publication protocol (what is published, how readers load it, how versions are r
   user ``__del__`` runs while the lock is held.  (A key's or value's ``__eq__`` does run
   under the lock, by design: the find and the change are one atomic step.)
 * How readers load it: a reader takes no lock.  It announces itself in the map's
-  ``_readers`` counter (atomic increment), loads ``_cur`` (acquire), increments the
+  ``_readers`` counter (atomic increment), loads ``_cur`` (sequentially consistent: with
+  the writer's exchange-then-read of ``_readers`` this is the store-buffering pattern,
+  where acquire alone would not forbid both sides missing each other), increments the
   Snapshot's reference count, and leaves the counter (atomic decrement).  From then on it
   owns a reference to an immutable version: every lookup, ``len``, iterator and view
   works on that one version for its whole life and may call ``__eq__``/``__hash__``
@@ -255,7 +257,11 @@ cdef extern from *:
     static inline void fm_node_incref(fm_node *n) { _Py_atomic_add_ssize(&n->refcnt, 1); }
     static inline int fm_node_decref_is_zero(fm_node *n) { return _Py_atomic_add_ssize(&n->refcnt, -1) == 1; }
     static inline Py_ssize_t fm_node_refcnt(fm_node *n) { return _Py_atomic_load_ssize(&n->refcnt); }
-    static inline PyObject *fm_load_published(PyObject **p) { return (PyObject *)_Py_atomic_load_ptr_acquire(p); }
+    /* sequentially consistent, not just acquire: the reader's "announce (readers + 1),
+       then load _cur" and the writer's "exchange _cur, then load readers" are the
+       store-buffering pattern, which C11 only forbids when all four are seq_cst (a plain
+       load on x86, ldar on ARMv8: no cost over acquire there) */
+    static inline PyObject *fm_load_published(PyObject **p) { return (PyObject *)_Py_atomic_load_ptr(p); }
     static inline PyObject *fm_exchange_published(PyObject **p, PyObject *v) { return (PyObject *)_Py_atomic_exchange_ptr(p, v); }
     static inline void fm_readers_enter(Py_ssize_t *c) { _Py_atomic_add_ssize(c, 1); }
     static inline void fm_readers_exit(Py_ssize_t *c) { _Py_atomic_add_ssize(c, -1); }
@@ -263,6 +269,12 @@ cdef extern from *:
     static inline void fm_readers_add(Py_ssize_t *c, Py_ssize_t d) { _Py_atomic_add_ssize(c, d); }
     static inline uintptr_t fm_owner_load(uintptr_t *p) { return _Py_atomic_load_uintptr_relaxed(p); }
     static inline void fm_owner_store(uintptr_t *p, uintptr_t v) { _Py_atomic_store_uintptr_relaxed(p, v); }
+    /* Snapshot.__hash__'s lazy cache: threads may compute and store it at once (the same
+       value); relaxed atomics make that race defined */
+    static inline Py_hash_t fm_hash_cache_load(Py_hash_t *p) { return _Py_atomic_load_ssize_relaxed(p); }
+    static inline void fm_hash_cache_store(Py_hash_t *p, Py_hash_t v) { _Py_atomic_store_ssize_relaxed(p, v); }
+    static inline int fm_flag_load_acquire(int *p) { return _Py_atomic_load_int_acquire(p); }
+    static inline void fm_flag_store_release(int *p, int v) { _Py_atomic_store_int_release(p, v); }
     #define FM_FREE_THREADED 1
     #else
     static inline void fm_node_incref(fm_node *n) { n->refcnt++; }
@@ -276,6 +288,10 @@ cdef extern from *:
     static inline void fm_readers_add(Py_ssize_t *c, Py_ssize_t d) { *c += d; }
     static inline uintptr_t fm_owner_load(uintptr_t *p) { return *p; }
     static inline void fm_owner_store(uintptr_t *p, uintptr_t v) { *p = v; }
+    static inline Py_hash_t fm_hash_cache_load(Py_hash_t *p) { return *p; }
+    static inline void fm_hash_cache_store(Py_hash_t *p, Py_hash_t v) { *p = v; }
+    static inline int fm_flag_load_acquire(int *p) { return *p; }
+    static inline void fm_flag_store_release(int *p, int v) { *p = v; }
     #define FM_FREE_THREADED 0
     #endif
 
@@ -585,13 +601,17 @@ cdef extern from *:
         fm_ver_init(v);
         return 0;
     }
-    /* Drop v's pages now (may run user code: only outside the lock). */
+    static void fm_sf_release(fm_node *n);
+    /* Drop v's pages now (may run user code: only outside the lock).  An old index goes
+       through the incremental teardown (below): a version that dies during a migration
+       may hold the last reference to it (always so on free-threaded builds, where the
+       write that ends a migration changes a copy, never the published version). */
     static void fm_ver_clear(fm_ver *v) {
         fm_node *e = v->eroot, *i = v->iroot, *o = v->oroot;
         fm_ver_init(v);
         fm_node_decref(e);
         fm_node_decref(i);
-        fm_node_decref(o);
+        fm_sf_release(o);
     }
 
     /* ---- making pages writable (the caller holds v exclusively; no user code runs) ---- */
@@ -1303,6 +1323,10 @@ cdef extern from *:
     void fm_readers_add(Py_ssize_t*, Py_ssize_t) nogil
     uintptr_t fm_owner_load(uintptr_t*) nogil
     void fm_owner_store(uintptr_t*, uintptr_t) nogil
+    Py_hash_t fm_hash_cache_load(Py_hash_t*) noexcept nogil
+    void fm_hash_cache_store(Py_hash_t*, Py_hash_t) noexcept nogil
+    bint fm_flag_load_acquire(bint*) noexcept nogil
+    void fm_flag_store_release(bint*, bint) noexcept nogil
     void fm_pending_init(fm_pending*) nogil
     int fm_pending_push_obj(fm_pending*, PyObject*) except -1
     int fm_pending_push_node(fm_pending*, fm_node*) except -1
@@ -1560,14 +1584,17 @@ cdef class Snapshot:
         return not r
 
     def __hash__(self):
+        # (free-threaded builds: threads may compute and publish the same value at once;
+        # the flag is stored with release after the hash and loaded with acquire, so a
+        # thread that sees it set also sees the hash)
         cdef Py_hash_t h
-        if self._hashed:
-            return self._hash
+        if fm_flag_load_acquire(&self._hashed):
+            return fm_hash_cache_load(&self._hash)
         h = hash(frozenset(self.items()))
         if h == -1:
             h = -2
-        self._hash = h
-        self._hashed = True
+        fm_hash_cache_store(&self._hash, h)
+        fm_flag_store_release(&self._hashed, True)
         return h
 
     def __repr__(self):
