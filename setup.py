@@ -22,6 +22,10 @@ DIRECTIVES = {
     "initializedcheck": DEBUG,
     "cdivision": True,
     "infer_types": True,
+    # every module is safe without the GIL (per-object critical sections in HashMap and
+    # ObjectPool, atomics and a writer lock in SnapshotMap): importing fastmaps on a
+    # free-threaded build leaves the GIL off
+    "freethreading_compatible": True,
 }
 
 here = Path(__file__).parent
