@@ -2268,6 +2268,9 @@ cdef enum IterKind:
     ITER_ITEMS = 2
 
 
+cdef object _STOP = object()     # _HashMapIterator._step: the iteration is over
+
+
 cdef _HashMapIterator _make_iter(HashMap m, int kind, bint rev):
     """Iterator factory (a direct tp_new call: no argument parsing)."""
     cdef _HashMapIterator it = _HashMapIterator.__new__(_HashMapIterator)
@@ -2323,18 +2326,31 @@ cdef class _HashMapIterator:
         return (iter, (list(twin),))
 
     def __next__(self):
+        # free-threaded builds: the step runs in the map's critical section (its writers
+        # are excluded while it reads the entry and takes references to what it returns);
+        # the constant folds the branch away on GIL builds. The end is signalled by the
+        # _STOP sentinel and raised here (Cython ends the iteration without building an
+        # exception then).
+        if FM_FREE_THREADED:
+            r = self._step_locked()
+        else:
+            r = self._step()
+        if r is _STOP:
+            raise StopIteration
+        return r
+
+    cdef object _step_locked(self):
         cdef HashMap m = self.m
         if m is None:
-            raise StopIteration
-        # the map's critical section (free-threaded builds): its writers are excluded
-        # while the step reads the entry and takes references to what it returns
+            return _STOP
         with cython.critical_section(m):
             return self._step()
 
-    cdef object _step(self):
+    cdef inline object _step(self):
+        """The next item, or _STOP."""
         cdef Entry* ep
         if self.m is None:
-            raise StopIteration
+            return _STOP
         # self.m is read through the typed attribute (no reference counting per item)
         if self.m.live != self.used:
             return self._size_changed()
@@ -2343,7 +2359,7 @@ cdef class _HashMapIterator:
         ep = self._bwd() if self.rev else self._fwd()
         if ep == NULL:
             self.m = None
-            raise StopIteration
+            return _STOP
         if self.remaining <= 0:
             return self._keys_changed()
         self.remaining -= 1
