@@ -114,6 +114,17 @@ A subclass's methods run only where dict would run them: construction, ``update`
 GC's ``tp_clear`` clears at C level (a subclass's ``clear`` or an instance attribute named
 ``clear`` would leave the cycle alive).
 
+Free-threaded builds (3.13t): every method that reads or writes the map's storage runs in
+the map's per-object critical section (``@cython.critical_section`` or ``with
+cython.critical_section(m)``, as dict uses; a no-op on GIL builds), and so does each step
+of an iterator and the creation of an iterator or view lookup. CPython suspends a critical
+section while its thread blocks (a user ``__eq__``/``__hash__``/``__del__`` taking a lock,
+a nested critical section on another object), so other threads can change the map at
+exactly the points where user code runs, which are the points the rules above already
+revalidate after: the free-threaded guarantee is the GIL build's reentrancy guarantee.
+Methods that run user code between writes (``update`` reading another mapping) take the
+section per write, never across user iteration. ``__len__`` reads one word without it.
+
 Iteration
 ---------
 An iterator holds a position (an id), the address and hash of the last key it produced

@@ -62,8 +62,10 @@ the search goes on.
 
 Victim tier protocol (GC release)
 ---------------------------------
-One module-level callback in ``gc.callbacks`` walks a ``WeakSet`` of pools (weak, so the
-registry never keeps a pool alive -- Go's ``allPools`` lesson). At the *start* of every
+One module-level callback in ``gc.callbacks`` walks a registry of pools: a dict whose keys
+are weak references (weak, so the registry never keeps a pool alive -- Go's ``allPools``
+lesson), walked through an atomic ``dict.copy()`` so that pools created or dropped by
+other threads during a collection cannot break the walk. At the *start* of every
 collection of generation >= ``gc_generation`` (default 2: full collections, the analogue
 of a Go GC cycle; ``gc.collect()`` is one) each pool:
 
@@ -101,13 +103,14 @@ Locking
   condition's lock is only used when a bounded pool has waiters.
 * Free-threaded builds (3.13t+): every state transition runs inside
   ``cython.critical_section(self)`` (the pool object's own per-object mutex; the macro is a
-  no-op on GIL builds, so it costs nothing there). That is correct but not scalable: the
-  per-thread slots keep objects thread-affine (good for biased reference counting), but the
-  fast path still takes the pool's one mutex. A truly lock-free fast path would need a
-  per-slot mutex and a sharded idle set; it is not implemented. This module is not declared
-  ``freethreading_compatible`` (the directive is project-wide in setup.py), so importing it
-  on 3.13t re-enables the GIL unless ``PYTHON_GIL=0`` is forced; the free-threaded path is
-  compiled by CI (3.13 headers with ``Py_GIL_DISABLED``) but has never been run.
+  no-op on GIL builds, so it costs nothing there), including the read of ``_waiters`` that
+  decides whether to notify. That is correct but not scalable: the per-thread slots keep
+  objects thread-affine (good for biased reference counting), but the fast path still
+  takes the pool's one mutex, so two threads doing get+put on their own slots do not go
+  faster than one (measured on 3.13t: see docs/design.md). A lock-free fast path would
+  need per-slot mutexes, per-slot counters and a sharded or lock-free idle set; it is not
+  implemented. The module is declared ``freethreading_compatible`` (setup.py), so
+  importing it on 3.13t leaves the GIL off; the suite runs there.
 * A state transition allocates no garbage-collected object: on 3.10/3.11 such an
   allocation can start a collection, and the pool's victim rotation (a GC callback) would
   run on a half-changed pool and count objects twice. The lists that ``clear()``,
