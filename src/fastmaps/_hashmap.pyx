@@ -2260,10 +2260,14 @@ cdef bint _mapping_equal(HashMap a, object b) except -1:
             if i < 0:
                 return False
         else:
-            found = PyDict_GetItemWithError(b, k)   # (an error propagates)
+            # (a borrowed reference: taken inside the dict's own critical section, so that
+            # another thread cannot free the value first on free-threaded builds)
+            with cython.critical_section(b):
+                found = PyDict_GetItemWithError(b, k)   # (an error propagates)
+                if found != NULL:
+                    bv = <object>found
             if found == NULL:
                 return False
-            bv = <object>found
         if not (v is bv or PyObject_RichCompareBool(v, bv, Py_EQ)):
             return False
 
