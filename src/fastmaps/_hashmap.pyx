@@ -1218,6 +1218,7 @@ cdef class HashMap:
 
     # ------------------------------------------------------------------ mapping protocol
 
+    @cython.critical_section
     def __len__(self):
         return self.live
 
@@ -2044,7 +2045,9 @@ cdef class HashMap:
 
     def __repr__(self):
         name = type(self).__name__
-        if self.live == 0:
+        with cython.critical_section(self):
+            empty = self.live == 0
+        if empty:
             return f"{name}()"
         if Py_ReprEnter(self):
             return "..."
@@ -2227,31 +2230,50 @@ cdef bint _mapping_equal(HashMap a, object b) except -1:
     cdef Py_ssize_t pos = 0
     cdef PyObject* last_key = NULL
     cdef Py_hash_t h = 0
-    cdef uint64_t layout = a.layout
+    cdef uint64_t layout
     cdef Entry* ep
+    cdef Py_ssize_t la, lb
+    cdef bint got
     hb = b if isinstance(b, HashMap) else None
-    # true sizes (a subclass's __len__ is not consulted, as dict's == does not)
-    if a.live != (hb.live if hb is not None else PyDict_GET_SIZE(b)):
+    # true sizes (a subclass's __len__ is not consulted, as dict's == does not); each map
+    # is read inside its own critical section (free-threaded builds), never two at once
+    with cython.critical_section(a):
+        la = a.live
+        layout = a.layout
+    if hb is not None:
+        with cython.critical_section(hb):
+            lb = hb.live
+    else:
+        lb = PyDict_GET_SIZE(b)
+    if la != lb:
         return False
     while True:
-        # _tolerant_items, inlined (no generator per comparison)
-        if a.layout != layout:
-            layout = a.layout
-            if last_key != NULL:
-                i = a._find_key_id(last_key, h)
-                if i >= 0:
-                    pos = i + 1
-        pos = a._next_pos(pos)
-        if pos >= a.n:
+        # _tolerant_items, inlined (no generator per comparison); one step per critical
+        # section, the lookup in b and the value comparison outside it
+        got = False
+        with cython.critical_section(a):
+            while True:
+                if a.layout != layout:
+                    layout = a.layout
+                    if last_key != NULL:
+                        i = a._find_key_id(last_key, h)
+                        if i >= 0:
+                            pos = i + 1
+                pos = a._next_pos(pos)
+                if pos >= a.n:
+                    break
+                ep = a._ent(pos)
+                pos += 1
+                if ep.key == NULL:
+                    continue
+                last_key = ep.key
+                h = a._ehash(pos - 1)
+                k = <object>ep.key
+                v = <object>ep.value
+                got = True
+                break
+        if not got:
             return True
-        ep = a._ent(pos)
-        pos += 1
-        if ep.key == NULL:
-            continue
-        last_key = ep.key
-        h = a._ehash(pos - 1)
-        k = <object>ep.key
-        v = <object>ep.value
         if hb is not None:
             with cython.critical_section(hb):
                 i = hb._lookup(k, h, &slot)
@@ -2325,9 +2347,13 @@ cdef class _HashMapIterator:
         return self
 
     def __length_hint__(self):
-        if self.m is None or self.m.live != self.used:
+        cdef HashMap m = self.m
+        if m is None:
             return 0
-        return self.remaining
+        with cython.critical_section(m):
+            if m.live != self.used:
+                return 0
+            return self.remaining
 
     def __reduce__(self):
         # like dict iterators: pickled as an iterator over a list of what remains
@@ -2519,7 +2545,8 @@ cdef class _MapView:
         self._m = m
 
     def __len__(self):
-        return self._m.live
+        with cython.critical_section(self._m):
+            return self._m.live
 
     @property
     def mapping(self):
