@@ -273,3 +273,36 @@ def test_eq_that_writes_and_pops_does_not_keep_a_lookup_going(cls, tuning):
     finally:
         if prev:
             _hashmap._set_tuning(**prev)
+
+
+def test_clear_survives_a_refill_by_layout_copy_from_other_segments():
+    # A value's __del__, run by clear()'s DECREFs, refills the emptied map from a HashMap
+    # whose segments have another size (the layout copy takes the source's geometry); the
+    # rest of the clear loop must go on with the old map's geometry (it used to index the
+    # old segments with the new shift: a segfault).
+    prev = _hashmap._set_tuning(seg_shift=2)
+    try:
+        src = HashMap({i: i for i in range(50)})
+    finally:
+        _hashmap._set_tuning(**prev)
+    for keep in (False, True):
+        m = HashMap()
+        fired = []
+
+        class D:
+            def __del__(self):
+                if not fired:
+                    fired.append(1)
+                    m.update(src)
+
+        m[0] = D()
+        for i in range(1, 5000):
+            m[i] = i
+        m.clear(keep_capacity=keep)
+        assert fired
+        assert m == src
+        m._check()
+        for i in range(100, 6000):
+            m[i] = i
+        m._check()
+        assert len(m) == 50 + 5900

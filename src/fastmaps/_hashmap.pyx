@@ -1414,6 +1414,10 @@ cdef class HashMap:
         cdef int32_t* idx = self.idx
         cdef size_t mask = self.mask
         cdef uint32_t idmask = self.idmask
+        # the segment geometry too: user code run by the DECREFs below may refill the map
+        # by a layout copy from a map with other segments (_copy_layout sets both)
+        cdef int seg_shift = self.seg_shift
+        cdef Py_ssize_t seg_mask = self.seg_mask
         cdef Py_ssize_t i
         cdef Entry* ep
         cdef PyObject* k
@@ -1438,7 +1442,7 @@ cdef class HashMap:
         for i in range(n):
             if migrating and w <= i < r:
                 continue
-            ep = segs[i >> self.seg_shift].p + (i & self.seg_mask)
+            ep = segs[i >> seg_shift].p + (i & seg_mask)
             k = ep.key
             if k != NULL:
                 v = ep.value
@@ -1447,6 +1451,8 @@ cdef class HashMap:
                 Py_DECREF(<object>k)
                 Py_DECREF(<object>v)
         if keep_capacity and self.segs == NULL and self.idx == NULL and idx != NULL:
+            self.seg_shift = seg_shift
+            self.seg_mask = seg_mask
             memset(idx, 0, (mask + 1) * sizeof(int32_t))
             for i in range(nsegs):
                 segs[i].live = 0
@@ -2361,12 +2367,16 @@ cdef class _HashMapIterator:
     def __reduce__(self):
         # like dict iterators: pickled as an iterator over a list of what remains
         cdef _HashMapIterator twin
-        if self.m is None:
+        cdef HashMap m = self.m
+        if m is None:
             return (iter, ((),))
-        twin = _make_iter(self.m, self.kind, self.rev)
-        twin.pos, twin.last_key, twin.last_hash = self.pos, self.last_key, self.last_hash
-        twin.layout, twin.used, twin.remaining = self.layout, self.used, self.remaining
-        twin.n_dels = self.n_dels
+        twin = _make_iter(m, self.kind, self.rev)
+        # the position is read in the map's critical section, where this iterator's steps
+        # run on free-threaded builds: a step of another thread cannot interleave with it
+        with cython.critical_section(m):
+            twin.pos, twin.last_key, twin.last_hash = self.pos, self.last_key, self.last_hash
+            twin.layout, twin.used, twin.remaining = self.layout, self.used, self.remaining
+            twin.n_dels = self.n_dels
         return (iter, (list(twin),))
 
     def __next__(self):
