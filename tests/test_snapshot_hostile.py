@@ -544,3 +544,29 @@ def test_batch_entered_by_two_threads_at_once():
     t1.join(5.0)
     assert entered.is_set() and m == {"a": 1, "first": 1}
     m._check()
+
+
+def test_batch_reversed_and_pop_of_an_empty_batch_behave_like_dict():
+    # reversed(batch) fell back to the sequence protocol (KeyError: 0); pop on an empty
+    # batch hashed the key, where dict.pop answers an empty dict without hashing
+    class NoHash:
+        def __hash__(self):
+            raise AssertionError("hashed")
+
+    m = SnapshotMap(a=1, b=2)
+    d = {"a": 1, "b": 2}
+    with m.batch() as b:
+        b["c"] = 3
+        d["c"] = 3
+        assert list(reversed(b)) == list(reversed(d)) == ["c", "b", "a"]
+        b.clear()
+        d.clear()
+        assert b.pop(NoHash(), "dflt") == d.pop(NoHash(), "dflt") == "dflt"
+        assert b.pop([], None) is d.pop([], None) is None
+        with pytest.raises(KeyError):
+            d.pop(NoHash())
+        with pytest.raises(KeyError):
+            b.pop(NoHash())
+        assert list(reversed(b)) == []
+    assert m == {}
+    m._check()

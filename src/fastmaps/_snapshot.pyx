@@ -3356,6 +3356,10 @@ cdef class Batch:
     def __iter__(self):
         return iter(self.snapshot())
 
+    def __reversed__(self):
+        """The batch's keys as they are now, last inserted first (a ``snapshot()`` view)."""
+        return reversed(self.snapshot())
+
     def keys(self):
         """A set-like view of the batch's keys as they are now (a ``snapshot()`` view:
         later batch writes do not show in it).
@@ -3413,6 +3417,11 @@ cdef class Batch:
         >>> r, m
         ((1, None), SnapshotMap())
         """
+        if self.__len__() == 0:
+            # like dict.pop: an empty batch answers without hashing the key
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
         value = self._without(key)
         if value is _MISSING:
             if default is _MISSING:
