@@ -59,7 +59,10 @@ def test_million_pairs_no_traced_growth():
             b = get()
             put(b)
 
-    assert traced_growth(run) < 4096
+    # A leak of anything per pair would be megabytes (500,000 pairs); a few KiB come and
+    # go with the interpreter itself (free-threaded builds free some memory lazily:
+    # 4,624 bytes were seen once on 3.13t)
+    assert traced_growth(run) < 64 * 1024
     assert pool.stats()["created"] == 1
 
 
