@@ -2394,11 +2394,15 @@ cdef class _HashMapIterator:
         return r
 
     cdef object _step_locked(self):
-        cdef HashMap m = self.m
-        if m is None:
-            return _STOP
-        with cython.critical_section(m):
-            return self._step()
+        # self.m is read under the iterator's own critical section: a step of another
+        # thread sharing this iterator may drop it (set it to None) at the end
+        cdef HashMap m
+        with cython.critical_section(self):
+            m = self.m
+            if m is None:
+                return _STOP
+            with cython.critical_section(m):
+                return self._step()
 
     cdef inline object _step(self):
         """The next item, or _STOP."""
