@@ -153,6 +153,7 @@ from cpython.mem cimport PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyM
 from cpython.dict cimport PyDict_CheckExact
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memset, memcpy
+from fastmaps.fm_common cimport *
 
 import collections.abc as _abc
 import copyreg as _copyreg
@@ -163,7 +164,6 @@ cdef extern from "Python.h":
     ctypedef Py_ssize_t Py_hash_t
     Py_hash_t PyObject_Hash(object o) except? -1
     bint PyObject_RichCompareBool(object a, object b, int op) except -1
-    ctypedef int (*fm_visitproc "visitproc")(PyObject*, void*) noexcept
     int Py_ReprEnter(object o) except -1
     void Py_ReprLeave(object o)
     const Py_ssize_t PY_SSIZE_T_MAX
@@ -183,67 +183,8 @@ cdef extern from "Python.h":
     bint PyUnicode_CheckExact(object o)
 
 
-cdef inline Py_hash_t _hash(object key) except? -1:
-    """hash(key); for an exact str, its cached hash is read directly (as dict does)."""
-    cdef Py_hash_t h
-    if PyUnicode_CheckExact(key):
-        h = FM_STR_HASH(<PyObject*>key)
-        if h != -1:
-            return h
-    return PyObject_Hash(key)
 
-
-cdef extern from *:
-    """
-    #if defined(_WIN32)
-    #define FM_HAVE_MMAP 0
-    static void *fm_map_zeroed(size_t n, int huge) { (void)n; (void)huge; return NULL; }
-    static void fm_unmap(void *p, size_t n) { (void)p; (void)n; }
-    #else
-    #include <sys/mman.h>
-    #define FM_HAVE_MMAP 1
-    #define FM_HUGE ((size_t)1 << 21)
-    /* huge: ask for transparent huge pages (aligned to 2 MiB). Only for indexes that a
-       whole-map call (with_capacity, reserve, shrink_to_fit, copy) allocates: the first
-       touch of a huge page zeroes 2 MiB at once, so a migration's new index, whose pages
-       are all touched by its first few steps, would turn lazy zeroing into a pause. */
-    static void *fm_map_zeroed(size_t n, int huge) {
-        size_t extra = huge && n >= FM_HUGE ? FM_HUGE : 0;
-        char *p = (char *)mmap(NULL, n + extra, PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == (char *)MAP_FAILED) return NULL;
-        if (extra) {
-            size_t head = (FM_HUGE - ((size_t)p & (FM_HUGE - 1))) & (FM_HUGE - 1);
-            if (head) munmap(p, head);
-            if (extra - head) munmap(p + head + n, extra - head);
-            p += head;
-    #ifdef MADV_HUGEPAGE
-            madvise(p, n, MADV_HUGEPAGE);
-    #endif
-        }
-        return p;
-    }
-    static void fm_unmap(void *p, size_t n) { munmap(p, n); }
-    #endif
-    /* Make the pages of [p, p + n) resident and writable now, so that later writes to them
-       take no page fault. `mapped`: the range is page-aligned memory from fm_map_zeroed,
-       which the kernel can populate in one call (Linux >= 5.14); otherwise, or if that
-       fails, every page is touched by rewriting one int32 with its own value (the range
-       may already hold slots: nothing is changed). */
-    static void fm_populate(void *p, size_t n, int mapped) {
-        size_t i;
-        volatile int *q;
-    #if FM_HAVE_MMAP && defined(MADV_POPULATE_WRITE)
-        if (mapped && madvise(p, n, MADV_POPULATE_WRITE) == 0) return;
-    #else
-        (void)mapped;
-    #endif
-        for (i = 0; i < n; i += 4096) {
-            q = (volatile int *)((char *)p + i);
-            *q = *q;
-        }
-    }
-    """
+cdef extern from "fm_memory.h":
     const int FM_HAVE_MMAP
     void* fm_map_zeroed(size_t n, int huge) nogil
     void fm_unmap(void* p, size_t n) nogil
@@ -300,25 +241,7 @@ ctypedef struct Seg:
     Py_ssize_t live        # live entries in this segment: lets scans skip empty segments
 
 
-cdef extern from *:
-    """
-    #define FM_IS_STR(o) (Py_TYPE(o) == &PyUnicode_Type)
-    #ifdef Py_GIL_DISABLED
-    /* another thread may be caching this str's hash right now (-1 -> hash) */
-    #define FM_STR_HASH(o) _Py_atomic_load_ssize_relaxed(&((PyASCIIObject *)(o))->hash)
-    #define FM_FREE_THREADED 1
-    #else
-    #define FM_STR_HASH(o) (((PyASCIIObject *)(o))->hash)
-    #define FM_FREE_THREADED 0
-    #endif
-    #define FM_TYPE_IS_GC(o) PyType_HasFeature(Py_TYPE(o), Py_TPFLAGS_HAVE_GC)
-    """
-    bint FM_IS_STR(PyObject* o) noexcept nogil
-    Py_hash_t FM_STR_HASH(PyObject* o) noexcept nogil
-    bint FM_TYPE_IS_GC(PyObject* o) noexcept nogil
-    const bint FM_FREE_THREADED
 
-cdef int32_t DUMMY = -1
 cdef Py_ssize_t MIN_SLOTS = 8
 cdef Py_ssize_t MAX_SLOTS = (<Py_ssize_t>1) << 31   # ids must fit in an int32 slot
 cdef Py_ssize_t MAX_ENTRIES = ((<Py_ssize_t>1) << 31) * 2 // 3 - 1
@@ -391,23 +314,7 @@ cdef inline Py_ssize_t _slots_for(Py_ssize_t entries) noexcept nogil:
     return s
 
 
-cdef inline uint32_t _idmask_for(Py_ssize_t max_id) noexcept nogil:
-    """The id field of an index whose slots hold ids up to `max_id`: 2**b - 1 > max_id."""
-    cdef uint32_t m = 1
-    while m <= <size_t>max_id and m < 0x7FFFFFFF:
-        m = (m << 1) | 1
-    return m
 
-
-cdef inline uint32_t _tag(Py_hash_t h, uint32_t idmask) noexcept nogil:
-    """The tag bits of h for an index with id field `idmask`: the top 31 bits of a
-    multiplicative mix of the hash, above the id field (none if the ids need 31 bits)."""
-    return <uint32_t>((<uint64_t>h * <uint64_t>0x9E3779B97F4A7C15) >> 33) & ~idmask
-
-
-cdef inline int32_t _slot_value(Py_hash_t h, uint32_t idmask, Py_ssize_t ident) noexcept nogil:
-    """What an index slot holds for entry `ident` (whose key hashes to h)."""
-    return <int32_t>(_tag(h, idmask) | <uint32_t>(ident + 1))
 
 
 cdef inline int32_t* _find_free(int32_t* idx, size_t mask, Py_hash_t h) noexcept nogil:
@@ -425,7 +332,7 @@ cdef inline int32_t* _find_id(int32_t* idx, size_t mask, uint32_t idmask, Py_has
     """The slot holding entry id `ident` on h's probe path (NULL if absent: a bug)."""
     cdef size_t perturb = <size_t>h
     cdef size_t i = <size_t>h & mask
-    cdef int32_t target = _slot_value(h, idmask, ident)
+    cdef int32_t target = fm_slot(h, idmask, ident)
     cdef int32_t ix
     while True:
         ix = idx[i]
@@ -685,7 +592,7 @@ cdef class HashMap:
             self.idx = new_idx
             self.mask = slots - 1
             self.usable = _usable(slots)
-            self.idmask = _idmask_for(max(self.usable, self.n))
+            self.idmask = fm_posmask_for(max(self.usable, self.n))
             self.fill = 0
             self.stamp += 1
             self._set_room()
@@ -703,7 +610,7 @@ cdef class HashMap:
         if not whole and self.n > T_SYNC_BELOW and <size_t>slots * sizeof(int32_t) >= T_PF_MIN:
             self.pf_bytes = <size_t>slots * sizeof(int32_t)
             self.pf_done = pre_done
-        self.idmask = _idmask_for(max(self.usable, self.n + self.n // (T_STEP - 1) + 64
+        self.idmask = fm_posmask_for(max(self.usable, self.n + self.n // (T_STEP - 1) + 64
                                       + _pf_writes(self.pf_bytes)))
         self.fill = 0
         self.mig_w = 0
@@ -743,10 +650,10 @@ cdef class HashMap:
                     slot = _find_free(self.idx, self.mask, hh)
                     if slot[0] == 0:
                         self.fill += 1
-                    slot[0] = _slot_value(hh, self.idmask, w)
+                    slot[0] = fm_slot(hh, self.idmask, w)
                 elif r != w:
                     slot = _find_id(self.idx, self.mask, self.idmask, hh, r)
-                    slot[0] = _slot_value(hh, self.idmask, w)
+                    slot[0] = fm_slot(hh, self.idmask, w)
                 if r != w:
                     self._ent(w)[0] = src[0]
                     src.key = NULL
@@ -1008,7 +915,7 @@ cdef class HashMap:
                            uint64_t stamp) except -2:
         cdef size_t perturb = <size_t>h
         cdef size_t i = <size_t>h & mask
-        cdef uint32_t tag = _tag(h, idmask)
+        cdef uint32_t tag = fm_tag(h, idmask)
         cdef uint32_t x
         cdef int32_t ix
         cdef Py_ssize_t ident
@@ -1096,7 +1003,7 @@ cdef class HashMap:
         slot = _find_free(self.idx, self.mask, h)
         if slot[0] == 0:
             self.fill += 1
-        slot[0] = _slot_value(h, self.idmask, self.n)
+        slot[0] = fm_slot(h, self.idmask, self.n)
         self.n += 1
         self.live += 1
         self.n_ins += 1
@@ -1155,7 +1062,7 @@ cdef class HashMap:
         vp[0] = ep.value
         ep.key = NULL
         ep.value = NULL
-        slot[0] = DUMMY
+        slot[0] = FM_SLOT_DUMMY
         self.segs[i >> self.seg_shift].live -= 1
         self.live -= 1
         self.n_dels += 1
@@ -1205,7 +1112,7 @@ cdef class HashMap:
                 hi = self.old_end
             perturb = <size_t>h
             i = <size_t>h & mask
-            tag = _tag(h, idmask)
+            tag = fm_tag(h, idmask)
             while True:
                 ix = idx[i]
                 if ix == 0:
@@ -1227,7 +1134,7 @@ cdef class HashMap:
 
     @cython.critical_section
     def __getitem__(self, key):
-        cdef Py_hash_t h = _hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         cdef int32_t* slot
         cdef Py_ssize_t i = self._lookup(key, h, &slot)
         if i >= 0:
@@ -1240,11 +1147,11 @@ cdef class HashMap:
 
     @cython.critical_section
     def __setitem__(self, key, value):
-        self._set(key, _hash(key), value)
+        self._set(key, fm_hash_of(key), value)
 
     @cython.critical_section
     def __delitem__(self, key):
-        cdef Py_hash_t h = _hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         cdef int32_t* slot
         cdef PyObject* k
         cdef PyObject* v
@@ -1257,7 +1164,7 @@ cdef class HashMap:
 
     @cython.critical_section
     def __contains__(self, key):
-        cdef Py_hash_t h = _hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         cdef int32_t* slot
         return self._lookup(key, h, &slot) >= 0
 
@@ -1269,7 +1176,7 @@ cdef class HashMap:
         >>> HashMap(a=1).get("b", 0)
         0
         """
-        return self._get(key, _hash(key), default)
+        return self._get(key, fm_hash_of(key), default)
 
     @cython.critical_section
     def setdefault(self, key, default=None, /):
@@ -1279,7 +1186,7 @@ cdef class HashMap:
         >>> m = HashMap(); m.setdefault("a", []).append(1); m
         HashMap({'a': [1]})
         """
-        cdef Py_hash_t h = _hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         cdef Py_ssize_t i = self._lookup_for_insert(key, h)
         if i >= 0:
             return <object>self._ent(i).value
@@ -1305,7 +1212,7 @@ cdef class HashMap:
             if args:
                 return args[0]
             raise KeyError(key)
-        h = _hash(key)
+        h = fm_hash_of(key)
         i = self._lookup(key, h, &slot)
         if i < 0:
             if args:
@@ -1369,7 +1276,7 @@ cdef class HashMap:
         vp[0] = ep.value
         ep.key = NULL
         ep.value = NULL
-        slot[0] = DUMMY
+        slot[0] = FM_SLOT_DUMMY
         self.segs[i >> self.seg_shift].live -= 1
         self.live -= 1
         self.n_dels += 1
@@ -1550,7 +1457,7 @@ cdef class HashMap:
         if type(other) is list or type(other) is tuple:
             return self._update_from_seq(other)
         for k, v in _update_pairs(other, type(self).__name__):
-            self._set_cs(k, _hash(k), v)
+            self._set_cs(k, fm_hash_of(k), v)
         return 0
 
     @cython.final
@@ -1587,7 +1494,7 @@ cdef class HashMap:
         while PyDict_Next(other, &pos, &kp, &vp):
             k = <object>kp          # owned references: user code below may drop the dict's
             v = <object>vp
-            h = _hash(k)
+            h = fm_hash_of(k)
             if PyDict_GET_SIZE(other) != size:
                 raise RuntimeError("dictionary changed size during iteration")
             if fast and self.n_ins == ins and self.n_dels == dels:
@@ -1612,7 +1519,7 @@ cdef class HashMap:
                 if name is None:
                     name = type(self).__name__
                 k, v = _as_pair(item, i, name)
-            self._set_cs(k, _hash(k), v)
+            self._set_cs(k, fm_hash_of(k), v)
             i += 1
         return 0
 
@@ -1630,7 +1537,7 @@ cdef class HashMap:
             if t is dict or t is set or t is frozenset or t is HashMap:
                 (<HashMap>d)._reserve(len(iterable))     # exact types: a true length
             for k in iterable:
-                (<HashMap>d)._set(k, _hash(k), value)
+                (<HashMap>d)._set(k, fm_hash_of(k), value)
         else:
             for k in iterable:
                 d[k] = value
@@ -1759,7 +1666,7 @@ cdef class HashMap:
             slot = _find_free(new.idx, new.mask, h)
             if slot[0] == 0:
                 new.fill += 1
-            slot[0] = _slot_value(h, new.idmask, new.n)
+            slot[0] = fm_slot(h, new.idmask, new.n)
             new.segs[new.n >> new.seg_shift].live += 1
             new.n += 1
             new.live += 1
@@ -2020,19 +1927,19 @@ cdef class HashMap:
                 assert not (migrating and self.mig_r <= ident < self.old_end), \
                     f"new-index slot {s} points into the unvisited region"
                 assert self._ent(ident).key != NULL, f"slot {s} points to a hole"
-                assert ix == _slot_value(self._ehash(ident), self.idmask, ident), \
+                assert ix == fm_slot(self._ehash(ident), self.idmask, ident), \
                     f"slot {s}: wrong tag"
             else:
-                assert ix == 0 or ix == DUMMY, f"bad slot value {ix}"
+                assert ix == 0 or ix == FM_SLOT_DUMMY, f"bad slot value {ix}"
         assert fill == self.fill, f"fill {self.fill} but {fill} used slots"
         assert self.fill <= self.usable, "index over its load limit"
         if migrating:
-            for s in range(self.old_mask + 1):
+            for s in range(<Py_ssize_t>self.old_mask + 1):
                 ix = self.old_idx[s]
                 ident = <Py_ssize_t>(ix & self.old_idmask) - 1
                 if ix > 0 and self.mig_r <= ident < self.old_end:
                     assert self._ent(ident).key != NULL, f"old slot {s} points to a hole"
-                    assert ix == _slot_value(self._ehash(ident), self.old_idmask, ident), \
+                    assert ix == fm_slot(self._ehash(ident), self.old_idmask, ident), \
                         f"old slot {s}: wrong tag"
         return True
 
@@ -2104,7 +2011,7 @@ cdef class HashMap:
 cdef Py_ssize_t _count_dummies(int32_t* idx, Py_ssize_t slots) noexcept:
     cdef Py_ssize_t s, c = 0
     for s in range(slots):
-        if idx[s] == DUMMY:
+        if idx[s] == FM_SLOT_DUMMY:
             c += 1
     return c
 
@@ -2696,7 +2603,7 @@ cdef class _KeysView(_SetView):
         cdef int32_t* slot
         cdef HashMap m = self._m
         with cython.critical_section(m):
-            return m._lookup(key, _hash(key), &slot) >= 0   # not a subclass's __contains__
+            return m._lookup(key, fm_hash_of(key), &slot) >= 0   # not a subclass's __contains__
 
     def _kind_name(self):
         return "keys"
@@ -2719,7 +2626,7 @@ cdef class _ItemsView(_SetView):
         key = <object>PyTuple_GET_ITEM(item, 0)
         value = <object>PyTuple_GET_ITEM(item, 1)
         with cython.critical_section(m):
-            i = m._lookup(key, _hash(key), &slot)
+            i = m._lookup(key, fm_hash_of(key), &slot)
             if i < 0:
                 return False
             found = <object>m._ent(i).value
@@ -2753,9 +2660,6 @@ _abc.ValuesView.register(_ValuesView)
 
 
 # ---------------------------------------------------------------------- cyclic GC
-
-ctypedef int (*fm_traverseproc)(PyObject*, fm_visitproc, void*) noexcept
-ctypedef int (*fm_inquiry)(PyObject*) noexcept
 
 cdef fm_traverseproc _base_traverse = NULL
 cdef fm_inquiry _base_clear = NULL
@@ -2794,11 +2698,6 @@ cdef int _hashmap_clear(PyObject* o) noexcept:
     return 0
 
 
-cdef PyTypeObject* _tp = <PyTypeObject*>HashMap
-_base_traverse = <fm_traverseproc>_tp.tp_traverse
-_base_clear = <fm_inquiry>_tp.tp_clear
-_tp.tp_traverse = <traverseproc>_hashmap_traverse
-_tp.tp_clear = <inquiry>_hashmap_clear
-# A mapping for the match statement (registering with the ABC cannot flag a static type).
-_tp.tp_flags |= (1 << 6)       # Py_TPFLAGS_MAPPING
-PyType_Modified(_tp)
+fm_set_gc_slots(<PyTypeObject*>HashMap, _hashmap_traverse, _hashmap_clear,
+                &_base_traverse, &_base_clear)
+fm_set_mapping_flag(<PyTypeObject*>HashMap)

@@ -191,7 +191,7 @@ cannot be detected; a ``put()`` when nothing is checked out is rejected.
 """
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.object cimport PyObject, PyTypeObject, visitproc
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint64_t, uintptr_t
 from cpython.pyport cimport PY_SSIZE_T_MAX
@@ -203,110 +203,8 @@ import types as _types
 import weakref as _weakref
 from time import monotonic as _monotonic
 
-cdef extern from *:
-    """
-    #include "pythread.h"
-    #define __Pyx_NewRef_Steal(p) (p)
-    /* Move the reference held by list[i] to the caller, leaving None behind. */
-    static inline PyObject* fm_list_take(PyObject* list, Py_ssize_t i) {
-        PyObject* o = PyList_GET_ITEM(list, i);
-        Py_INCREF(Py_None);
-        PyList_SET_ITEM(list, i, Py_None);
-        return o;
-    }
-    /* Store a new reference to o at list[i], which must hold None. */
-    static inline void fm_list_store(PyObject* list, Py_ssize_t i, PyObject* o) {
-        PyObject* old = PyList_GET_ITEM(list, i);
-        Py_INCREF(o);
-        PyList_SET_ITEM(list, i, o);
-        Py_DECREF(old);
-    }
-    #define FM_SLOT_BITS 6
-    #define FM_NSLOTS (1 << FM_SLOT_BITS)
-    #ifdef Py_GIL_DISABLED
-    #define FM_FREE_THREADED 1
-    #else
-    #define FM_FREE_THREADED 0
-    #endif
-    static inline Py_ssize_t fm_ptr_home(uintptr_t p, int shift) {
-        return (Py_ssize_t)(((uint64_t)p * 0x9E3779B97F4A7C15ULL) >> shift);
-    }
-    /* A per-thread key: the thread pointer (one instruction) where GCC provides it,
-       else the C-level thread id. Only hashed, never dereferenced. */
-    #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && \
-        (defined(__x86_64__) || defined(__aarch64__))
-    #define FM_THREAD_KEY() ((uint64_t)(uintptr_t)__builtin_thread_pointer())
-    #else
-    #define FM_THREAD_KEY() ((uint64_t)PyThread_get_thread_ident())
-    #endif
-    static inline Py_ssize_t fm_thread_slot(void) {
-        return (Py_ssize_t)((FM_THREAD_KEY() * 0x9E3779B97F4A7C15ULL) >> (64 - FM_SLOT_BITS));
-    }
-    /* Fast entries for hot METH_FASTCALL|METH_KEYWORDS methods (GIL builds only).
-       fm_install_entry() points the method's PyMethodDef at an entry function that
-       sends the common call shape (no arguments, or exactly three positional ones)
-       straight to a C-level implementation with the same contract as the method, and
-       every other call (keywords, other counts) to the method's own Cython-generated
-       wrapper, which parses the arguments and reports errors as before. Both are tail
-       calls; the Python-visible method (name, doc, flags, descriptor) is unchanged. The
-       free-threaded build keeps the generated wrappers (their critical sections), and so
-       does any build where the method is not a METH_FASTCALL|METH_KEYWORDS method
-       descriptor (the entry is only an optimisation). Returns 1 if installed, else 0. */
-    typedef PyObject* (*fm_fastcall_kw)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
-    typedef PyObject* (*fm_args0_fn)(PyObject*);
-    typedef PyObject* (*fm_args3_fn)(PyObject*, PyObject*, PyObject*, PyObject*);
-    #define FM_DEFINE_ENTRY(NAME, NARGS, CALL)                                            \
-        static fm_fastcall_kw NAME##_full = NULL;                                        \
-        static fm_args##NARGS##_fn NAME##_fast = NULL;                                   \
-        static PyObject* NAME##_entry(PyObject* self, PyObject* const* args,             \
-                                     Py_ssize_t nargs, PyObject* kwnames) {              \
-            if (nargs == NARGS && kwnames == NULL)                                       \
-                return CALL;                                                             \
-            return NAME##_full(self, args, nargs, kwnames);                              \
-        }                                                                                \
-        static int NAME##_install(PyObject* descr, void* fast) {                         \
-            return fm_install_entry(descr, NAME##_entry, &NAME##_full,                   \
-                                    (void**)&NAME##_fast, fast);                         \
-        }
-    static int fm_install_entry(PyObject* descr, fm_fastcall_kw entry,
-                                fm_fastcall_kw* full, void** fast_slot, void* fast) {
-    #if !FM_FREE_THREADED
-        PyMethodDef* def;
-        if (!PyObject_TypeCheck(descr, &PyMethodDescr_Type))
-            return 0;
-        def = ((PyMethodDescrObject*)descr)->d_method;
-        if (def->ml_meth == (PyCFunction)(void(*)(void))entry)
-            return 1;  /* already installed (module initialised again) */
-        if (def->ml_flags != (METH_FASTCALL | METH_KEYWORDS))
-            return 0;
-        *fast_slot = fast;
-        *full = (fm_fastcall_kw)(void(*)(void))def->ml_meth;
-        def->ml_meth = (PyCFunction)(void(*)(void))entry;
-        return 1;
-    #else
-        return 0;
-    #endif
-    }
-    FM_DEFINE_ENTRY(fm_pool_get, 0, fm_pool_get_fast(self))
-    FM_DEFINE_ENTRY(fm_pool_borrow, 0, fm_pool_borrow_fast(self))
-    FM_DEFINE_ENTRY(fm_lease_exit, 3, fm_lease_exit_fast(self, args[0], args[1], args[2]))
-    """
-    const int FM_NSLOTS
-    const int FM_FREE_THREADED
-    Py_ssize_t fm_ptr_home(uintptr_t p, int shift) noexcept nogil
-    Py_ssize_t fm_thread_slot() noexcept nogil
-    object fm_steal "__Pyx_NewRef_Steal"(PyObject* p)  # takes over a new reference
-    void fm_incref "Py_INCREF"(PyObject* p) noexcept
-    ctypedef int (*fm_traverseproc "traverseproc")(PyObject*, visitproc, void*) noexcept
-    ctypedef int (*fm_inquiry "inquiry")(PyObject*) noexcept
-    ctypedef struct fm_gc_slots "PyTypeObject":
-        fm_traverseproc tp_traverse
-        fm_inquiry tp_clear
-    object fm_list_take(list lst, Py_ssize_t i)
-    int fm_pool_get_install(object descr, void* fast)
-    int fm_pool_borrow_install(object descr, void* fast)
-    int fm_lease_exit_install(object descr, void* fast)
-    void fm_list_store(list lst, Py_ssize_t i, object o)
+from fastmaps.fm_common cimport *
+from fastmaps.fm_pool cimport *
 
 cdef enum:
     _NSLOTS_C = 64  # must equal FM_NSLOTS (checked at import)
@@ -1556,10 +1454,10 @@ cdef class ObjectPool:
 # visits the object attributes) with a walk over the cached objects, and give the type a
 # tp_clear that drops them (so a pool in a cycle with its own idle objects is collected).
 # ------------------------------------------------------------------------------------
-cdef fm_traverseproc _cython_pool_traverse = (<fm_gc_slots*>ObjectPool).tp_traverse
+cdef fm_traverseproc _cython_pool_traverse = NULL
 
 
-cdef int _pool_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
+cdef int _pool_traverse(PyObject* o, fm_visitproc visit, void* arg) noexcept:
     cdef int r
     cdef Py_ssize_t i, j, lc
     cdef ObjectPool self
@@ -1583,8 +1481,7 @@ cdef int _pool_clear(PyObject* o) noexcept:
     return 0
 
 
-(<fm_gc_slots*>ObjectPool).tp_traverse = _pool_traverse
-(<fm_gc_slots*>ObjectPool).tp_clear = _pool_clear
+fm_set_gc_slots(<PyTypeObject*>ObjectPool, _pool_traverse, _pool_clear, &_cython_pool_traverse, NULL)
 
 
 @cython.freelist(16)

@@ -169,7 +169,7 @@ object are guarded the same way against re-entry from user code.
 """
 
 cimport cython
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.dict cimport PyDict_Size
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
@@ -179,1208 +179,7 @@ from fastmaps._hashmap import _update_pairs, _as_pair, _view_isdisjoint   # dict
 import copyreg as _copyreg
 from types import GenericAlias as _GenericAlias, MappingProxyType as _MappingProxyType
 
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-
-    #define FM_EBITS 5                    /* log entries per leaf page: 32 */
-    #define FM_ECAP (1 << FM_EBITS)
-    #define FM_IBITS 8                    /* index slots per leaf page: 256 */
-    #define FM_ICAP (1 << FM_IBITS)
-    #define FM_FBITS 5                    /* children per inner node: 32 */
-    #define FM_FAN (1 << FM_FBITS)
-    #define FM_EMPTY (-1)
-    #define FM_DUMMY (-2)
-    #define FM_INNER 0
-    #define FM_ELEAF 1
-    #define FM_ILEAF 2
-    #define FM_MAX_LEN ((Py_ssize_t)0x7fffffff)
-
-    typedef struct fm_node {
-        Py_ssize_t refcnt;     /* node reference count (atomic on free-threaded builds) */
-        uint32_t live;         /* log tree: live records in this subtree (index tree: 0) */
-        uint16_t cap;          /* leaves: number of records/slots; inner nodes: FM_FAN */
-        uint8_t kind;          /* FM_INNER, FM_ELEAF or FM_ILEAF */
-        uint8_t _pad;
-        /* followed by fm_node *[cap], fm_entry[cap] or int32_t[cap] */
-    } fm_node;
-
-    /* 16 bytes, so that a page's records / slots start 16-byte aligned after it */
-    typedef char fm_node_header_is_16_bytes[sizeof(fm_node) == 16 ? 1 : -1];
-
-    typedef struct fm_entry {
-        Py_hash_t hash;
-        PyObject *key;         /* NULL: a hole */
-        PyObject *value;
-    } fm_entry;
-
-    typedef struct fm_ver {
-        fm_node *eroot;        /* entry log tree (NULL: no page) */
-        fm_node *iroot;        /* index tree (NULL: no index, count == 0) */
-        Py_ssize_t elen;       /* log positions in use, holes included */
-        Py_ssize_t count;      /* live entries */
-        Py_ssize_t fill;       /* index slots that are not EMPTY */
-        size_t imask;          /* index slots - 1 */
-        int edepth, idepth;    /* inner levels above the leaf pages */
-        /* incremental migration (see "Migration" in the module docstring); oroot == NULL:
-           none running.  Log positions [0, mw): compacted, indexed in the new index
-           (iroot); [mw, mr): the gap, holes only, indexed nowhere; [mr, mend): not yet
-           visited, live ones indexed in the old index (oroot); [mend, elen): appended
-           during the migration, indexed in the new index. */
-        fm_node *oroot;
-        size_t omask;
-        int odepth;
-        Py_ssize_t mw, mr, mend;
-        /* position fields of the slots of iroot / oroot (2^k - 1, see fm_stag) */
-        uint32_t ipmask, opmask;
-    } fm_ver;
-
-    static inline fm_node **fm_kids(fm_node *n) { return (fm_node **)(n + 1); }
-    static inline fm_entry *fm_ents(fm_node *n) { return (fm_entry *)(n + 1); }
-    static inline int32_t *fm_slots(fm_node *n) { return (int32_t *)(n + 1); }
-    /* Index slots: FM_EMPTY (-1), FM_DUMMY (-2), or a live slot's tag | pos, where pos
-       (the log position) fills the low bits given by the index's position mask pmask
-       (2^k - 1, <= 2^31 - 1) and the tag the bits above it up to bit 30: mixed high bits
-       of the hash (int hashes are the identity, so their high bits are often zero and
-       their low bits chose the slot).  A probe computes x = slot ^ fm_stag(h, pmask):
-       x <= pmask exactly when the slot is live and its tag matches, and then x is the
-       position (EMPTY and DUMMY have bit 31 set, so x > pmask for them).  The record is
-       read only then: a miss usually reads no record and a hit only its own, with no
-       second array to read (the tag travels in the slot). */
-    static inline uint32_t fm_stag(Py_hash_t h, uint32_t pmask) {
-        return (uint32_t)(((uint64_t)h * 0x9E3779B97F4A7C15ull) >> 33) & ~pmask;
-    }
-
-    /* ---- atomics: real ones on free-threaded builds, plain code under the GIL ---- */
-    #ifdef Py_GIL_DISABLED
-    static inline void fm_node_incref(fm_node *n) { _Py_atomic_add_ssize(&n->refcnt, 1); }
-    static inline int fm_node_decref_is_zero(fm_node *n) { return _Py_atomic_add_ssize(&n->refcnt, -1) == 1; }
-    static inline Py_ssize_t fm_node_refcnt(fm_node *n) { return _Py_atomic_load_ssize(&n->refcnt); }
-    /* sequentially consistent, not just acquire: the reader's "announce (readers + 1),
-       then load _cur" and the writer's "exchange _cur, then load readers" are the
-       store-buffering pattern, which C11 only forbids when all four are seq_cst (a plain
-       load on x86, ldar on ARMv8: no cost over acquire there) */
-    static inline PyObject *fm_load_published(PyObject **p) { return (PyObject *)_Py_atomic_load_ptr(p); }
-    static inline PyObject *fm_exchange_published(PyObject **p, PyObject *v) { return (PyObject *)_Py_atomic_exchange_ptr(p, v); }
-    static inline void fm_readers_enter(Py_ssize_t *c) { _Py_atomic_add_ssize(c, 1); }
-    static inline void fm_readers_exit(Py_ssize_t *c) { _Py_atomic_add_ssize(c, -1); }
-    static inline Py_ssize_t fm_readers_load(Py_ssize_t *c) { return _Py_atomic_load_ssize(c); }
-    static inline void fm_readers_add(Py_ssize_t *c, Py_ssize_t d) { _Py_atomic_add_ssize(c, d); }
-    static inline uintptr_t fm_owner_load(uintptr_t *p) { return _Py_atomic_load_uintptr_relaxed(p); }
-    static inline void fm_owner_store(uintptr_t *p, uintptr_t v) { _Py_atomic_store_uintptr_relaxed(p, v); }
-    /* Snapshot.__hash__'s lazy cache: threads may compute and store it at once (the same
-       value); relaxed atomics make that race defined */
-    static inline Py_hash_t fm_hash_cache_load(Py_hash_t *p) { return _Py_atomic_load_ssize_relaxed(p); }
-    static inline void fm_hash_cache_store(Py_hash_t *p, Py_hash_t v) { _Py_atomic_store_ssize_relaxed(p, v); }
-    static inline int fm_flag_load_acquire(int *p) { return _Py_atomic_load_int_acquire(p); }
-    static inline void fm_flag_store_release(int *p, int v) { _Py_atomic_store_int_release(p, v); }
-    #define FM_FREE_THREADED 1
-    #else
-    static inline void fm_node_incref(fm_node *n) { n->refcnt++; }
-    static inline int fm_node_decref_is_zero(fm_node *n) { return --n->refcnt == 0; }
-    static inline Py_ssize_t fm_node_refcnt(fm_node *n) { return n->refcnt; }
-    static inline PyObject *fm_load_published(PyObject **p) { return *p; }
-    static inline PyObject *fm_exchange_published(PyObject **p, PyObject *v) { PyObject *o = *p; *p = v; return o; }
-    static inline void fm_readers_enter(Py_ssize_t *c) { (void)c; }
-    static inline void fm_readers_exit(Py_ssize_t *c) { (void)c; }
-    static inline Py_ssize_t fm_readers_load(Py_ssize_t *c) { return *c; }
-    static inline void fm_readers_add(Py_ssize_t *c, Py_ssize_t d) { *c += d; }
-    static inline uintptr_t fm_owner_load(uintptr_t *p) { return *p; }
-    static inline void fm_owner_store(uintptr_t *p, uintptr_t v) { *p = v; }
-    static inline Py_hash_t fm_hash_cache_load(Py_hash_t *p) { return *p; }
-    static inline void fm_hash_cache_store(Py_hash_t *p, Py_hash_t v) { *p = v; }
-    static inline int fm_flag_load_acquire(int *p) { return *p; }
-    static inline void fm_flag_store_release(int *p, int v) { *p = v; }
-    #define FM_FREE_THREADED 0
-    #endif
-
-    /* hash(key); for an exact str, its cached hash is read directly (as dict does) */
-    static inline Py_hash_t fm_hash_of(PyObject *k) {
-        if (PyUnicode_CheckExact(k)) {
-    #ifdef Py_GIL_DISABLED
-            Py_hash_t h = _Py_atomic_load_ssize_relaxed(&((PyASCIIObject *)k)->hash);
-    #else
-            Py_hash_t h = ((PyASCIIObject *)k)->hash;
-    #endif
-            if (h != -1) return h;
-        }
-        return PyObject_Hash(k);
-    }
-
-    static inline int fm_exact_str_or_int(PyObject *k) {
-        return PyUnicode_CheckExact(k) || PyLong_CheckExact(k);
-    }
-
-    /* ---- node allocation and release ---- */
-    static size_t fm_payload(int kind, uint32_t cap) {
-        return kind == FM_INNER ? cap * sizeof(fm_node *)
-             : kind == FM_ELEAF ? cap * sizeof(fm_entry) : cap * sizeof(int32_t);
-    }
-    static fm_node *fm_node_new(int kind, uint32_t cap) {
-        size_t sz = fm_payload(kind, cap);
-        fm_node *n = (fm_node *)PyMem_Malloc(sizeof(fm_node) + sz);
-        if (n == NULL) { PyErr_NoMemory(); return NULL; }
-        n->refcnt = 1; n->live = 0; n->cap = (uint16_t)cap; n->kind = (uint8_t)kind;
-        n->_pad = 0;
-        /* index slots 0xff..: FM_EMPTY */
-        memset((void *)(n + 1), kind == FM_ILEAF ? 0xff : 0, sz);
-        return n;
-    }
-    static void fm_node_free(fm_node *n);
-    static inline void fm_node_decref(fm_node *n) {
-        if (n != NULL && fm_node_decref_is_zero(n)) fm_node_free(n);
-    }
-    static void fm_node_free(fm_node *n) {
-        uint32_t i;
-        if (n->kind == FM_INNER) {
-            fm_node **c = fm_kids(n);
-            for (i = 0; i < n->cap; i++) fm_node_decref(c[i]);
-        } else if (n->kind == FM_ELEAF) {
-            fm_entry *e = fm_ents(n);
-            for (i = 0; i < n->cap; i++)
-                if (e[i].key != NULL) { Py_DECREF(e[i].key); Py_DECREF(e[i].value); }
-        }
-        PyMem_Free(n);
-    }
-    /* A copy of n with capacity cap >= n->cap, sharing n's children / keys / values. */
-    static fm_node *fm_node_clone(fm_node *n, uint32_t cap) {
-        fm_node *c = fm_node_new(n->kind, cap);
-        uint32_t i;
-        if (c == NULL) return NULL;
-        memcpy((void *)(c + 1), (void *)(n + 1), fm_payload(n->kind, n->cap));
-        c->live = n->live;
-        if (n->kind == FM_INNER) {
-            fm_node **k = fm_kids(c);
-            for (i = 0; i < n->cap; i++) if (k[i] != NULL) fm_node_incref(k[i]);
-        } else if (n->kind == FM_ELEAF) {
-            fm_entry *e = fm_ents(c);
-            for (i = 0; i < n->cap; i++)
-                if (e[i].key != NULL) { Py_INCREF(e[i].key); Py_INCREF(e[i].value); }
-        }
-        return c;
-    }
-
-    /* ---- references to drop later (after the writer lock is released) ---- */
-    #define FM_PEND_INLINE 6
-    typedef struct fm_pending { void **items; Py_ssize_t n, cap; void *small[FM_PEND_INLINE]; } fm_pending;
-    static inline void fm_pending_init(fm_pending *p) { p->items = p->small; p->n = 0; p->cap = FM_PEND_INLINE; }
-    static int fm_pending_reserve(fm_pending *p, Py_ssize_t k) {
-        if (p->n + k > p->cap) {
-            Py_ssize_t cap = p->cap * 2;
-            void **items;
-            while (cap < p->n + k) cap *= 2;
-            if (p->items == p->small) {
-                items = (void **)PyMem_Malloc(cap * sizeof(void *));
-                if (items != NULL) memcpy(items, p->small, p->n * sizeof(void *));
-            } else items = (void **)PyMem_Realloc(p->items, cap * sizeof(void *));
-            if (items == NULL) { PyErr_NoMemory(); return -1; }
-            p->items = items; p->cap = cap;
-        }
-        return 0;
-    }
-    static inline int fm_pending_push(fm_pending *p, void *item) {
-        if (p->n == p->cap && fm_pending_reserve(p, 1) < 0) return -1;
-        p->items[p->n++] = item;
-        return 0;
-    }
-    /* objects are pushed as-is, nodes with the low bit set */
-    static inline int fm_pending_push_obj(fm_pending *p, PyObject *o) { return fm_pending_push(p, (void *)o); }
-    static inline int fm_pending_push_node(fm_pending *p, fm_node *n) {
-        if (n == NULL) return 0;
-        return fm_pending_push(p, (void *)((uintptr_t)n | 1));
-    }
-    /* Release everything; safe to run user code (__del__) from here. */
-    static void fm_pending_flush(fm_pending *p) {
-        while (p->n > 0) {
-            void **items = p->items;
-            Py_ssize_t i, n = p->n;
-            int heap = items != p->small;
-            void *local[FM_PEND_INLINE];
-            if (!heap) { memcpy(local, items, n * sizeof(void *)); items = local; }
-            fm_pending_init(p);
-            for (i = 0; i < n; i++) {
-                uintptr_t v = (uintptr_t)items[i];
-                if (v & 1) fm_node_decref((fm_node *)(v & ~(uintptr_t)1));
-                else Py_DECREF((PyObject *)v);
-            }
-            if (heap) PyMem_Free(items);
-        }
-        if (p->items != p->small) { PyMem_Free(p->items); fm_pending_init(p); }
-    }
-    static int fm_pending_move_last(fm_pending *src, fm_pending *dst) {
-        void *item = src->items[src->n - 1];
-        if (fm_pending_push(dst, item) < 0) return -1;
-        src->n--;
-        return 0;
-    }
-
-    /* ---- reading a version ---- */
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FM_HOT static inline __attribute__((always_inline))
-    #else
-    #define FM_HOT static inline
-    #endif
-    FM_HOT fm_entry *fm_entry_at(const fm_ver *v, Py_ssize_t p) {
-        fm_node *n = v->eroot;
-        int d;
-        for (d = v->edepth; d > 0; d--)
-            n = fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
-        return fm_ents(n) + ((size_t)p & (FM_ECAP - 1));
-    }
-    FM_HOT int32_t *fm_islot_at(fm_node *n, int depth, size_t i) {
-        int d;
-        for (d = depth; d > 0; d--)
-            n = fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
-        return fm_slots(n) + (i & (FM_ICAP - 1));
-    }
-    FM_HOT int32_t *fm_slot_at(const fm_ver *v, size_t i) {
-        return fm_islot_at(v->iroot, v->idepth, i);
-    }
-    /* The leaf page of an index holding slot i. */
-    FM_HOT fm_node *fm_ileaf_at(fm_node *n, int depth, size_t i) {
-        int d;
-        for (d = depth; d > 0; d--)
-            n = fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
-        return n;
-    }
-    /* During a migration: is log position p indexed by the old index? */
-    static inline int fm_in_old(const fm_ver *v, Py_ssize_t p) {
-        return v->oroot != NULL && p >= v->mr && p < v->mend;
-    }
-    /* The old-index half of fm_probe (the key is not in the new index).  Slots of the old
-       index pointing outside [mr, mend) are stale (their records moved) and are skipped
-       without touching the log.  A hit's slot is reported as -2 - i.  Kept out of line so
-       that fm_probe stays small enough to be inlined into the lookups. */
-    #ifndef Py_NO_INLINE                /* Python.h defines it from 3.11 on */
-    #  if defined(__GNUC__) || defined(__clang__)
-    #    define Py_NO_INLINE __attribute__((noinline))
-    #  elif defined(_MSC_VER)
-    #    define Py_NO_INLINE __declspec(noinline)
-    #  else
-    #    define Py_NO_INLINE
-    #  endif
-    #endif
-    static Py_NO_INLINE int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key,
-                                         Py_ssize_t *pos, Py_ssize_t *slot) {
-        size_t mask = v->omask, perturb = (size_t)h, i = (size_t)h & mask;
-        uint32_t pm = v->opmask, tag = fm_stag(h, pm), x;
-        int32_t ix;
-        for (;;) {
-            ix = *fm_islot_at(v->oroot, v->odepth, i);
-            x = (uint32_t)ix ^ tag;
-            if (x <= pm) {
-                if ((Py_ssize_t)x >= v->mr && (Py_ssize_t)x < v->mend) {
-                    fm_entry *e = fm_entry_at(v, (Py_ssize_t)x);
-                    if (e->key == key) goto found;
-                    if (e->hash == h) {
-                        int r = PyObject_RichCompareBool(e->key, key, Py_EQ);
-                        if (r < 0) return -1;
-                        if (r > 0) goto found;
-                    }
-                }
-            } else if (ix == FM_EMPTY) return 0;
-            perturb >>= 5;
-            i = (i * 5 + perturb + 1) & mask;
-            continue;
-        found:
-            *pos = (Py_ssize_t)x;
-            if (slot) *slot = -2 - (Py_ssize_t)i;
-            return 1;
-        }
-    }
-    /* Probe for key (hash h).  1: found (*pos, and *slot if given: >= 0 in the index,
-       <= -2 for slot -2 - *slot of the old index during a migration); 0: absent
-       (*freeslot, if given: the first DUMMY slot of the (new) index on the probe sequence,
-       else the EMPTY slot ending it; -1 when there is no index); -1: error (__eq__ raised).  The caller owns a reference
-       keeping the version alive (or holds the lock guarding a private version); the
-       version cannot change while __eq__ runs. */
-    FM_HOT int fm_probe(const fm_ver *v, Py_hash_t h, PyObject *key, Py_ssize_t *pos,
-                               Py_ssize_t *slot, Py_ssize_t *freeslot) {
-        size_t mask, i, perturb;
-        Py_ssize_t fs = -1;
-        uint32_t pm, tag, x;
-        int32_t ix;
-        if (v->iroot == NULL) { if (freeslot) *freeslot = -1; return 0; }
-        mask = v->imask; perturb = (size_t)h; i = (size_t)h & mask;
-        pm = v->ipmask; tag = fm_stag(h, pm);
-        for (;;) {
-            /* the slot's tag first: a live slot whose tag differs is skipped without
-               reading its log record (a miss usually reads no record at all) */
-            ix = *fm_islot_at(v->iroot, v->idepth, i);
-            x = (uint32_t)ix ^ tag;
-            if (x <= pm) {
-                fm_entry *e = fm_entry_at(v, (Py_ssize_t)x);
-                if (e->key == key) goto found;
-                if (e->hash == h) {
-                    int r = PyObject_RichCompareBool(e->key, key, Py_EQ);
-                    if (r < 0) return -1;
-                    if (r > 0) goto found;
-                }
-            } else if (ix == FM_EMPTY) {
-                if (freeslot) *freeslot = fs >= 0 ? fs : (Py_ssize_t)i;
-                if (v->oroot != NULL) return fm_probe_old(v, h, key, pos, slot);
-                return 0;
-            } else if (ix == FM_DUMMY && fs < 0) fs = (Py_ssize_t)i;
-            perturb >>= 5;
-            i = (i * 5 + perturb + 1) & mask;
-            continue;
-        found:
-            *pos = (Py_ssize_t)x;
-            if (slot) *slot = (Py_ssize_t)i;
-            return 1;
-        }
-    }
-    FM_HOT int fm_find(const fm_ver *v, Py_hash_t h, PyObject *key, fm_entry **out) {
-        Py_ssize_t pos;
-        int r = fm_probe(v, h, key, &pos, NULL, NULL);
-        if (r > 0) *out = fm_entry_at(v, pos);
-        return r;
-    }
-    /* The slot of an index (root n, depth, mask) holding log position pos (whose hash is
-       h), -1 if none.  No user code. */
-    static Py_ssize_t fm_islot_of(fm_node *n, int depth, size_t mask, uint32_t pmask,
-                                  Py_hash_t h, Py_ssize_t pos) {
-        size_t perturb = (size_t)h, i = (size_t)h & mask;
-        int32_t want = (int32_t)(fm_stag(h, pmask) | (uint32_t)pos);
-        for (;;) {
-            int32_t ix = *fm_islot_at(n, depth, i);
-            if (ix == want) return (Py_ssize_t)i;
-            if (ix == FM_EMPTY) return -1;
-            perturb >>= 5;
-            i = (i * 5 + perturb + 1) & mask;
-        }
-    }
-    /* The slot holding live log position pos, encoded as fm_probe reports it. */
-    static Py_ssize_t fm_slot_of(const fm_ver *v, Py_hash_t h, Py_ssize_t pos) {
-        if (fm_in_old(v, pos))
-            return -2 - fm_islot_of(v->oroot, v->odepth, v->omask, v->opmask, h, pos);
-        return fm_islot_of(v->iroot, v->idepth, v->imask, v->ipmask, h, pos);
-    }
-    /* First EMPTY or DUMMY slot of the (new) index on h's probe sequence (the key is known
-       to be absent from it). */
-    static Py_ssize_t fm_free_slot(const fm_ver *v, Py_hash_t h) {
-        size_t mask = v->imask, perturb = (size_t)h, i = (size_t)h & mask;
-        for (;;) {
-            if (*fm_slot_at(v, i) < 0) return (Py_ssize_t)i;
-            perturb >>= 5;
-            i = (i * 5 + perturb + 1) & mask;
-        }
-    }
-    /* Iteration: the next live record at or after *pos (< end), or NULL.  *leaf caches the
-       current leaf page's first record. */
-    static inline fm_entry *fm_next_live(const fm_ver *v, Py_ssize_t *pos, Py_ssize_t end,
-                                         fm_entry **leaf) {
-        Py_ssize_t p = *pos;
-        while (p < end) {
-            fm_entry *e;
-            if ((p & (FM_ECAP - 1)) == 0 || *leaf == NULL)
-                *leaf = fm_entry_at(v, p) - (p & (FM_ECAP - 1));
-            e = *leaf + (p & (FM_ECAP - 1));
-            p++;
-            if (e->key != NULL) { *pos = p; return e; }
-        }
-        *pos = p;
-        return NULL;
-    }
-
-    /* ---- versions: sharing and release ---- */
-    static inline void fm_ver_init(fm_ver *v) { memset(v, 0, sizeof(fm_ver)); }
-    static inline void fm_ver_share(fm_ver *dst, const fm_ver *src) {
-        *dst = *src;
-        if (dst->eroot) fm_node_incref(dst->eroot);
-        if (dst->iroot) fm_node_incref(dst->iroot);
-        if (dst->oroot) fm_node_incref(dst->oroot);
-    }
-    /* Hand v's pages to pend (released after the lock) and make v empty. */
-    static int fm_ver_release(fm_ver *v, fm_pending *pend) {
-        if (fm_pending_reserve(pend, 3) < 0) return -1;
-        fm_pending_push_node(pend, v->eroot);
-        fm_pending_push_node(pend, v->iroot);
-        fm_pending_push_node(pend, v->oroot);
-        fm_ver_init(v);
-        return 0;
-    }
-    static void fm_sf_release(fm_node *n);
-    /* Drop v's pages now (may run user code: only outside the lock).  An old index goes
-       through the incremental teardown (below): a version that dies during a migration
-       may hold the last reference to it (always so on free-threaded builds, where the
-       write that ends a migration changes a copy, never the published version). */
-    static void fm_ver_clear(fm_ver *v) {
-        fm_node *e = v->eroot, *i = v->iroot, *o = v->oroot;
-        fm_ver_init(v);
-        fm_node_decref(e);
-        fm_node_decref(i);
-        fm_sf_release(o);
-    }
-
-    /* ---- making pages writable (the caller holds v exclusively; no user code runs) ---- */
-    /* Replace *slot by a private copy unless the node has reference count 1. */
-    static Py_NO_INLINE fm_node *fm_own_copy(fm_node **slot, fm_pending *pend);
-    FM_HOT fm_node *fm_own(fm_node **slot, fm_pending *pend) {
-        fm_node *n = *slot;
-        if (fm_node_refcnt(n) == 1) return n;       /* (the common case, inlined) */
-        return fm_own_copy(slot, pend);
-    }
-    static Py_NO_INLINE fm_node *fm_own_copy(fm_node **slot, fm_pending *pend) {
-        fm_node *n = *slot, *c;
-        if (fm_pending_reserve(pend, 1) < 0) return NULL;
-        c = fm_node_clone(n, n->cap);
-        if (c == NULL) return NULL;
-        fm_pending_push_node(pend, n);      /* our reference to the shared original */
-        *slot = c;
-        return c;
-    }
-    static inline Py_ssize_t fm_ecapacity(const fm_ver *v) {
-        if (v->eroot == NULL) return 0;
-        if (v->edepth == 0) return v->eroot->cap;
-        return (Py_ssize_t)FM_ECAP << (FM_FBITS * v->edepth);
-    }
-    /* The record at log position p, writable; creates pages and grows the tree as needed.
-       The version's content is unchanged (only copied/created pages).  NULL on error. */
-    static Py_NO_INLINE fm_entry *fm_entry_writable_slow(fm_ver *v, Py_ssize_t p, fm_pending *pend);
-    FM_HOT fm_entry *fm_entry_writable(fm_ver *v, Py_ssize_t p, fm_pending *pend) {
-        /* inlined common case: the page exists and its path is already private */
-        if (p < fm_ecapacity(v)) {
-            fm_node *n = v->eroot;
-            int d;
-            for (d = v->edepth; ; d--) {
-                if (n == NULL || fm_node_refcnt(n) != 1) break;
-                if (d == 0) return fm_ents(n) + ((size_t)p & (FM_ECAP - 1));
-                n = fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
-            }
-        }
-        return fm_entry_writable_slow(v, p, pend);
-    }
-    static Py_NO_INLINE fm_entry *fm_entry_writable_slow(fm_ver *v, Py_ssize_t p, fm_pending *pend) {
-        fm_node **slot, *n;
-        int d;
-        while (p >= fm_ecapacity(v)) {
-            if (v->eroot == NULL || (v->edepth == 0 && v->eroot->cap < FM_ECAP)) {
-                uint32_t cap = v->eroot ? v->eroot->cap : 1;
-                while ((Py_ssize_t)cap <= p && cap < FM_ECAP) cap <<= 1;
-                if (v->eroot == NULL) {
-                    n = fm_node_new(FM_ELEAF, cap);
-                    if (n == NULL) return NULL;
-                } else if (fm_node_refcnt(v->eroot) == 1) {
-                    n = (fm_node *)PyMem_Realloc(v->eroot, sizeof(fm_node) + fm_payload(FM_ELEAF, cap));
-                    if (n == NULL) { PyErr_NoMemory(); return NULL; }
-                    memset(fm_ents(n) + n->cap, 0, (cap - n->cap) * sizeof(fm_entry));
-                    n->cap = (uint16_t)cap;
-                } else {
-                    if (fm_pending_reserve(pend, 1) < 0) return NULL;
-                    n = fm_node_clone(v->eroot, cap);
-                    if (n == NULL) return NULL;
-                    fm_pending_push_node(pend, v->eroot);
-                }
-                v->eroot = n;
-            } else {
-                n = fm_node_new(FM_INNER, FM_FAN);
-                if (n == NULL) return NULL;
-                fm_kids(n)[0] = v->eroot;       /* the version's reference moves down */
-                n->live = v->eroot->live;
-                v->eroot = n;
-                v->edepth++;
-            }
-        }
-        slot = &v->eroot;
-        for (d = v->edepth; ; d--) {
-            if (*slot == NULL) {
-                n = fm_node_new(d ? FM_INNER : FM_ELEAF, d ? FM_FAN : FM_ECAP);
-                if (n == NULL) return NULL;
-                *slot = n;
-            } else {
-                n = fm_own(slot, pend);
-                if (n == NULL) return NULL;
-            }
-            if (d == 0) return fm_ents(n) + ((size_t)p & (FM_ECAP - 1));
-            slot = &fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
-        }
-    }
-    /* The slot i of an index (root *root, `depth` levels), writable. */
-    static Py_NO_INLINE int32_t *fm_islot_writable_slow(fm_node **root, int depth, size_t i,
-                                                        fm_pending *pend);
-    FM_HOT int32_t *fm_islot_writable(fm_node **root, int depth, size_t i, fm_pending *pend) {
-        /* inlined common case: the path to the slot's page is already private */
-        fm_node *n = *root;
-        int d;
-        for (d = depth; ; d--) {
-            if (fm_node_refcnt(n) != 1) break;
-            if (d == 0) return fm_slots(n) + (i & (FM_ICAP - 1));
-            n = fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
-        }
-        return fm_islot_writable_slow(root, depth, i, pend);
-    }
-    static Py_NO_INLINE int32_t *fm_islot_writable_slow(fm_node **root, int depth, size_t i,
-                                                        fm_pending *pend) {
-        fm_node **slot = root, *n;
-        int d;
-        for (d = depth; ; d--) {
-            n = fm_own(slot, pend);
-            if (n == NULL) return NULL;
-            if (d == 0) return fm_slots(n) + (i & (FM_ICAP - 1));
-            slot = &fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
-        }
-    }
-    /* A slot as fm_probe / fm_slot_of report it (>= 0: index, <= -2: old index), writable. */
-    static int32_t *fm_slot_writable(fm_ver *v, Py_ssize_t slot, fm_pending *pend) {
-        if (slot >= 0) return fm_islot_writable(&v->iroot, v->idepth, (size_t)slot, pend);
-        return fm_islot_writable(&v->oroot, v->odepth, (size_t)(-2 - slot), pend);
-    }
-
-    /* ---- tuning (tests: _set_tuning) and counters ---- */
-    static Py_ssize_t fm_t_step = 8;          /* log positions a write advances a migration */
-    static Py_ssize_t fm_t_sync_below = 1024; /* migrations of logs this short run at once */
-    static Py_ssize_t fm_forced = 0;          /* inserts that tripped fm_insert's safety valve:
-                                                 the new index filled up or the log outgrew
-                                                 the position field (sizing makes this 0) */
-
-    /* ---- shared, never-freed pages: all-EMPTY index nodes of every depth and an
-            all-hole log page.  A new index is one of them (O(1), no memset); a log page
-            entirely inside a migration's gap is replaced by the hole page.  Their
-            reference count never drops to 0 (this file holds one), so fm_own always copies
-            them on first write: that copy is the lazy allocation. ---- */
-    #define FM_EMPTY_LEVELS 8
-    static fm_node *fm_empty_inodes[FM_EMPTY_LEVELS];
-    static fm_node *fm_hole_page;
-    static int fm_empty_init(void) {
-        int d;
-        uint32_t i;
-        if (fm_hole_page != NULL) return 0;
-        fm_empty_inodes[0] = fm_node_new(FM_ILEAF, FM_ICAP);
-        if (fm_empty_inodes[0] == NULL) return -1;
-        for (d = 1; d < FM_EMPTY_LEVELS; d++) {
-            fm_node *n = fm_node_new(FM_INNER, FM_FAN);
-            if (n == NULL) return -1;
-            for (i = 0; i < FM_FAN; i++) {
-                fm_kids(n)[i] = fm_empty_inodes[d - 1];
-                fm_node_incref(fm_empty_inodes[d - 1]);
-            }
-            fm_empty_inodes[d] = n;
-        }
-        fm_hole_page = fm_node_new(FM_ELEAF, FM_ECAP);
-        return fm_hole_page == NULL ? -1 : 0;
-    }
-    /* A new all-EMPTY index of nslots (a power of two >= 8) slots: O(1) above one page. */
-    static int fm_index_new(size_t nslots, fm_node **root, int *depth) {
-        int d = 0;
-        size_t span = FM_ICAP;
-        if (nslots <= FM_ICAP) {
-            fm_node *n = fm_node_new(FM_ILEAF, (uint32_t)nslots);
-            if (n == NULL) return -1;
-            *root = n; *depth = 0;
-            return 0;
-        }
-        while (span < nslots) { span <<= FM_FBITS; d++; }
-        if (d >= FM_EMPTY_LEVELS) { PyErr_NoMemory(); return -1; }
-        fm_node_incref(fm_empty_inodes[d]);
-        *root = fm_empty_inodes[d]; *depth = d;
-        return 0;
-    }
-    /* Replace the log page holding positions [p, p + FM_ECAP) (all holes) by the shared
-       hole page, freeing it (it is copied back if the compaction cursor reaches it). */
-    static int fm_drop_page(fm_ver *v, Py_ssize_t p, fm_pending *pend) {
-        fm_node **slot = &v->eroot, *n;
-        int d;
-        if (v->edepth == 0) return 0;
-        for (d = v->edepth; d > 0; d--) {
-            n = fm_own(slot, pend);
-            if (n == NULL) return -1;
-            slot = &fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
-        }
-        if (*slot == NULL || *slot == fm_hole_page) return 0;
-        if (fm_pending_reserve(pend, 1) < 0) return -1;
-        fm_pending_push_node(pend, *slot);
-        fm_node_incref(fm_hole_page);
-        *slot = fm_hole_page;
-        return 0;
-    }
-
-    /* Add delta to the live counts on the path to log position p (a record there was
-       just filled or emptied; the path is private: fm_entry_writable(v, p) was called). */
-    static void fm_live_add(fm_ver *v, Py_ssize_t p, int delta) {
-        fm_node *n = v->eroot;
-        int d;
-        for (d = v->edepth; ; d--) {
-            n->live += (uint32_t)delta;
-            if (d == 0) return;
-            n = fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
-        }
-    }
-    /* The position of the last live record (v->count > 0): one descent guided by the live
-       counts, at most FM_FAN children or records read per level. */
-    static Py_ssize_t fm_last_live(const fm_ver *v) {
-        fm_node *n = v->eroot;
-        size_t base = 0;
-        int d, c;
-        for (d = v->edepth; d > 0; d--) {
-            fm_node *k = NULL;
-            for (c = FM_FAN - 1; c > 0; c--) {
-                k = fm_kids(n)[c];
-                if (k != NULL && k->live > 0) break;
-            }
-            if (c == 0) k = fm_kids(n)[0];
-            base += (size_t)c << (FM_EBITS + FM_FBITS * (d - 1));
-            n = k;
-        }
-        for (c = (int)n->cap - 1; c > 0 && fm_ents(n)[c].key == NULL; c--) ;
-        return (Py_ssize_t)(base + (size_t)c);
-    }
-    /* Drop holes at the end of the log (so that the last position holds the last live
-       record: popitem is LIFO).  O(log n) whatever the number of holes (a migration's gap
-       included): the live counts of the log tree lead to the last live record. */
-    static void fm_trim(fm_ver *v) {
-        if (v->elen > 0 && fm_entry_at(v, v->elen - 1)->key == NULL)
-            v->elen = (v->eroot != NULL && v->eroot->live > 0) ? fm_last_live(v) + 1 : 0;
-        if (v->oroot != NULL) {
-            if (v->mr > v->elen) v->mr = v->elen;
-            if (v->mw > v->mr) v->mw = v->mr;
-            if (v->mend > v->elen) v->mend = v->elen;
-        }
-    }
-
-    /* ---- incremental teardown of dropped indexes.  An old index dropped at the end of
-            a migration may be O(n/256) pages; freeing them all in that write would be
-            the last O(n) pause.  Index pages hold no Python objects, so their release
-            can be spread over later writes (of any map): fm_sf_release drops a reference
-            and queues an inner node whose count reached zero; each write's fm_sf_run
-            frees one queued inner node and its (up to 32) children, queueing inner
-            children.  Protected by the GIL, or by a PyMutex on free-threaded builds. ---- */
-    static fm_node **fm_sf_items = NULL;
-    static Py_ssize_t fm_sf_n = 0, fm_sf_cap = 0;
-    #ifdef Py_GIL_DISABLED
-    static PyMutex fm_sf_mutex = {0};
-    #define FM_SF_LOCK() PyMutex_Lock(&fm_sf_mutex)
-    #define FM_SF_UNLOCK() PyMutex_Unlock(&fm_sf_mutex)
-    #define FM_SF_PENDING() (_Py_atomic_load_ssize_relaxed(&fm_sf_n) > 0)
-    #else
-    #define FM_SF_LOCK() ((void)0)
-    #define FM_SF_UNLOCK() ((void)0)
-    #define FM_SF_PENDING() (fm_sf_n > 0)
-    #endif
-    static int fm_sf_reserve(Py_ssize_t k) {        /* lock held */
-        if (fm_sf_n + k > fm_sf_cap) {
-            Py_ssize_t cap = fm_sf_cap ? fm_sf_cap * 2 : 64;
-            fm_node **items;
-            while (cap < fm_sf_n + k) cap *= 2;
-            items = (fm_node **)PyMem_RawRealloc(fm_sf_items, cap * sizeof(fm_node *));
-            if (items == NULL) return -1;
-            fm_sf_items = items; fm_sf_cap = cap;
-        }
-        return 0;
-    }
-    static void fm_sf_release(fm_node *n) {
-        if (n == NULL || !fm_node_decref_is_zero(n)) return;
-        if (n->kind != FM_INNER) { PyMem_Free(n); return; }
-        FM_SF_LOCK();
-        if (fm_sf_reserve(1) == 0) { fm_sf_items[fm_sf_n++] = n; n = NULL; }
-        FM_SF_UNLOCK();
-        if (n != NULL) fm_node_free(n);            /* no memory for the queue: at once */
-    }
-    #define FM_SF_BUDGET 8                       /* children released per write */
-    static void fm_sf_run(void) {
-        fm_node *n, *now = NULL;
-        int budget = FM_SF_BUDGET;
-        if (!FM_SF_PENDING()) return;
-        FM_SF_LOCK();
-        while (fm_sf_n > 0 && budget > 0) {
-            n = fm_sf_items[fm_sf_n - 1];
-            /* n is dead (count 0): its cap counts the children not yet released */
-            if (fm_sf_reserve(FM_SF_BUDGET) < 0) { fm_sf_n--; now = n; break; }
-            while (n->cap > 0 && budget > 0) {
-                fm_node *k = fm_kids(n)[--n->cap];
-                if (k == NULL || !fm_node_decref_is_zero(k)) continue;
-                budget--;
-                if (k->kind != FM_INNER) PyMem_Free(k);
-                else { fm_sf_items[fm_sf_n++] = k; break; }   /* depth first */
-            }
-            if (n->cap == 0 && fm_sf_items[fm_sf_n - 1] == n) { fm_sf_n--; PyMem_Free(n); }
-            else if (n->cap == 0) {
-                /* a child was pushed above n: move n under it (n is finished) */
-                fm_sf_items[fm_sf_n - 2] = fm_sf_items[fm_sf_n - 1];
-                fm_sf_n--;
-                PyMem_Free(n);
-            }
-        }
-        FM_SF_UNLOCK();
-        if (now != NULL) fm_node_free(now);      /* no memory for the queue: at once */
-    }
-
-    /* ---- migration: the incremental rebuild of index and log ---- */
-    /* Advance v's migration by at most `budget` log positions; finishes it (dropping the
-       old index) when the cursor has nothing left to do.  Each step allocates (copies
-       shared pages) before it changes anything, so on error v is consistent and the step
-       can be retried.  No user code runs: stored hashes are used, records are moved
-       (references change place, no incref/decref). */
-    static int fm_migrate(fm_ver *v, Py_ssize_t budget, fm_pending *pend) {
-        while (v->oroot != NULL) {
-            Py_ssize_t r = v->mr, w = v->mw, si;
-            fm_entry *e, *src, *dst = NULL;
-            int32_t *s;
-            if (r >= v->elen || (r >= v->mend && w == r)) {
-                /* done: [w, elen) is the gap (or empty) */
-                fm_sf_release(v->oroot);        /* torn down over later writes */
-                if (w < r) v->elen = w;
-                v->oroot = NULL; v->omask = 0; v->odepth = 0; v->opmask = 0;
-                v->mw = v->mr = v->mend = 0;
-                fm_trim(v);
-                return 0;
-            }
-            if (budget-- <= 0) return 0;
-            e = fm_entry_at(v, r);
-            if (e->key != NULL) {
-                if (w < r) {
-                    dst = fm_entry_writable(v, w, pend);
-                    if (dst == NULL) return -1;
-                    src = fm_entry_writable(v, r, pend);
-                    if (src == NULL) return -1;
-                } else src = e;
-                if (r < v->mend) si = fm_free_slot(v, src->hash);
-                else {
-                    si = fm_islot_of(v->iroot, v->idepth, v->imask, v->ipmask, src->hash, r);
-                    if (si < 0) {
-                        PyErr_SetString(PyExc_SystemError, "SnapshotMap: migration lost a record");
-                        return -1;
-                    }
-                }
-                s = fm_islot_writable(&v->iroot, v->idepth, (size_t)si, pend);
-                if (s == NULL) return -1;
-                if (dst != NULL) {
-                    *dst = *src;
-                    src->key = NULL; src->value = NULL; src->hash = 0;
-                    fm_live_add(v, w, 1);
-                    fm_live_add(v, r, -1);
-                }
-                if (*s == FM_EMPTY) v->fill++;
-                *s = (int32_t)(fm_stag(dst != NULL ? dst->hash : src->hash, v->ipmask) | (uint32_t)w);
-                v->mw = w + 1;
-            }
-            v->mr = r + 1;
-            if ((v->mr & (FM_ECAP - 1)) == 0 && v->mr - FM_ECAP >= v->mw &&
-                    fm_drop_page(v, v->mr - FM_ECAP, pend) < 0)
-                PyErr_Clear();          /* only memory: the page stays */
-        }
-        return 0;
-    }
-    static inline size_t fm_nslots_for(Py_ssize_t n, int factor_x2) {
-        /* smallest power of two >= max(8, n * factor_x2 / 2) */
-        size_t want = (size_t)n * (size_t)factor_x2 / 2 + 1, s = 8;
-        while (s < want) s <<= 1;
-        return s;
-    }
-    /* Index size for a migration of v: room (load <= 2/3) for every live record plus one
-       insert per write the migration can take (each write advances it fm_t_step
-       positions and appends at most one), and for growth at least 3x the live count. */
-    static size_t fm_nslots_mig(const fm_ver *v, int grow) {
-        Py_ssize_t during = (v->elen + 2) / (fm_t_step - 1) + 2;
-        size_t a = fm_nslots_for(v->count + during + 1, 3);
-        if (grow) {
-            size_t b = fm_nslots_for(v->count + 1, 6);
-            if (b > a) a = b;
-        }
-        return a;
-    }
-    /* The position mask of a new index of nslots slots for a log of elen positions:
-       room for positions below max(2 * nslots, 2 * elen + 64, 256).  At rest the log
-       holds at most 2 * count + 32 positions (compaction starts beyond) and count <= 2/3
-       of the slots; a migration appends at most one position per write it lasts, and
-       fm_nslots_mig sizes its index for those writes too.  So the positions never reach
-       the mask's limit (fm_insert's safety valve would finish the migration if they
-       did), and the rest of the 31 bits carry the tag: 9 bits at 10^6 entries, more in
-       smaller maps. */
-    static inline uint32_t fm_pmask_for(size_t nslots, Py_ssize_t elen) {
-        size_t want = nslots * 2, m = 255;
-        if ((size_t)elen * 2 + 64 > want) want = (size_t)elen * 2 + 64;
-        while (m + 1 < want && m < 0x7fffffffu) m = m * 2 + 1;
-        return (uint32_t)m;
-    }
-    /* Start a migration to a new index of nslots slots (no migration running).  Logs of
-       at most fm_t_sync_below positions are migrated at once. */
-    static int fm_mig_start(fm_ver *v, size_t nslots, fm_pending *pend) {
-        fm_node *root;
-        int depth;
-        if (fm_index_new(nslots, &root, &depth) < 0) return -1;
-        if (v->iroot == NULL) {             /* empty version: nothing to migrate */
-            v->iroot = root; v->idepth = depth; v->imask = nslots - 1; v->fill = 0;
-            v->ipmask = fm_pmask_for(nslots, v->elen);
-            return 0;
-        }
-        v->oroot = v->iroot; v->odepth = v->idepth; v->omask = v->imask;
-        v->opmask = v->ipmask;
-        v->iroot = root; v->idepth = depth; v->imask = nslots - 1; v->fill = 0;
-        v->ipmask = fm_pmask_for(nslots, v->elen);
-        v->mw = v->mr = 0; v->mend = v->elen;
-        if (v->elen <= fm_t_sync_below) return fm_migrate(v, PY_SSIZE_T_MAX, pend);
-        return 0;
-    }
-    /* A whole rebuild now, compacting the log (bulk operations only: their cost is
-       proportional to their own size, see fm_reserve). */
-    static int fm_rebuild(fm_ver *v, size_t nslots, fm_pending *pend) {
-        if (v->oroot != NULL && fm_migrate(v, PY_SSIZE_T_MAX, pend) < 0) return -1;
-        if (fm_mig_start(v, nslots, pend) < 0) return -1;
-        return fm_migrate(v, PY_SSIZE_T_MAX, pend);
-    }
-    static inline int fm_needs_compaction(const fm_ver *v) {
-        return v->elen - v->count > 32 && v->elen - v->count > v->count;
-    }
-    /* After every write: advance the running migration; start a compacting one when holes
-       outnumber live records.  An optimisation only: errors are swallowed (retried by the
-       next write), v stays consistent. */
-    static void fm_maintain(fm_ver *v, fm_pending *pend) {
-        fm_sf_run();
-        if (v->oroot != NULL && fm_migrate(v, fm_t_step, pend) < 0) { PyErr_Clear(); return; }
-        if (v->oroot == NULL && v->count > 0 && fm_needs_compaction(v) &&
-                fm_mig_start(v, fm_nslots_mig(v, 0), pend) < 0)
-            PyErr_Clear();
-    }
-    /* Make room for n more inserts (bulk operations).  A rebuild here costs O(count + n),
-       so it is done only when n is at least half the live count; smaller bulk writes
-       insert one by one and migrate incrementally like single-key writes. */
-    static int fm_reserve(fm_ver *v, Py_ssize_t n, fm_pending *pend) {
-        if (v->iroot != NULL && (size_t)(v->fill + n) * 3 <= (v->imask + 1) * 2) return 0;
-        if (v->iroot != NULL && n * 2 < v->count) return 0;
-        return fm_rebuild(v, fm_nslots_for(v->count + n, 3), pend);
-    }
-
-    /* ---- the three mutations (v held exclusively; no user code runs; v's content is
-            unchanged if they fail) ---- */
-    static int fm_set_value(fm_ver *v, Py_ssize_t pos, PyObject *value, fm_pending *pend) {
-        fm_entry *e = fm_entry_writable(v, pos, pend);
-        if (e == NULL || fm_pending_reserve(pend, 1) < 0) return -1;
-        fm_pending_push_obj(pend, e->value);
-        Py_INCREF(value);
-        e->value = value;
-        fm_maintain(v, pend);
-        return 0;
-    }
-    /* Append key (absent; freeslot from fm_probe) at the end of the log. */
-    static int fm_insert(fm_ver *v, Py_hash_t h, PyObject *key, PyObject *value,
-                         Py_ssize_t freeslot, fm_pending *pend) {
-        fm_entry *e;
-        int32_t *s;
-        if (v->elen >= FM_MAX_LEN) {
-            PyErr_SetString(PyExc_OverflowError, "SnapshotMap: too many entries");
-            return -1;
-        }
-        if (v->iroot == NULL || freeslot < 0 ||
-                (*fm_slot_at(v, (size_t)freeslot) == FM_EMPTY &&
-                 (size_t)(v->fill + 1) * 3 > (v->imask + 1) * 2) ||
-                (size_t)v->elen > v->ipmask) {
-            int tripped = v->oroot != NULL || (v->iroot != NULL && (size_t)v->elen > v->ipmask);
-            if (tripped) fm_forced++;     /* counted once per insert */
-            if (v->oroot != NULL) {
-                /* the new index filled up, or the log outgrew its position field, before
-                   the migration ended: cannot happen with fm_nslots_mig's and
-                   fm_pmask_for's sizing; finish it now rather than fail */
-                if (fm_migrate(v, PY_SSIZE_T_MAX, pend) < 0) return -1;
-            }
-            if (v->iroot == NULL || (size_t)(v->fill + 1) * 3 > (v->imask + 1) * 2) {
-                if (fm_mig_start(v, fm_nslots_mig(v, 1), pend) < 0) return -1;
-            } else if ((size_t)v->elen > v->ipmask) {
-                /* at rest, the log outgrew the position field (compaction sizing makes
-                   this impossible): a compacting migration to an index sized for it */
-                if (fm_mig_start(v, fm_nslots_mig(v, 0), pend) < 0) return -1;
-            }
-            freeslot = fm_free_slot(v, h);
-        }
-        e = fm_entry_writable(v, v->elen, pend);
-        if (e == NULL) return -1;
-        s = fm_slot_writable(v, freeslot, pend);
-        if (s == NULL) return -1;
-        e->hash = h;
-        Py_INCREF(key); e->key = key;
-        fm_live_add(v, v->elen, 1);
-        Py_INCREF(value); e->value = value;
-        if (*s == FM_EMPTY) v->fill++;
-        *s = (int32_t)(fm_stag(h, v->ipmask) | (uint32_t)v->elen);
-        v->elen++;
-        v->count++;
-        fm_maintain(v, pend);
-        return 0;
-    }
-    static int fm_delete(fm_ver *v, Py_ssize_t pos, Py_ssize_t slot, fm_pending *pend) {
-        fm_entry *e = fm_entry_writable(v, pos, pend);
-        int32_t *s;
-        if (e == NULL) return -1;
-        s = fm_slot_writable(v, slot, pend);
-        if (s == NULL || fm_pending_reserve(pend, 5) < 0) return -1;
-        fm_pending_push_obj(pend, e->key);
-        fm_pending_push_obj(pend, e->value);
-        e->key = NULL; e->value = NULL; e->hash = 0;
-        fm_live_add(v, pos, -1);
-        *s = FM_DUMMY;
-        v->count--;
-        if (v->count == 0) return fm_ver_release(v, pend);     /* reserved above */
-        fm_trim(v);
-        fm_maintain(v, pend);
-        return 0;
-    }
-    /* items() result tuple, reused when the caller dropped it (like dict's items iterator).
-       Reuse relies on the GIL making the refcount check exact, so it is off when free-threaded. */
-    static PyObject *fm_item_tuple(PyObject **cache, PyObject *k, PyObject *v) {
-        PyObject *t = *cache;
-    #if !FM_FREE_THREADED
-        if (t != NULL && Py_REFCNT(t) == 1) {
-            PyObject *ok = PyTuple_GET_ITEM(t, 0), *ov = PyTuple_GET_ITEM(t, 1);
-            Py_INCREF(k); Py_INCREF(v);
-            PyTuple_SET_ITEM(t, 0, k); PyTuple_SET_ITEM(t, 1, v);
-            Py_INCREF(t);
-            Py_DECREF(ok); Py_DECREF(ov);
-            if (!PyObject_GC_IsTracked(t)) PyObject_GC_Track(t);
-            return t;
-        }
-    #endif
-        t = PyTuple_Pack(2, k, v);
-        if (t == NULL) return NULL;
-    #if !FM_FREE_THREADED
-        Py_XSETREF(*cache, t);
-        Py_INCREF(t);
-    #endif
-        return t;
-    }
-
-    /* Py_TPFLAGS_MAPPING, so that `match` mapping patterns accept the types (registering
-       with collections.abc.Mapping cannot set it on a static type). */
-    static void fm_set_mapping_flag(PyTypeObject *t) {
-        t->tp_flags |= Py_TPFLAGS_MAPPING;
-        PyType_Modified(t);
-    }
-    /* GC slots: patched onto the types at import (see _install_gc_slots). */
-    static void fm_set_gc_slots(PyTypeObject *t, traverseproc tr, inquiry cl) {
-        t->tp_traverse = tr; t->tp_clear = cl;
-    }
-
-    /* ---- cyclic GC (see "Cyclic GC" at the end of the module) ---- */
-    /* Records a version alone holds: those of the log pages reached from its root through
-       nodes of reference count 1 (only this version can reach them). */
-    static int fm_visit_own(fm_node *n, visitproc visit, void *arg) {
-        uint32_t i;
-        int r;
-        if (n == NULL || n == fm_hole_page || fm_node_refcnt(n) != 1) return 0;
-        if (n->kind == FM_ELEAF) {
-            fm_entry *e = fm_ents(n);
-            for (i = 0; i < n->cap; i++)
-                if (e[i].key != NULL) {
-                    if ((r = visit(e[i].key, arg)) != 0) return r;
-                    if ((r = visit(e[i].value, arg)) != 0) return r;
-                }
-        } else if (n->kind == FM_INNER) {
-            for (i = 0; i < n->cap; i++)
-                if ((r = fm_visit_own(fm_kids(n)[i], visit, arg)) != 0) return r;
-        }
-        return 0;
-    }
-    /* Records of the log pages a version shares: pages at or below a node of reference
-       count > 1.  Each such node is marked when first met (the _pad byte), so that a
-       family's traverse reports every shared page once however many of its versions
-       reach it; fm_unmark_shared then clears the marks along the same paths. */
-    static int fm_visit_shared(fm_node *n, int shared, visitproc visit, void *arg) {
-        uint32_t i;
-        int r;
-        if (n == NULL || n == fm_hole_page) return 0;
-        if (!shared && fm_node_refcnt(n) > 1) shared = 1;
-        if (shared) {
-            if (n->_pad) return 0;
-            n->_pad = 1;
-        }
-        if (n->kind == FM_ELEAF) {
-            fm_entry *e = fm_ents(n);
-            if (!shared) return 0;
-            for (i = 0; i < n->cap; i++)
-                if (e[i].key != NULL) {
-                    if ((r = visit(e[i].key, arg)) != 0) return r;
-                    if ((r = visit(e[i].value, arg)) != 0) return r;
-                }
-        } else if (n->kind == FM_INNER) {
-            for (i = 0; i < n->cap; i++)
-                if ((r = fm_visit_shared(fm_kids(n)[i], shared, visit, arg)) != 0) return r;
-        }
-        return 0;
-    }
-    static void fm_unmark_shared(fm_node *n, int shared) {
-        uint32_t i;
-        if (n == NULL || n == fm_hole_page) return;
-        if (!shared && fm_node_refcnt(n) > 1) shared = 1;
-        if (shared) {
-            if (!n->_pad) return;
-            n->_pad = 0;
-        }
-        if (n->kind == FM_INNER)
-            for (i = 0; i < n->cap; i++) fm_unmark_shared(fm_kids(n)[i], shared);
-    }
-    /* A family's member list is guarded by a spin flag on free-threaded builds (held for
-       a few stores, or for a traverse; never across a point where the thread could be
-       stopped); the GIL guards it otherwise. */
-    #ifdef Py_GIL_DISABLED
-    static inline void fm_spin_lock(int *l) {
-        for (;;) { int z = 0; if (_Py_atomic_compare_exchange_int(l, &z, 1)) return; }
-    }
-    static inline void fm_spin_unlock(int *l) { _Py_atomic_store_int_release(l, 0); }
-    #else
-    static inline void fm_spin_lock(int *l) { (void)l; }
-    static inline void fm_spin_unlock(int *l) { (void)l; }
-    #endif
-    /* A family's members: an intrusive list of their versions (no references held: a
-       member unlinks itself before it dies). */
-    typedef struct fm_member { struct fm_member *prev, *next; fm_ver *ver; } fm_member;
-    typedef struct fm_family { fm_member *head; int spin; } fm_family;
-    static void fm_member_link(fm_family *f, fm_member *m, fm_ver *v) {
-        fm_spin_lock(&f->spin);
-        m->ver = v; m->prev = NULL; m->next = f->head;
-        if (f->head != NULL) f->head->prev = m;
-        f->head = m;
-        fm_spin_unlock(&f->spin);
-    }
-    static void fm_member_unlink(fm_family *f, fm_member *m) {
-        fm_spin_lock(&f->spin);
-        if (m->prev != NULL) m->prev->next = m->next; else f->head = m->next;
-        if (m->next != NULL) m->next->prev = m->prev;
-        m->prev = m->next = NULL; m->ver = NULL;
-        fm_spin_unlock(&f->spin);
-    }
-    /* The family's traverse: every record of the pages its members share, once. */
-    static int fm_family_visit(fm_family *f, visitproc visit, void *arg) {
-        fm_member *m;
-        int r = 0;
-        fm_spin_lock(&f->spin);
-        for (m = f->head; m != NULL && r == 0; m = m->next)
-            r = fm_visit_shared(m->ver->eroot, 0, visit, arg);
-        for (m = f->head; m != NULL; m = m->next)
-            fm_unmark_shared(m->ver->eroot, 0);
-        fm_spin_unlock(&f->spin);
-        return r;
-    }
-    /* An allocation that cannot start a collection (GIL builds collect inside the
-       allocation up to 3.11, so finalizers could run under the writer lock). */
-    static inline int fm_gc_pause(void) {
-    #if FM_FREE_THREADED || PY_VERSION_HEX >= 0x030C0000
-        return 0;      /* collections are only scheduled by an allocation */
-    #else
-        return PyGC_Disable();
-    #endif
-    }
-    static inline void fm_gc_resume(int was_enabled) { if (was_enabled) PyGC_Enable(); }
-    """
-    ctypedef struct fm_node:
-        Py_ssize_t refcnt
-        uint32_t live
-        uint16_t cap
-        uint8_t kind
-    ctypedef struct fm_entry:
-        Py_hash_t hash
-        PyObject* key
-        PyObject* value
-    ctypedef struct fm_ver:
-        fm_node* eroot
-        fm_node* iroot
-        Py_ssize_t elen
-        Py_ssize_t count
-        Py_ssize_t fill
-        size_t imask
-        int edepth
-        int idepth
-        fm_node* oroot
-        size_t omask
-        int odepth
-        Py_ssize_t mw
-        Py_ssize_t mr
-        Py_ssize_t mend
-        uint32_t ipmask
-        uint32_t opmask
-    ctypedef struct fm_pending:
-        Py_ssize_t n
-    ctypedef int (*visitproc)(PyObject*, void*)
-    ctypedef int (*traverseproc)(PyObject*, visitproc, void*)
-    ctypedef int (*inquiry)(PyObject*)
-    ctypedef struct PyTypeObject:
-        pass
-
-    int FM_EBITS
-    int FM_ECAP
-    int FM_IBITS
-    int FM_ICAP
-    int FM_FBITS
-    int FM_FAN
-    int FM_EMPTY
-    int FM_DUMMY
-    int FM_INNER
-    int FM_ELEAF
-    int FM_ILEAF
-    int FM_FREE_THREADED
-    fm_node** fm_kids(fm_node*) nogil
-    fm_entry* fm_ents(fm_node*) nogil
-    int32_t* fm_slots(fm_node*) nogil
-    uint32_t fm_stag(Py_hash_t, uint32_t) nogil
-    fm_node* fm_ileaf_at(fm_node*, int, size_t) nogil
-    void fm_node_incref(fm_node*) nogil
-    Py_ssize_t fm_node_refcnt(fm_node*) nogil
-    void fm_node_decref(fm_node*)
-    PyObject* fm_load_published(PyObject**) nogil
-    PyObject* fm_exchange_published(PyObject**, PyObject*) nogil
-    void fm_readers_enter(Py_ssize_t*) nogil
-    void fm_readers_exit(Py_ssize_t*) nogil
-    Py_ssize_t fm_readers_load(Py_ssize_t*) nogil
-    void fm_readers_add(Py_ssize_t*, Py_ssize_t) nogil
-    uintptr_t fm_owner_load(uintptr_t*) nogil
-    void fm_owner_store(uintptr_t*, uintptr_t) nogil
-    Py_hash_t fm_hash_cache_load(Py_hash_t*) noexcept nogil
-    void fm_hash_cache_store(Py_hash_t*, Py_hash_t) noexcept nogil
-    bint fm_flag_load_acquire(bint*) noexcept nogil
-    void fm_flag_store_release(bint*, bint) noexcept nogil
-    void fm_pending_init(fm_pending*) nogil
-    int fm_pending_push_obj(fm_pending*, PyObject*) except -1
-    int fm_pending_push_node(fm_pending*, fm_node*) except -1
-    int fm_pending_move_last(fm_pending*, fm_pending*) except -1
-    void fm_pending_flush(fm_pending*)
-    fm_entry* fm_entry_at(const fm_ver*, Py_ssize_t) nogil
-    int32_t* fm_slot_at(const fm_ver*, size_t) nogil
-    int fm_probe(const fm_ver*, Py_hash_t, PyObject*, Py_ssize_t*, Py_ssize_t*, Py_ssize_t*) except -1
-    int fm_find(const fm_ver*, Py_hash_t, PyObject*, fm_entry**) except -1
-    Py_ssize_t fm_slot_of(const fm_ver*, Py_hash_t, Py_ssize_t) nogil
-    fm_entry* fm_next_live(const fm_ver*, Py_ssize_t*, Py_ssize_t, fm_entry**) nogil
-    void fm_ver_init(fm_ver*) nogil
-    void fm_ver_share(fm_ver*, const fm_ver*) nogil
-    int fm_ver_release(fm_ver*, fm_pending*) except -1
-    void fm_ver_clear(fm_ver*)
-    int fm_reserve(fm_ver*, Py_ssize_t, fm_pending*) except -1
-    int fm_set_value(fm_ver*, Py_ssize_t, PyObject*, fm_pending*) except -1
-    int fm_insert(fm_ver*, Py_hash_t, PyObject*, PyObject*, Py_ssize_t, fm_pending*) except -1
-    int fm_delete(fm_ver*, Py_ssize_t, Py_ssize_t, fm_pending*) except -1
-    int fm_in_old(const fm_ver*, Py_ssize_t) nogil
-    int32_t* fm_islot_at(fm_node*, int, size_t) nogil
-    int fm_empty_init() except -1
-    Py_ssize_t fm_sf_n
-    Py_ssize_t fm_t_step
-    Py_ssize_t fm_t_sync_below
-    Py_ssize_t fm_forced
-    object fm_item_tuple(PyObject** cache, PyObject* k, PyObject* v)
-    void fm_set_gc_slots(PyTypeObject*, traverseproc, inquiry)
-    int fm_visit_own(fm_node*, visitproc, void*) noexcept
-    int fm_visit_shared(fm_node*, int, visitproc, void*) noexcept
-    void fm_unmark_shared(fm_node*, int) noexcept
-    void fm_spin_lock(int*) noexcept nogil
-    void fm_spin_unlock(int*) noexcept nogil
-    int fm_gc_pause() noexcept
-    void fm_gc_resume(int) noexcept
-    int fm_pending_reserve(fm_pending*, Py_ssize_t) except -1
-    ctypedef struct fm_member:
-        pass
-    ctypedef struct fm_family:
-        pass
-    void fm_member_link(fm_family*, fm_member*, fm_ver*) noexcept
-    void fm_member_unlink(fm_family*, fm_member*) noexcept
-    int fm_family_visit(fm_family*, visitproc, void*) noexcept
-    void fm_set_mapping_flag(PyTypeObject*)
-
-    void fm_incref "Py_INCREF"(PyObject*)
-    void fm_decref "Py_DECREF"(PyObject*)
-    void fm_xdecref "Py_XDECREF"(PyObject*)
-    Py_ssize_t fm_refcnt "Py_REFCNT"(object)
-    Py_ssize_t fm_refcnt_ptr "Py_REFCNT"(PyObject*) nogil
-    Py_hash_t fm_hash "fm_hash_of"(object) except -1
-    int fm_eq "PyObject_RichCompareBool"(PyObject*, PyObject*, int) except -1
-    int Py_ReprEnter(object) except -1
-    void Py_ReprLeave(object)
+from fastmaps.fm_snapshot cimport *
 
 
 # ---------------------------------------------------------------------------------------
@@ -1454,13 +253,13 @@ cdef class Snapshot:
 
     def __getitem__(self, key):
         cdef fm_entry* e = NULL
-        if not fm_find(&self.v, fm_hash(key), <PyObject*>key, &e):
+        if not fm_find(&self.v, fm_hash_of(key), <PyObject*>key, &e):
             raise KeyError(key)
         return <object>e.value
 
     def __contains__(self, key):
         cdef fm_entry* e = NULL
-        return fm_find(&self.v, fm_hash(key), <PyObject*>key, &e) != 0
+        return fm_find(&self.v, fm_hash_of(key), <PyObject*>key, &e) != 0
 
     @cython.binding(False)
     def get(self, key, default=None, /):
@@ -1474,7 +273,7 @@ cdef class Snapshot:
         (1, None, 0)
         """
         cdef fm_entry* e = NULL
-        if not fm_find(&self.v, fm_hash(key), <PyObject*>key, &e):
+        if not fm_find(&self.v, fm_hash_of(key), <PyObject*>key, &e):
             return default
         return <object>e.value
 
@@ -1712,7 +511,7 @@ cdef int _snap_eq(Snapshot a, object other) except -2:
         if PyDict_Size(other) != a.v.count:
             return 0
         for k, v in dict.items(other):
-            if not fm_find(&a.v, fm_hash(k), <PyObject*>k, &e):
+            if not fm_find(&a.v, fm_hash_of(k), <PyObject*>k, &e):
                 return 0
             if not (e.value == <PyObject*>v or fm_eq(e.value, <PyObject*>v, 2)):
                 return 0
@@ -1721,7 +520,7 @@ cdef int _snap_eq(Snapshot a, object other) except -2:
         if len(other) != a.v.count:
             return 0
         for k, v in other.items():
-            if not fm_find(&a.v, fm_hash(k), <PyObject*>k, &e):
+            if not fm_find(&a.v, fm_hash_of(k), <PyObject*>k, &e):
                 return 0
             if not (e.value == <PyObject*>v or fm_eq(e.value, <PyObject*>v, 2)):
                 return 0
@@ -1746,172 +545,6 @@ cdef object _repr(str name, object obj):
 
 # -- bulk building -------------------------------------------------------------------------
 
-cdef extern from *:
-    """
-    /* ---- bulk writes: the items of an update, collected before the lock into a C array
-            of {hash, key, value} holding strong references (no tuple, no int object
-            for the hash, nothing the cyclic GC tracks), then stored into a private
-            version in one pass.  The array's references are dropped after the lock. ---- */
-    typedef struct fm_buf { fm_entry *items; Py_ssize_t n, cap; } fm_buf;
-    static inline void fm_buf_init(fm_buf *b) { b->items = NULL; b->n = 0; b->cap = 0; }
-    static int fm_buf_reserve(fm_buf *b, Py_ssize_t k) {
-        if (b->n + k > b->cap) {
-            Py_ssize_t cap = b->cap ? b->cap * 2 : 16;
-            fm_entry *items;
-            while (cap < b->n + k) cap *= 2;
-            if ((size_t)cap > PY_SSIZE_T_MAX / sizeof(fm_entry)) { PyErr_NoMemory(); return -1; }
-            items = (fm_entry *)PyMem_Realloc(b->items, (size_t)cap * sizeof(fm_entry));
-            if (items == NULL) { PyErr_NoMemory(); return -1; }
-            b->items = items; b->cap = cap;
-        }
-        return 0;
-    }
-    static inline int fm_buf_push(fm_buf *b, Py_hash_t h, PyObject *k, PyObject *v) {
-        fm_entry *e;
-        if (b->n == b->cap && fm_buf_reserve(b, 1) < 0) return -1;
-        e = b->items + b->n++;
-        e->hash = h;
-        Py_INCREF(k); e->key = k;
-        Py_INCREF(v); e->value = v;
-        return 0;
-    }
-    /* Drop the references (may run user code: only outside the writer lock). */
-    static void fm_buf_clear(fm_buf *b) {
-        fm_entry *items = b->items;
-        Py_ssize_t i, n = b->n;
-        fm_buf_init(b);
-        for (i = 0; i < n; i++) { Py_XDECREF(items[i].key); Py_XDECREF(items[i].value); }
-        PyMem_Free(items);
-    }
-    /* Append a dict's items (a dict, or a subclass whose iteration is dict's) to b, read
-       from its storage as dict.update reads it.  Where the C API gives the dict's stored
-       hashes (3.10-3.12) they are used, as dict.update uses them: no __hash__ runs, so the
-       dict cannot change while it is read.  Elsewhere each key is hashed (a key's
-       __hash__ may change the dict: a size change raises RuntimeError, like dict
-       iteration).  Returns 1 when no user code ran (the items are distinct keys), 0 when
-       some did, -1 on error. */
-    static int fm_buf_from_dict(fm_buf *b, PyObject *d) {
-        Py_ssize_t pos = 0, size = PyDict_GET_SIZE(d);
-        PyObject *k, *v;
-        int r = 1;
-        if (fm_buf_reserve(b, size) < 0) return -1;
-    #if PY_VERSION_HEX < 0x030D0000 && !defined(Py_GIL_DISABLED)
-        {
-            Py_hash_t h;
-            while (_PyDict_Next(d, &pos, &k, &v, &h))
-                if (fm_buf_push(b, h, k, v) < 0) return -1;
-        }
-    #else
-    #ifdef Py_GIL_DISABLED
-        Py_BEGIN_CRITICAL_SECTION(d);
-    #endif
-        while (PyDict_Next(d, &pos, &k, &v)) {
-            Py_hash_t h;
-            if (!fm_exact_str_or_int(k)) r = 0;
-            Py_INCREF(k); Py_INCREF(v);      /* a key's __hash__ may drop the dict's */
-            h = fm_hash_of(k);
-            if (h == -1 || fm_buf_push(b, h, k, v) < 0) r = -1;
-            Py_DECREF(k); Py_DECREF(v);
-            if (r < 0) break;
-            if (PyDict_GET_SIZE(d) != size) {
-                PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
-                r = -1;
-                break;
-            }
-        }
-    #ifdef Py_GIL_DISABLED
-        Py_END_CRITICAL_SECTION();
-    #endif
-    #endif
-        return r;
-    }
-    /* Can fm_bulk_store take n items into v in one pass: no migration running, and room
-       in the index (load <= 2/3) and in its position field for n appends? */
-    static inline int fm_bulk_fits(const fm_ver *v, Py_ssize_t n) {
-        return v->oroot == NULL && v->iroot != NULL &&
-               (size_t)(v->fill + n) * 3 <= (v->imask + 1) * 2 &&
-               (size_t)(v->elen + n) <= (size_t)v->ipmask;
-    }
-    /* Store items[0..n) into the private version v (fm_bulk_fits(v, n) holds), in order.
-       The first `distinct` items are known to be absent from v and distinct from one
-       another (v was empty and they came from one dict or version with no user code
-       run since): they are appended without a lookup.  The others are looked up (a
-       key's __eq__ may run: v is private, nobody can reach it).  Appends fill the log
-       page by page (one descent per page, the live counts added once per page); no
-       migration can start (fm_bulk_fits).  On error (-1: __eq__ raised, or memory) v is
-       a valid version holding the items before the failing one.  *changed is set when
-       anything was stored.  The references of the items stored move from the array to
-       v (the array's slot is cleared: no incref now, no decref later). */
-    static int fm_bulk_store(fm_ver *v, fm_entry *items, Py_ssize_t n,
-                             Py_ssize_t distinct, fm_pending *pend, int *changed) {
-        fm_entry *leaf = NULL;
-        Py_ssize_t i, base = 0, end = 0, unlive = 0, lpos = 0;
-        int r = 0;
-        for (i = 0; i < n; i++) {
-            fm_entry *it = items + i;
-            Py_ssize_t pos, slot, fs, p;
-            fm_entry *e;
-            int32_t *s;
-            if (i >= distinct) {
-                int found = fm_probe(v, it->hash, it->key, &pos, &slot, &fs);
-                if (found < 0) { r = -1; break; }
-                if (found) {
-                    if (unlive) { fm_live_add(v, lpos, (int)unlive); unlive = 0; }
-                    e = fm_entry_at(v, pos);
-                    if (e->value == it->value) continue;
-                    e = fm_entry_writable(v, pos, pend);
-                    if (e == NULL || fm_pending_reserve(pend, 1) < 0) { r = -1; break; }
-                    /* (a copied page on e's path is not on the append page's: that one
-                       is already private, so leaf stays valid) */
-                    fm_pending_push_obj(pend, e->value);
-                    e->value = it->value;           /* the array's reference moves */
-                    it->value = NULL;
-                    *changed = 1;
-                    continue;
-                }
-                if (fs < 0) fs = fm_free_slot(v, it->hash);
-            } else fs = fm_free_slot(v, it->hash);
-            p = v->elen;
-            if (leaf == NULL || p >= end) {
-                if (unlive) { fm_live_add(v, lpos, (int)unlive); unlive = 0; }
-                e = fm_entry_writable(v, p, pend);
-                if (e == NULL) { r = -1; break; }
-                leaf = e - (p & (FM_ECAP - 1));
-                base = p - (p & (FM_ECAP - 1));
-                end = base + (Py_ssize_t)(((fm_node *)leaf) - 1)->cap;
-            }
-            s = fm_islot_writable(&v->iroot, v->idepth, (size_t)fs, pend);
-            if (s == NULL) { r = -1; break; }
-            e = leaf + (p - base);
-            e->hash = it->hash;
-            e->key = it->key; e->value = it->value;     /* the references move */
-            it->key = NULL; it->value = NULL;
-            if (*s == FM_EMPTY) v->fill++;
-            *s = (int32_t)(fm_stag(it->hash, v->ipmask) | (uint32_t)p);
-            v->elen++;
-            v->count++;
-            lpos = p;
-            unlive++;
-            *changed = 1;
-        }
-        if (unlive) fm_live_add(v, lpos, (int)unlive);
-        if (r == 0) fm_maintain(v, pend);
-        return r;
-    }
-    """
-    ctypedef struct fm_buf:
-        fm_entry* items
-        Py_ssize_t n
-    void fm_buf_init(fm_buf*) nogil
-    int fm_buf_reserve(fm_buf*, Py_ssize_t) except -1
-    int fm_buf_push(fm_buf*, Py_hash_t, PyObject*, PyObject*) except -1
-    void fm_buf_clear(fm_buf*)
-    int fm_bulk_fits(const fm_ver*, Py_ssize_t) nogil
-    int fm_buf_from_dict(fm_buf*, object) except -1
-    int fm_bulk_store(fm_ver*, fm_entry*, Py_ssize_t, Py_ssize_t, fm_pending*, int*) except -1
-    bint fm_exact_str_or_int "fm_exact_str_or_int"(object) nogil
-    PyObject* fm_tuple_item "PyTuple_GET_ITEM"(object, Py_ssize_t) nogil
-    Py_ssize_t fm_tuple_size "PyTuple_GET_SIZE"(object) nogil
 
 
 cdef Py_ssize_t _collect_buf(object mapping, dict kwargs, fm_buf* b) except -1:
@@ -1946,14 +579,14 @@ cdef Py_ssize_t _collect_buf(object mapping, dict kwargs, fm_buf* b) except -1:
                 v = <object>fm_tuple_item(item, 1)
             else:
                 k, v = _as_pair(item, i, "SnapshotMap")
-            fm_buf_push(b, fm_hash(k), <PyObject*>k, <PyObject*>v)
+            fm_buf_push(b, fm_hash_of(k), <PyObject*>k, <PyObject*>v)
             i += 1
     else:
         for k, v in _update_pairs(mapping, "SnapshotMap"):
-            fm_buf_push(b, fm_hash(k), <PyObject*>k, <PyObject*>v)
+            fm_buf_push(b, fm_hash_of(k), <PyObject*>k, <PyObject*>v)
     if kwargs:
         for k, v in kwargs.items():
-            fm_buf_push(b, fm_hash(k), <PyObject*>k, <PyObject*>v)
+            fm_buf_push(b, fm_hash_of(k), <PyObject*>k, <PyObject*>v)
     return distinct
 
 
@@ -2259,7 +892,7 @@ cdef class SnapshotMap:
 
     # -- reading (lock-free) --------------------------------------------------------------
     def __getitem__(self, key):
-        cdef Py_hash_t h = fm_hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         cdef Snapshot s = _load(self)
         cdef fm_entry* e = NULL
         if not fm_find(&s.v, h, <PyObject*>key, &e):
@@ -2267,7 +900,7 @@ cdef class SnapshotMap:
         return <object>e.value
 
     def __contains__(self, key):
-        cdef Py_hash_t h = fm_hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         cdef Snapshot s = _load(self)
         cdef fm_entry* e = NULL
         return fm_find(&s.v, h, <PyObject*>key, &e) != 0
@@ -2283,7 +916,7 @@ cdef class SnapshotMap:
         >>> m.get("a"), m.get("b"), m.get("b", 0)
         (1, None, 0)
         """
-        cdef Py_hash_t h = fm_hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         cdef Snapshot s = _load(self)
         cdef fm_entry* e = NULL
         if not fm_find(&s.v, h, <PyObject*>key, &e):
@@ -2473,11 +1106,11 @@ cdef class SnapshotMap:
 
     # -- single-key writes ---------------------------------------------------------------
     def __setitem__(self, key, value):
-        cdef Py_hash_t h = fm_hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         _write_assoc(self, h, key, value, False)
 
     def __delitem__(self, key):
-        cdef Py_hash_t h = fm_hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         cdef object value = _write_without(self, h, key, None, False)
         if value is _MISSING:
             raise KeyError(key)
@@ -2503,7 +1136,7 @@ cdef class SnapshotMap:
             if default is _MISSING:
                 raise KeyError(key)
             return default
-        h = fm_hash(key)
+        h = fm_hash_of(key)
         value = _write_without(self, h, key, None, False)
         if value is _MISSING:
             if default is _MISSING:
@@ -2538,7 +1171,7 @@ cdef class SnapshotMap:
         (1, 1, SnapshotMap({'a': 1}))
         """
         # (not through self.load_or_store: as dict's, a subclass's methods are not called)
-        r = _write_assoc(self, fm_hash(key), key, default, True)
+        r = _write_assoc(self, fm_hash_of(key), key, default, True)
         return default if r is _MISSING else r
 
     def update(self, other=(), /, **kwargs):
@@ -2704,7 +1337,7 @@ cdef class SnapshotMap:
         >>> m.load_or_store("a", 1), m.load_or_store("a", 2)
         ((1, False), (1, True))
         """
-        cdef Py_hash_t h = fm_hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         r = _write_assoc(self, h, key, value, True)
         if r is _MISSING:
             return (value, False)
@@ -2719,7 +1352,7 @@ cdef class SnapshotMap:
         >>> m.load_and_delete("a"), m.load_and_delete("a")
         ((1, True), (None, False))
         """
-        cdef Py_hash_t h = fm_hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         value = _write_without(self, h, key, None, False)
         if value is _MISSING:
             return (None, False)
@@ -2736,7 +1369,7 @@ cdef class SnapshotMap:
         >>> m.swap("a", 2), m.swap("b", 3), m
         ((1, True), (None, False), SnapshotMap({'a': 2, 'b': 3}))
         """
-        cdef Py_hash_t h = fm_hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         r = _write_assoc(self, h, key, value, False)
         if r is _MISSING:
             return (None, False)
@@ -2755,7 +1388,7 @@ cdef class SnapshotMap:
         >>> m.compare_and_swap("b", None, 1), m
         (False, SnapshotMap({'a': 2}))
         """
-        cdef Py_hash_t h = fm_hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         return _write_cas(self, h, key, old, new)
 
     def compare_and_delete(self, key, old):
@@ -2768,7 +1401,7 @@ cdef class SnapshotMap:
         >>> m.compare_and_delete("a", 0), m.compare_and_delete("a", 1), m
         (False, True, SnapshotMap({'b': 2}))
         """
-        cdef Py_hash_t h = fm_hash(key)
+        cdef Py_hash_t h = fm_hash_of(key)
         return _write_without(self, h, key, old, True) is not _MISSING
 
     # -- tests / debugging ---------------------------------------------------------------
@@ -3238,7 +1871,7 @@ cdef class Batch:
         cdef object result = _MISSING
         self._enter_write()
         try:
-            h = fm_hash(key)
+            h = fm_hash_of(key)
             if fm_probe(&self._v, h, <PyObject*>key, &pos, &slot, &freeslot):
                 e = fm_entry_at(&self._v, pos)
                 result = <object>e.value
@@ -3259,7 +1892,7 @@ cdef class Batch:
         cdef object result = _MISSING
         self._enter_write()
         try:
-            h = fm_hash(key)
+            h = fm_hash_of(key)
             if fm_probe(&self._v, h, <PyObject*>key, &pos, &slot, NULL):
                 e = fm_entry_at(&self._v, pos)
                 result = <object>e.value       # kept alive by us past the pending release
@@ -3292,7 +1925,7 @@ cdef class Batch:
         cdef fm_entry* e = NULL
         self._enter_read()
         try:
-            if not fm_find(&self._v, fm_hash(key), <PyObject*>key, &e):
+            if not fm_find(&self._v, fm_hash_of(key), <PyObject*>key, &e):
                 raise KeyError(key)
             return <object>e.value
         finally:
@@ -3315,7 +1948,7 @@ cdef class Batch:
         cdef fm_entry* e = NULL
         self._enter_read()
         try:
-            if not fm_find(&self._v, fm_hash(key), <PyObject*>key, &e):
+            if not fm_find(&self._v, fm_hash_of(key), <PyObject*>key, &e):
                 return default
             return <object>e.value
         finally:
@@ -3325,7 +1958,7 @@ cdef class Batch:
         cdef fm_entry* e = NULL
         self._enter_read()
         try:
-            return fm_find(&self._v, fm_hash(key), <PyObject*>key, &e) != 0
+            return fm_find(&self._v, fm_hash_of(key), <PyObject*>key, &e) != 0
         finally:
             self._leave()
 
@@ -3560,7 +2193,7 @@ cdef Py_ssize_t _check_tree(fm_node* n, int depth, int leafbits, int kind, size_
         return 1 if base < limit else 0
     assert n.kind == FM_INNER and n.cap == FM_FAN, "bad inner node"
     span = (<size_t>1) << (leafbits + FM_FBITS * (depth - 1))
-    for i in range(FM_FAN):
+    for i in range(<uint32_t>FM_FAN):
         if fm_kids(n)[i] != NULL:
             total += _check_tree(fm_kids(n)[i], depth - 1, leafbits, kind, base + i * span,
                                  limit, elen)
@@ -3578,7 +2211,7 @@ cdef Py_ssize_t _check_live(fm_node* n, int depth) except -1:
             if fm_ents(n)[i].key != NULL:
                 total += 1
     else:
-        for i in range(FM_FAN):
+        for i in range(<uint32_t>FM_FAN):
             if fm_kids(n)[i] != NULL:
                 total += _check_live(fm_kids(n)[i], depth - 1)
     assert n.live == total, f"live count {n.live} != {total} live records below"
@@ -3682,7 +2315,7 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
         else:
             assert ix == FM_EMPTY or ix == FM_DUMMY, "bad index slot value"
     assert filled == v.fill, f"fill {v.fill} != {filled}"
-    assert filled * 3 <= nslots * 2, "index too full"
+    assert filled * 3 <= <Py_ssize_t>nslots * 2, "index too full"
     if mig:
         _check_pmask(v.opmask, v.omask + 1)
         # old index: slots pointing into [mr, mend) are live and unique; others are stale
@@ -3752,13 +2385,13 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
 # keep their references).
 # ---------------------------------------------------------------------------------------
 
-cdef traverseproc _orig_snap_traverse
-cdef inquiry _orig_snap_clear
-cdef traverseproc _orig_map_traverse
-cdef inquiry _orig_map_clear
+cdef fm_traverseproc _orig_snap_traverse
+cdef fm_inquiry _orig_snap_clear
+cdef fm_traverseproc _orig_map_traverse
+cdef fm_inquiry _orig_map_clear
 
 
-cdef int _snap_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
+cdef int _snap_traverse(PyObject* o, fm_visitproc visit, void* arg) noexcept:
     cdef int r = _orig_snap_traverse(o, visit, arg)      # _fam (and _gc)
     if r:
         return r
@@ -3772,11 +2405,11 @@ cdef int _snap_clear(PyObject* o) noexcept:
     return _orig_snap_clear(o)
 
 
-cdef int _fam_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
+cdef int _fam_traverse(PyObject* o, fm_visitproc visit, void* arg) noexcept:
     return fm_family_visit(&(<_Family>o).f, visit, arg)
 
 
-cdef int _map_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
+cdef int _map_traverse(PyObject* o, fm_visitproc visit, void* arg) noexcept:
     cdef SnapshotMap m = <SnapshotMap>o
     cdef int r = _orig_map_traverse(o, visit, arg)
     if r:
@@ -3795,22 +2428,11 @@ cdef int _map_clear(PyObject* o) noexcept:
     return _orig_map_clear(o)
 
 
-cdef extern from *:
-    """
-    #define fm_type_traverse(t) (((PyTypeObject *)(t))->tp_traverse)
-    #define fm_type_clear(t) (((PyTypeObject *)(t))->tp_clear)
-    """
-    traverseproc fm_type_traverse(object)
-    inquiry fm_type_clear(object)
-
-
-_orig_snap_traverse = fm_type_traverse(Snapshot)
-_orig_snap_clear = fm_type_clear(Snapshot)
-_orig_map_traverse = fm_type_traverse(SnapshotMap)
-_orig_map_clear = fm_type_clear(SnapshotMap)
-fm_set_gc_slots(<PyTypeObject*>Snapshot, _snap_traverse, _snap_clear)
-fm_set_gc_slots(<PyTypeObject*>SnapshotMap, _map_traverse, _map_clear)
-fm_set_gc_slots(<PyTypeObject*>_Family, _fam_traverse, fm_type_clear(_Family))
+fm_set_gc_slots(<PyTypeObject*>Snapshot, _snap_traverse, _snap_clear,
+                &_orig_snap_traverse, &_orig_snap_clear)
+fm_set_gc_slots(<PyTypeObject*>SnapshotMap, _map_traverse, _map_clear,
+                &_orig_map_traverse, &_orig_map_clear)
+fm_set_gc_slots(<PyTypeObject*>_Family, _fam_traverse, NULL, NULL, NULL)
 fm_set_mapping_flag(<PyTypeObject*>Snapshot)
 fm_set_mapping_flag(<PyTypeObject*>SnapshotMap)
 

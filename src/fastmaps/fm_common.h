@@ -1,0 +1,101 @@
+/* fm_common.h: what HashMap (_hashmap.pyx), SnapshotMap (_snapshot.pyx, fm_snapshot.h) and
+   ObjectPool (_pool.pyx) share at C level, defined once:
+
+     FM_FREE_THREADED     1 on free-threaded builds (Py_GIL_DISABLED), else 0
+     FM_ASSERT(cond)      a C assert in FASTMAPS_DEBUG=1 builds, nothing otherwise
+     FM_STR_HASH(o)       an exact str's cached hash (-1: not computed yet)
+     fm_hash_of(o)        hash(o), reading an exact str's cached hash as dict does
+     fm_tag / fm_slot     the index slot encoding both maps use (below)
+     fm_set_gc_slots      patch a type's tp_traverse / tp_clear at import
+     fm_set_mapping_flag  flag a type as a mapping for the match statement
+
+   Index slots (HashMap's index and SnapshotMap's index pages alike) are int32:
+     FM_SLOT_EMPTY (0)    never used: a probe stops here (zeroed memory is an empty index)
+     FM_SLOT_DUMMY (-1)   a deleted slot: a probe steps over it
+     tag | (pos + 1)      a live entry at log position pos; `posmask` (2^b - 1) is the
+                          position field, fixed when the index is allocated, and the bits
+                          from b to 30 hold the tag: high bits of a multiplicative mix of
+                          the hash, so that every bit of the hash feeds it even when the
+                          low bits chose the slot.
+   A probe computes x = slot ^ fm_tag(h, posmask): for a live slot whose tag matches,
+   1 <= x <= posmask and x - 1 is the position; DUMMY (bit 31 set) gives x > posmask;
+   EMPTY must be tested first (x would be the tag). The entry is read only on a match: a
+   miss rarely reads any entry, a hit reads only its own. */
+#ifndef FM_COMMON_H
+#define FM_COMMON_H
+
+#include <Python.h>
+#include <stdint.h>
+#include <assert.h>
+
+#ifdef Py_GIL_DISABLED
+#define FM_FREE_THREADED 1
+#else
+#define FM_FREE_THREADED 0
+#endif
+
+/* setup.py defines FASTMAPS_DEBUG=1 (and leaves NDEBUG undefined) in debug builds */
+#if defined(FASTMAPS_DEBUG) && FASTMAPS_DEBUG
+#define FM_DEBUG 1
+#define FM_ASSERT(cond) assert(cond)
+#else
+#define FM_DEBUG 0
+#define FM_ASSERT(cond) ((void)0)
+#endif
+
+#define FM_IS_STR(o) (Py_TYPE(o) == &PyUnicode_Type)
+#if FM_FREE_THREADED
+/* another thread may be caching this str's hash right now (-1 -> hash) */
+#define FM_STR_HASH(o) _Py_atomic_load_ssize_relaxed(&((PyASCIIObject *)(o))->hash)
+#else
+#define FM_STR_HASH(o) (((PyASCIIObject *)(o))->hash)
+#endif
+#define FM_TYPE_IS_GC(o) PyType_HasFeature(Py_TYPE(o), Py_TPFLAGS_HAVE_GC)
+
+/* hash(key); for an exact str, its cached hash is read directly (as dict does) */
+static inline Py_hash_t fm_hash_of(PyObject *k) {
+    if (FM_IS_STR(k)) {
+        Py_hash_t h = FM_STR_HASH(k);
+        if (h != -1) return h;
+    }
+    return PyObject_Hash(k);
+}
+
+#define FM_SLOT_EMPTY 0
+#define FM_SLOT_DUMMY (-1)
+
+static inline uint32_t fm_tag(Py_hash_t h, uint32_t posmask) {
+    return (uint32_t)(((uint64_t)h * 0x9E3779B97F4A7C15ull) >> 33) & ~posmask;
+}
+/* what a slot holds for the entry at log position pos, whose key hashes to h */
+static inline int32_t fm_slot(Py_hash_t h, uint32_t posmask, Py_ssize_t pos) {
+    return (int32_t)(fm_tag(h, posmask) | (uint32_t)(pos + 1));
+}
+/* the position field for an index whose slots hold positions up to max_pos: the
+   smallest 2^b - 1 greater than max_pos (so pos + 1 fits), at most 2^31 - 1 */
+static inline uint32_t fm_posmask_for(Py_ssize_t max_pos) {
+    uint32_t m = 1;
+    while (m <= (size_t)max_pos && m < 0x7FFFFFFFu) m = (m << 1) | 1;
+    return m;
+}
+
+/* The GC slots of a Cython type are patched at import: each module saves the slot Cython
+   generated (which visits / clears the type's object attributes) and installs its own,
+   which visits / clears the C storage and then calls the saved one (NULL: keep that slot). */
+static inline void fm_set_gc_slots(PyTypeObject *t, traverseproc tr, inquiry cl,
+                                   traverseproc *old_tr, inquiry *old_cl) {
+    if (old_tr) *old_tr = t->tp_traverse;
+    if (old_cl) *old_cl = t->tp_clear;
+    if (tr) t->tp_traverse = tr;
+    if (cl) t->tp_clear = cl;
+    PyType_Modified(t);
+}
+
+/* Py_TPFLAGS_MAPPING: registering a static type with collections.abc.Mapping cannot set
+   it, and the match statement reads it */
+static inline void fm_set_mapping_flag(PyTypeObject *t) {
+    t->tp_flags |= Py_TPFLAGS_MAPPING;
+    PyType_Modified(t);
+}
+
+#endif /* FM_COMMON_H */
