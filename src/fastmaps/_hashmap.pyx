@@ -144,6 +144,36 @@ Invariants (checked by ``_check()``)
   no slot references a hole or the gap; every referenced entry is on its hash's probe path;
 * ``live`` = number of live entries; ``fill`` = non-EMPTY slots of the new/current index;
 * no migration: ``w = r = 0`` and ``old_idx`` is NULL.
+
+Operation -> function
+---------------------
+Shared C (slot encoding ``fm_slot``/``fm_tag``, ``fm_hash_of``, GC-slot patching, the
+mapping flag, ``FM_ASSERT``) is in ``fm_common.h``; mapped indexes in ``fm_memory.h``.
+
+=====================================  ==================================================
+``m[k]``, ``get``, ``in``              ``_lookup`` -> ``_probe`` (new index, then old)
+``m[k] = v``                           ``_set`` -> ``_lookup_for_insert``, ``_insert_new``
+                                       (``_make_room`` may call ``_start_migration``)
+``del m[k]``, ``pop``                  ``_lookup``, ``_unlink``, ``_maybe_shrink``
+``popitem``                            ``_last_live``, ``_unlink_last``
+every write's share of the migration   ``_write_step`` -> ``_migrate`` -> ``_finish``
+next index prepared / populated        ``_prepare``, ``_prepare_step``, ``_populate_step``
+old index given back                   ``_retire_index``, ``_release_chunk``
+log growth / segments                  ``_ensure_log``, ``_store_hash``, ``_add_hashes``,
+                                       ``_trim_segments``
+``clear`` (and GC ``tp_clear``)        ``_clear``
+``update``, ``|=``, ``HashMap(x)``     ``_update_from`` -> ``_update_from_dict``,
+                                       ``_update_from_seq``, ``_presize_for``
+``copy``, ``HashMap(a_hashmap)``       ``_fill_from`` -> ``_copy_layout`` / ``_append_all``
+``reserve``, ``with_capacity``,        ``_reserve``, ``_rebuild``, ``_complete_migration``,
+``shrink_to_fit``                      ``_shrink_first_segment``
+``==``                                 ``_mapping_equal``
+iteration, ``reversed``                ``_HashMapIterator`` (relocation: ``_find_key_id``)
+views                                  ``_KeysView``, ``_ValuesView``, ``_ItemsView``
+pickle, ``copy.copy``                  ``__reduce_ex__``, ``__copy__``
+GC                                     ``_hashmap_traverse``, ``_hashmap_clear``
+invariants                             ``_check``
+=====================================  ==================================================
 """
 
 cimport cython
