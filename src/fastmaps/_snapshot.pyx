@@ -12,12 +12,14 @@ persistent by cutting each into fixed-size pages held in a shallow 32-way tree:
   Every node of the log tree counts the live records below it, so the trim finds the
   last live record in one descent (O(log n), however many holes precede it).
 * the **index**: ``int32`` slots, 256 per leaf page, probed exactly like dict's
-  (``i = hash & mask``, then ``i = 5*i + 1 + (perturb >>= 5)``).  A slot is EMPTY (-1),
-  DUMMY (-2), or a live record's **tag | position**: the position in the low bits given
-  by the index's position mask (sized when the index is made, ``fm_pmask_for``: twice
-  the slots or twice the log, whichever is larger), the tag in the bits above, up to
-  bit 30 (mixed high bits of the hash, ``fm_stag``; 9 bits at 10^6 entries, more below).
-  One XOR and one compare tell whether a live slot's tag matches, and the record is
+  (``i = hash & mask``, then ``i = 5*i + 1 + (perturb >>= 5)``).  The slots are
+  HashMap's, defined once in ``fm_common.h``: EMPTY (0: a zero-filled page is an empty
+  index), DUMMY (-1), or a live record's **tag | (position + 1)** (``fm_slot``): the
+  position + 1 in the low bits given by the index's position field ``idmask`` (sized
+  when the index is made, ``fm_idmask_for``: twice the slots or twice the log,
+  whichever is larger), the tag in the bits above, up to bit 30 (mixed high bits of the
+  hash, ``fm_tag``; 9 bits at 10^6 entries, more below).  After the EMPTY test, one XOR
+  and one compare tell whether a live slot's tag matches, and the record is
   read only then: a miss usually reads no record and a hit reads only its own (dict
   reads the entry of every occupied slot it probes), with no second array to touch
   (tag bytes kept beside the slots cost a second cache line per probe; measured).  A
@@ -37,32 +39,32 @@ including its share of the migration below: no write does O(n) work.
 push the index's fill (live + dummy slots) above 2/3, or a write leaves more holes than
 live entries (and more than 32), a *migration* starts, the same protocol as HashMap's
 (``_hashmap.pyx``), made persistent.  The version keeps its index as the *old* index
-(``oroot``) and gets a new, empty one (``iroot``: O(1), because it is a tree of shared,
+(``old_idx``) and gets a new, empty one (``idx``: O(1), because it is a tree of shared,
 never-freed all-EMPTY pages that the first write to each page copies), sized for >= 3x
 the live count when growing and with room for every insert the migration can overlap.
-Three cursors in the version split the log::
+Three cursors in the version split the log (``n``: its end, holes included)::
 
-    [0, mw)        compacted; indexed in the new index
-    [mw, mr)       the gap: holes only, indexed nowhere
-    [mr, mend)     not visited yet; live records indexed in the old index
-    [mend, elen)   appended during the migration; indexed in the new index
+    [0, mig_w)         compacted; indexed in the new index
+    [mig_w, mig_r)     the gap: holes only, indexed nowhere
+    [mig_r, old_end)   not visited yet; live records indexed in the old index
+    [old_end, n)       appended during the migration; indexed in the new index
 
-Every write (insert, delete, update, each item of a bulk write) then advances ``mr`` by
-``step`` (8) log positions: a hole is skipped; a live record is *moved* down to ``mw``
-(its key and value references change place: no incref/decref, unless the page is shared
-with another version and has to be copied first, 32 increfs) and its slot in the new
-index is written (a free slot for a record from the old region, the re-pointed slot for
-one appended during the migration).  A log page left wholly inside the gap is replaced by
-a shared all-hole page (freed now, copied back if ``mw`` reaches it).  When the cursor has
-nothing left to move, the log ends at ``mw``, trailing holes are trimmed and the old index
-is dropped; its pages (O(n/256) of them, no Python objects) are queued and released one
-inner node (<= 32 pages) per later write, so no write frees O(n) pages either.  Lookups
-probe the new index and, on a miss there, the old one, where a slot pointing outside
-``[mr, mend)`` is stale and skipped without reading the log; a delete marks the slot of
-whichever index holds the key.  Insertion order is kept (records only move down, in
+Every write (insert, delete, update, each item of a bulk write) then advances ``mig_r``
+by ``step`` (8) log positions: a hole is skipped; a live record is *moved* down to
+``mig_w`` (its key and value references change place: no incref/decref, unless the page
+is shared with another version and has to be copied first, 32 increfs) and its slot in
+the new index is written (a free slot for a record from the old region, the re-pointed
+slot for one appended during the migration).  A log page left wholly inside the gap is
+replaced by a shared all-hole page (freed now, copied back if ``mig_w`` reaches it).
+When the cursor has nothing left to move, the log ends at ``mig_w``, trailing holes are
+trimmed and the old index is dropped; its pages (O(n/256) of them, no Python objects)
+are queued and released one inner node (<= 32 pages) per later write, so no write frees
+O(n) pages either.  Lookups probe the new index and, on a miss there, the old one, where
+a slot pointing outside ``[mig_r, old_end)`` is stale and skipped without reading the
+log; a delete marks the slot of whichever index holds the key.  Insertion order is kept (records only move down, in
 order, into the gap) and so is LIFO ``popitem`` (the trim skips the gap in one step).
 Sizing makes the new index unable to fill before the migration ends (it needs at most
-elen / (step - 1) writes); if it ever did, the insert would finish the migration at once
+n / (step - 1) writes); if it ever did, the insert would finish the migration at once
 (counted by ``_forced_finishes()``, 0 in the tests).  Logs of at most ``sync_below``
 (1024) positions migrate at once.  ``_set_tuning(step, sync_below)`` lets tests force the
 incremental paths.  Bulk writes (``update``, ``Snapshot(...)``, a batch's ``update``)
@@ -75,7 +77,7 @@ the private version has room for them all it stores them in one pass (``fm_bulk_
 log pages filled one after another, the array's references moved into the records, no
 lookup for keys known distinct and absent -- an empty target and a version, or a dict read
 while no user code ran).
-Memory: at rest (no migration) elen <= 2*count + 32 log records and index load between
+Memory: at rest (no migration) n <= 2*live + 32 log records and index load between
 1/6 and 2/3; during a migration the old index is kept as well, and holes deleted during
 it are compacted by the next one.
 Deleting the last record trims the run of holes before it (so that popitem stays LIFO)
@@ -249,7 +251,7 @@ cdef class Snapshot:
 
     # -- reading -------------------------------------------------------------------------
     def __len__(self):
-        return self.v.count
+        return self.v.live
 
     def __getitem__(self, key):
         cdef fm_entry* e = NULL
@@ -343,7 +345,7 @@ cdef class Snapshot:
         cdef Py_ssize_t p = 0
         cdef dict d = {}
         while True:
-            e = fm_next_live(&self.v, &p, self.v.elen, &leaf)
+            e = fm_next_live(&self.v, &p, self.v.n, &leaf)
             if e == NULL:
                 break
             d[<object>e.key] = <object>e.value
@@ -458,7 +460,7 @@ cdef int _fam_join(Snapshot s, Snapshot src) except -1:
     family if src has none.  No collection can start here (it may run under the lock)."""
     cdef _Family f = src._fam
     cdef int was
-    if s._fam is not None or s is src or src.v.eroot == NULL:
+    if s._fam is not None or s is src or src.v.log == NULL:
         return 0                        # (a version without pages shares nothing)
     if f is None:
         was = fm_gc_pause()
@@ -493,12 +495,12 @@ cdef int _snap_eq(Snapshot a, object other) except -2:
         other = _load(<SnapshotMap>other)
     if isinstance(other, Snapshot):
         b = <Snapshot>other
-        if a.v.count != b.v.count:
+        if a.v.live != b.v.live:
             return 0
-        if a.v.eroot == b.v.eroot and a.v.iroot == b.v.iroot:
+        if a.v.log == b.v.log and a.v.idx == b.v.idx:
             return 1
         while True:
-            e = fm_next_live(&a.v, &p, a.v.elen, &leaf)
+            e = fm_next_live(&a.v, &p, a.v.n, &leaf)
             if e == NULL:
                 return 1
             if not fm_find(&b.v, e.hash, e.key, &f):
@@ -508,7 +510,7 @@ cdef int _snap_eq(Snapshot a, object other) except -2:
     if isinstance(other, dict):
         # like dict == dict: the dict's own storage (a subclass's overridden items(),
         # __len__ or __getitem__ are not consulted)
-        if PyDict_Size(other) != a.v.count:
+        if PyDict_Size(other) != a.v.live:
             return 0
         for k, v in dict.items(other):
             if not fm_find(&a.v, fm_hash_of(k), <PyObject*>k, &e):
@@ -517,7 +519,7 @@ cdef int _snap_eq(Snapshot a, object other) except -2:
                 return 0
         return 1
     if isinstance(other, _abc.Mapping):
-        if len(other) != a.v.count:
+        if len(other) != a.v.live:
             return 0
         for k, v in other.items():
             if not fm_find(&a.v, fm_hash_of(k), <PyObject*>k, &e):
@@ -536,7 +538,7 @@ cdef object _repr(str name, object obj):
             s = _load(<SnapshotMap>obj)
         else:
             s = obj
-        if (<Snapshot>s).v.count == 0:
+        if (<Snapshot>s).v.live == 0:
             return f"{name}()"
         return f"{name}({{" + ", ".join([f"{k!r}: {v!r}" for k, v in _make_iter(s, 2)]) + "})"
     finally:
@@ -561,9 +563,9 @@ cdef Py_ssize_t _collect_buf(object mapping, dict kwargs, fm_buf* b) except -1:
         mapping = _load(<SnapshotMap>mapping)
     if isinstance(mapping, Snapshot):
         s = <Snapshot>mapping
-        fm_buf_reserve(b, s.v.count)
+        fm_buf_reserve(b, s.v.live)
         while True:
-            e = fm_next_live(&s.v, &pos, s.v.elen, &leaf)
+            e = fm_next_live(&s.v, &pos, s.v.n, &leaf)
             if e == NULL:
                 break
             fm_buf_push(b, e.hash, e.key, e.value)
@@ -641,8 +643,8 @@ cdef class _SnapshotIterator:
     __init__, ends the iteration)."""
     cdef Snapshot _snap        # None once exhausted (or made with __new__ alone)
     cdef fm_entry* _leaf
-    cdef fm_node* _root        # _snap.v.eroot when the iterator was made
-    cdef Py_ssize_t _end       # _snap.v.elen then
+    cdef fm_node* _root        # _snap.v.log when the iterator was made
+    cdef Py_ssize_t _end       # _snap.v.n then
     cdef Py_ssize_t _pos
     cdef Py_ssize_t _remaining
     cdef int _kind
@@ -659,7 +661,7 @@ cdef class _SnapshotIterator:
         cdef fm_entry* e = NULL
         if self._snap is None:
             raise StopIteration
-        if self._snap.v.eroot != self._root or self._snap.v.elen != self._end:
+        if self._snap.v.log != self._root or self._snap.v.n != self._end:
             e = NULL                    # not the version it started on: stop (see above)
         else:
             e = fm_next_live(&self._snap.v, &self._pos, self._end, &self._leaf)
@@ -697,9 +699,9 @@ cdef _SnapshotIterator _make_iter(Snapshot s, int kind):
     it = _SnapshotIterator.__new__(_SnapshotIterator)
     it._snap = s
     it._kind = kind
-    it._remaining = s.v.count
-    it._root = s.v.eroot
-    it._end = s.v.elen
+    it._remaining = s.v.live
+    it._root = s.v.log
+    it._end = s.v.n
     it._pos = 0
     it._leaf = NULL
     return it
@@ -858,11 +860,11 @@ cdef class SnapshotMap:
         cdef Snapshot s
         cdef fm_pending pend
         cdef bint fresh = False
-        if self._version == 0 and (<Snapshot>self._cur).v.count == 0:
+        if self._version == 0 and (<Snapshot>self._cur).v.live == 0:
             # fresh map: the initial contents are version 0, built before the lock (their
             # keys' __hash__/__eq__, a mapping's keys() run there) ...
             s = Snapshot(mapping, **kwargs)
-            if not s.v.count:
+            if not s.v.live:
                 return
             fm_pending_init(&pend)
             _acquire(self)
@@ -870,7 +872,7 @@ cdef class SnapshotMap:
                 # ... and published only if the map is still fresh: a write made meanwhile
                 # (by that user code, or by another thread) is kept, and the contents are
                 # then applied over it as an update, as dict.__init__ does
-                if self._version == 0 and (<Snapshot>self._cur).v.count == 0:
+                if self._version == 0 and (<Snapshot>self._cur).v.live == 0:
                     fresh = True
                     s._version = 0
                     _publish_locked(self, s, &pend)
@@ -924,7 +926,7 @@ cdef class SnapshotMap:
         return <object>e.value
 
     def __len__(self):
-        return _load(self).v.count
+        return _load(self).v.live
 
     def __iter__(self):
         """Iterate the keys of the version published when iter() was called."""
@@ -1085,7 +1087,7 @@ cdef class SnapshotMap:
         cdef Snapshot s = _load(self)
         cdef fm_pending pend
         cdef Snapshot c
-        if s.v.count:
+        if s.v.live:
             c = _snap_share(s)
             fm_pending_init(&pend)
             _acquire(m)
@@ -1132,7 +1134,7 @@ cdef class SnapshotMap:
         KeyError: 'a'
         """
         cdef Py_hash_t h
-        if _load(self).v.count == 0:        # like dict: an empty map does not hash the key
+        if _load(self).v.live == 0:        # like dict: an empty map does not hash the key
             if default is _MISSING:
                 raise KeyError(key)
             return default
@@ -1213,7 +1215,7 @@ cdef class SnapshotMap:
                 # and cannot reach it), then installed into s whole and published; the
                 # collected keys are known absent only when the map is empty
                 fm_ver_share(&tmp, &cur.v)
-                changed = _ver_update_buf(&tmp, &buf, distinct if tmp.count == 0 else 0,
+                changed = _ver_update_buf(&tmp, &buf, distinct if tmp.live == 0 else 0,
                                           &pend)
                 if changed:
                     _install(s, &tmp, cur)
@@ -1253,7 +1255,7 @@ cdef class SnapshotMap:
         fm_pending_init(&pend)
         _acquire(self)
         try:
-            if (<Snapshot>self._cur).v.count:
+            if (<Snapshot>self._cur).v.live:
                 self._version += 1
                 s._version = self._version
                 _publish_locked(self, s, &pend)
@@ -1426,7 +1428,7 @@ cdef class SnapshotMap:
         version, "copied": writes that published a new Snapshot, "migrating": whether the
         published version is in the middle of an incremental migration}."""
         return {"in_place": self._inplace, "copied": self._copied,
-                "migrating": _load(self).v.oroot != NULL}
+                "migrating": _load(self).v.old_idx != NULL}
 
 
 fm_empty_init()
@@ -1598,7 +1600,7 @@ cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
     cdef fm_entry* e = NULL
     cdef int found
     cdef object result = _MISSING
-    tmp.eroot = tmp.iroot = tmp.oroot = NULL     # (fm_ver_share fills the rest)
+    tmp.log = tmp.idx = tmp.old_idx = NULL     # (fm_ver_share fills the rest)
     fm_pending_init(&pend)
     _acquire(m)
     try:
@@ -1619,7 +1621,7 @@ cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
     finally:
         _release(m)
         fm_pending_flush(&pend)
-        if tmp.eroot != NULL or tmp.iroot != NULL or tmp.oroot != NULL:
+        if tmp.log != NULL or tmp.idx != NULL or tmp.old_idx != NULL:
             fm_ver_clear(&tmp)          # only if the write failed
     return result
 
@@ -1636,7 +1638,7 @@ cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object old,
     cdef fm_ver* v
     cdef fm_entry* e = NULL
     cdef object result = _MISSING
-    tmp.eroot = tmp.iroot = tmp.oroot = NULL     # (fm_ver_share fills the rest)
+    tmp.log = tmp.idx = tmp.old_idx = NULL     # (fm_ver_share fills the rest)
     fm_pending_init(&pend)
     _acquire(m)
     try:
@@ -1655,7 +1657,7 @@ cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object old,
     finally:
         _release(m)
         fm_pending_flush(&pend)
-        if tmp.eroot != NULL or tmp.iroot != NULL or tmp.oroot != NULL:
+        if tmp.log != NULL or tmp.idx != NULL or tmp.old_idx != NULL:
             fm_ver_clear(&tmp)          # only if the write failed
     return result
 
@@ -1670,17 +1672,17 @@ cdef object _write_popitem(SnapshotMap m):
     cdef fm_entry* e = NULL
     cdef object key = _MISSING
     cdef object value = None
-    tmp.eroot = tmp.iroot = tmp.oroot = NULL     # (fm_ver_share fills the rest)
+    tmp.log = tmp.idx = tmp.old_idx = NULL     # (fm_ver_share fills the rest)
     fm_pending_init(&pend)
     _acquire(m)
     try:
         cur = <Snapshot>m._cur
-        if cur.v.count:
+        if cur.v.live:
             # the last log position always holds the last live entry; its index slot is
             # found by position, so no user code runs.  The result tuple is made after
             # the lock is released (an allocation can start a collection, whose
             # finalizers may write to this map).
-            pos = cur.v.elen - 1
+            pos = cur.v.n - 1
             e = fm_entry_at(&cur.v, pos)
             key = <object>e.key
             value = <object>e.value
@@ -1692,7 +1694,7 @@ cdef object _write_popitem(SnapshotMap m):
     finally:
         _release(m)
         fm_pending_flush(&pend)
-        if tmp.eroot != NULL or tmp.iroot != NULL or tmp.oroot != NULL:
+        if tmp.log != NULL or tmp.idx != NULL or tmp.old_idx != NULL:
             fm_ver_clear(&tmp)          # only if the write failed
     if key is _MISSING:
         raise KeyError("popitem(): SnapshotMap is empty")
@@ -1708,7 +1710,7 @@ cdef bint _write_cas(SnapshotMap m, Py_hash_t h, object key, object old, object 
     cdef fm_ver* v
     cdef fm_entry* e = NULL
     cdef bint ok = False
-    tmp.eroot = tmp.iroot = tmp.oroot = NULL     # (fm_ver_share fills the rest)
+    tmp.log = tmp.idx = tmp.old_idx = NULL     # (fm_ver_share fills the rest)
     fm_pending_init(&pend)
     _acquire(m)
     try:
@@ -1725,7 +1727,7 @@ cdef bint _write_cas(SnapshotMap m, Py_hash_t h, object key, object old, object 
     finally:
         _release(m)
         fm_pending_flush(&pend)
-        if tmp.eroot != NULL or tmp.iroot != NULL or tmp.oroot != NULL:
+        if tmp.log != NULL or tmp.idx != NULL or tmp.old_idx != NULL:
             fm_ver_clear(&tmp)          # only if the write failed
     return ok
 
@@ -1784,9 +1786,9 @@ cdef class Batch:
             # abandoned inside its block (e.g. a generator that was never resumed):
             # discard the writes and free the writer lock
             self._state = 2
-            fm_pending_push_node(&self._pend, self._v.eroot)
-            fm_pending_push_node(&self._pend, self._v.iroot)
-            fm_pending_push_node(&self._pend, self._v.oroot)
+            fm_pending_push_node(&self._pend, self._v.log)
+            fm_pending_push_node(&self._pend, self._v.idx)
+            fm_pending_push_node(&self._pend, self._v.old_idx)
             fm_ver_init(&self._v)
             _release(self._map)
         else:
@@ -1908,7 +1910,7 @@ cdef class Batch:
         cdef Snapshot s = _snap_alloc()
         fm_ver_share(&s.v, &self._v)
         _fam_join(s, self._kin)
-        if self._kin.v.eroot == NULL:
+        if self._kin.v.log == NULL:
             self._kin = s                # the batch's pages are all new: s starts a family
         s._version = self._base._version
         return s
@@ -1965,7 +1967,7 @@ cdef class Batch:
     def __len__(self):
         self._enter_read()
         self._leave()
-        return self._v.count
+        return self._v.live
 
     def snapshot(self):
         """The batch's current state as an immutable Snapshot (not published; later batch
@@ -2078,9 +2080,9 @@ cdef class Batch:
         cdef Py_ssize_t pos, slot
         self._enter_write()
         try:
-            if self._v.count == 0:
+            if self._v.live == 0:
                 raise KeyError("popitem(): batch is empty")
-            pos = self._v.elen - 1
+            pos = self._v.n - 1
             e = fm_entry_at(&self._v, pos)
             result = (<object>e.key, <object>e.value)
             slot = fm_slot_of(&self._v, e.hash, pos)
@@ -2130,7 +2132,7 @@ cdef class Batch:
             distinct = _collect_buf(other, kwargs, &buf)
             self._enter_write()
             try:
-                if _ver_update_buf(&self._v, &buf, distinct if self._v.count == 0 else 0,
+                if _ver_update_buf(&self._v, &buf, distinct if self._v.live == 0 else 0,
                                    &self._pend):
                     self._dirty = True
             except BaseException:
@@ -2157,7 +2159,7 @@ cdef class Batch:
         """
         self._enter_write()
         try:
-            if self._v.count:
+            if self._v.live:
                 fm_ver_release(&self._v, &self._pend)
                 self._dirty = True
         finally:
@@ -2165,7 +2167,7 @@ cdef class Batch:
 
     def __repr__(self):
         state = ("active" if self._state == 1 else "finished" if self._state == 2 else "new")
-        return f"<SnapshotMap batch ({state}, {self._v.count} items)>"
+        return f"<SnapshotMap batch ({state}, {self._v.live} items)>"
 
 
 # ---------------------------------------------------------------------------------------
@@ -2173,9 +2175,9 @@ cdef class Batch:
 # ---------------------------------------------------------------------------------------
 
 cdef Py_ssize_t _check_tree(fm_node* n, int depth, int leafbits, int kind, size_t base,
-                            size_t limit, Py_ssize_t elen) except -1:
+                            size_t limit, Py_ssize_t log_end) except -1:
     """Structure of one page tree; returns the number of leaf pages covering positions
-    below `limit`.  For the log, records at positions >= elen must be holes."""
+    below `limit`.  For the log, records at positions >= log_end must be holes."""
     cdef Py_ssize_t total = 0
     cdef size_t span
     cdef uint32_t i
@@ -2186,8 +2188,8 @@ cdef Py_ssize_t _check_tree(fm_node* n, int depth, int leafbits, int kind, size_
         if kind == FM_ELEAF:
             e = fm_ents(n)
             for i in range(n.cap):
-                if <Py_ssize_t>(base + i) >= elen:
-                    assert e[i].key == NULL and e[i].value == NULL, "live record beyond elen"
+                if <Py_ssize_t>(base + i) >= log_end:
+                    assert e[i].key == NULL and e[i].value == NULL, "live record beyond n"
                 else:
                     assert (e[i].key == NULL) == (e[i].value == NULL), "half a record"
         return 1 if base < limit else 0
@@ -2196,7 +2198,7 @@ cdef Py_ssize_t _check_tree(fm_node* n, int depth, int leafbits, int kind, size_
     for i in range(<uint32_t>FM_FAN):
         if fm_kids(n)[i] != NULL:
             total += _check_tree(fm_kids(n)[i], depth - 1, leafbits, kind, base + i * span,
-                                 limit, elen)
+                                 limit, log_end)
         elif kind == FM_ILEAF:
             assert base + i * span >= limit, "index page missing"
     return total
@@ -2231,14 +2233,22 @@ cdef int _check_index(fm_node* root, int depth, size_t mask) except -1:
     return 0
 
 
-cdef int _check_pmask(uint32_t pmask, size_t nslots) except -1:
-    assert pmask >= 255 and pmask <= 0x7fffffff and (pmask & (pmask + 1)) == 0, \
-        "position mask is not 2^k - 1"
-    assert pmask + 1 >= min(2 * nslots, 0x80000000), "position field narrower than 2 * slots"
+cdef int _check_idmask(uint32_t idmask, size_t nslots) except -1:
+    assert idmask >= 255 and idmask <= 0x7fffffff and (idmask & (idmask + 1)) == 0, \
+        "position field (idmask) is not 2^k - 1"
+    assert idmask + 1 >= min(2 * nslots, 0x80000000), "position field narrower than 2 * slots"
     return 0
 
 
-cdef bint _reachable(fm_node* root, int depth, size_t mask, uint32_t pmask, Py_hash_t h,
+cdef Py_ssize_t _slot_pos(int32_t ix, uint32_t idmask) noexcept:
+    """The log position a live slot (tag | (pos + 1)) holds; -1 for EMPTY, DUMMY or a
+    slot whose position field is 0."""
+    if ix <= 0:
+        return -1
+    return <Py_ssize_t>(<uint32_t>ix & idmask) - 1
+
+
+cdef bint _reachable(fm_node* root, int depth, size_t mask, uint32_t idmask, Py_hash_t h,
                     Py_ssize_t p):
     """Is log position p on h's probe sequence before any EMPTY slot?"""
     cdef size_t perturb = <size_t>h
@@ -2246,9 +2256,9 @@ cdef bint _reachable(fm_node* root, int depth, size_t mask, uint32_t pmask, Py_h
     cdef int32_t ix
     while True:
         ix = fm_islot_at(root, depth, i)[0]
-        if ix == FM_EMPTY:
+        if ix == FM_SLOT_EMPTY:
             return False
-        if ix >= 0 and (<uint32_t>ix & pmask) == <uint32_t>p:
+        if _slot_pos(ix, idmask) == p:
             return True
         perturb >>= 5
         i = (i * 5 + perturb + 1) & mask
@@ -2260,90 +2270,93 @@ cdef int _check_ver(fm_ver* v, bint rehash) except -1:
     cdef int32_t ix
     cdef fm_entry* e = NULL
     cdef bytearray seen
-    cdef bint mig = v.oroot != NULL
-    assert v.count >= 0 and v.elen >= v.count, "counts"
-    if v.count == 0:
-        assert v.eroot == NULL and v.iroot == NULL and v.oroot == NULL and v.elen == 0 \
+    cdef bint mig = v.old_idx != NULL
+    assert v.live >= 0 and v.n >= v.live, "counts"
+    if v.live == 0:
+        assert v.log == NULL and v.idx == NULL and v.old_idx == NULL and v.n == 0 \
             and v.fill == 0, "empty version still holds pages"
         return 0
-    assert v.eroot != NULL and v.iroot != NULL, "missing pages"
+    assert v.log != NULL and v.idx != NULL, "missing pages"
     # log
-    if v.edepth == 0:
-        assert v.eroot.kind == FM_ELEAF and v.eroot.cap <= FM_ECAP, "bad root leaf"
-        assert v.elen <= v.eroot.cap, "elen beyond the root leaf"
+    if v.log_depth == 0:
+        assert v.log.kind == FM_ELEAF and v.log.cap <= FM_ECAP, "bad root leaf"
+        assert v.n <= v.log.cap, "n beyond the root leaf"
     else:
-        assert v.elen <= (<Py_ssize_t>FM_ECAP << (FM_FBITS * v.edepth)), "elen beyond the tree"
-    _check_tree(v.eroot, v.edepth, FM_EBITS, FM_ELEAF, 0, 0, v.elen)
-    assert _check_live(v.eroot, v.edepth) == v.count, "live count of the log root != count"
-    for p in range(v.elen):
+        assert v.n <= (<Py_ssize_t>FM_ECAP << (FM_FBITS * v.log_depth)), "n beyond the tree"
+    _check_tree(v.log, v.log_depth, FM_EBITS, FM_ELEAF, 0, 0, v.n)
+    assert _check_live(v.log, v.log_depth) == v.live, "live count of the log root != live"
+    for p in range(v.n):
         e = fm_entry_at(v, p)
         if e.key != NULL:
             live += 1
-            assert not (mig and v.mw <= p < v.mr), "live record inside the migration gap"
+            assert not (mig and v.mig_w <= p < v.mig_r), "live record inside the migration gap"
             if rehash:
                 assert hash(<object>e.key) == e.hash, "stored hash differs from hash(key)"
-    assert live == v.count, f"count {v.count} != {live} live records"
-    assert fm_entry_at(v, v.elen - 1).key != NULL, "trailing hole (popitem must be LIFO)"
+    assert live == v.live, f"live {v.live} != {live} live records"
+    assert fm_entry_at(v, v.n - 1).key != NULL, "trailing hole (popitem must be LIFO)"
     if mig:
-        assert 0 <= v.mw <= v.mr <= v.elen and v.mend <= v.elen, "migration cursors"
-        assert v.mr < v.elen and not (v.mr >= v.mend and v.mw == v.mr), \
+        assert 0 <= v.mig_w <= v.mig_r <= v.n and v.old_end <= v.n, "migration cursors"
+        assert v.mig_r < v.n and not (v.mig_r >= v.old_end and v.mig_w == v.mig_r), \
             "finished migration still holds the old index"
-        _check_index(v.oroot, v.odepth, v.omask)
+        _check_index(v.old_idx, v.old_depth, v.old_mask)
     else:
-        assert v.mw == 0 and v.mr == 0 and v.mend == 0, "cursors set without a migration"
-        assert v.elen - v.count <= max(v.count, 32), "too many holes (compaction missed)"
+        assert v.mig_w == 0 and v.mig_r == 0 and v.old_end == 0, "cursors set without a migration"
+        assert v.n - v.live <= max(v.live, 32), "too many holes (compaction missed)"
     # index (the new one during a migration)
-    _check_index(v.iroot, v.idepth, v.imask)
-    nslots = v.imask + 1
-    _check_pmask(v.ipmask, nslots)
-    assert <size_t>v.elen <= v.ipmask + 1, "log beyond the index's position field"
-    seen = bytearray(v.elen)
+    _check_index(v.idx, v.idx_depth, v.mask)
+    nslots = v.mask + 1
+    _check_idmask(v.idmask, nslots)
+    # (every position below n fits the field: pos + 1 <= n <= idmask)
+    assert <size_t>v.n <= v.idmask, "log beyond the index's position field"
+    seen = bytearray(v.n)
     for i in range(nslots):
         ix = fm_slot_at(v, i)[0]
-        if ix != FM_EMPTY:
+        if ix != FM_SLOT_EMPTY:
             filled += 1
-        if ix >= 0:
+        if ix > 0:
             used += 1
-            pos = <uint32_t>ix & v.ipmask
-            assert pos < v.elen, "index slot beyond the log"
+            pos = _slot_pos(ix, v.idmask)
+            assert 0 <= pos < v.n, "index slot outside the log"
             assert not fm_in_old(v, pos), "index slot pointing to a record of the old index"
             assert not seen[pos], "two index slots for one record"
             seen[pos] = 1
             assert fm_entry_at(v, pos).key != NULL, "index slot pointing to a hole"
-            assert <uint32_t>ix == fm_stag(fm_entry_at(v, pos).hash, v.ipmask) | <uint32_t>pos, \
+            assert ix == fm_slot(fm_entry_at(v, pos).hash, v.idmask, pos), \
                 "index slot's tag differs from its record's"
         else:
-            assert ix == FM_EMPTY or ix == FM_DUMMY, "bad index slot value"
+            assert ix == FM_SLOT_EMPTY or ix == FM_SLOT_DUMMY, "bad index slot value"
     assert filled == v.fill, f"fill {v.fill} != {filled}"
     assert filled * 3 <= <Py_ssize_t>nslots * 2, "index too full"
     if mig:
-        _check_pmask(v.opmask, v.omask + 1)
-        # old index: slots pointing into [mr, mend) are live and unique; others are stale
-        for i in range(v.omask + 1):
-            ix = fm_islot_at(v.oroot, v.odepth, i)[0]
-            pos = <uint32_t>ix & v.opmask
-            if ix >= 0 and fm_in_old(v, pos):
-                used += 1
-                assert not seen[pos], "two index slots for one record"
-                seen[pos] = 1
-                assert fm_entry_at(v, pos).key != NULL, "old index slot pointing to a hole"
-                assert <uint32_t>ix == \
-                    fm_stag(fm_entry_at(v, pos).hash, v.opmask) | <uint32_t>pos, \
-                    "old index slot's tag differs from its record's"
-            elif ix < 0:
-                assert ix == FM_EMPTY or ix == FM_DUMMY, "bad old index slot value"
-    assert used == v.count, "the indexes do not cover every live record"
+        _check_idmask(v.old_idmask, v.old_mask + 1)
+        assert <size_t>v.old_end <= v.old_idmask, "old log beyond the old index's position field"
+        # old index: slots pointing into [mig_r, old_end) are live and unique; others are stale
+        for i in range(v.old_mask + 1):
+            ix = fm_islot_at(v.old_idx, v.old_depth, i)[0]
+            if ix > 0:
+                pos = _slot_pos(ix, v.old_idmask)
+                assert pos >= 0, "old index slot with an empty position field"
+                if fm_in_old(v, pos):
+                    used += 1
+                    assert not seen[pos], "two index slots for one record"
+                    seen[pos] = 1
+                    assert fm_entry_at(v, pos).key != NULL, "old index slot pointing to a hole"
+                    assert ix == fm_slot(fm_entry_at(v, pos).hash, v.old_idmask, pos), \
+                        "old index slot's tag differs from its record's"
+            else:
+                assert ix == FM_SLOT_EMPTY or ix == FM_SLOT_DUMMY, "bad old index slot value"
+    assert used == v.live, "the indexes do not cover every live record"
     # every record is reachable in the index that owns it by probing its hash without
     # crossing an EMPTY slot
-    for p in range(v.elen):
+    for p in range(v.n):
         e = fm_entry_at(v, p)
         if e.key == NULL:
             continue
         if fm_in_old(v, p):
-            assert _reachable(v.oroot, v.odepth, v.omask, v.opmask, e.hash, p), \
+            assert _reachable(v.old_idx, v.old_depth, v.old_mask, v.old_idmask, e.hash, p), \
                 "record not reachable from its hash (old index)"
         else:
-            assert _reachable(v.iroot, v.idepth, v.imask, v.ipmask, e.hash, p), \
+            assert _reachable(v.idx, v.idx_depth, v.mask, v.idmask, e.hash, p), \
                 "record not reachable from its hash"
         if rehash:
             # no equal key earlier on the probe sequences (keys are unique)
@@ -2395,7 +2408,7 @@ cdef int _snap_traverse(PyObject* o, fm_visitproc visit, void* arg) noexcept:
     cdef int r = _orig_snap_traverse(o, visit, arg)      # _fam (and _gc)
     if r:
         return r
-    return fm_visit_own((<Snapshot>o).v.eroot, visit, arg)
+    return fm_visit_own((<Snapshot>o).v.log, visit, arg)
 
 
 cdef int _snap_clear(PyObject* o) noexcept:

@@ -13,8 +13,6 @@
 #define FM_ICAP (1 << FM_IBITS)
 #define FM_FBITS 5                    /* children per inner node: 32 */
 #define FM_FAN (1 << FM_FBITS)
-#define FM_EMPTY (-1)
-#define FM_DUMMY (-2)
 #define FM_INNER 0
 #define FM_ELEAF 1
 #define FM_ILEAF 2
@@ -38,42 +36,45 @@ typedef struct fm_entry {
     PyObject *value;
 } fm_entry;
 
+/* The names are HashMap's (_hashmap.pyx) where the concept is the same. */
 typedef struct fm_ver {
-    fm_node *eroot;        /* entry log tree (NULL: no page) */
-    fm_node *iroot;        /* index tree (NULL: no index, count == 0) */
-    Py_ssize_t elen;       /* log positions in use, holes included */
-    Py_ssize_t count;      /* live entries */
-    Py_ssize_t fill;       /* index slots that are not EMPTY */
-    size_t imask;          /* index slots - 1 */
-    int edepth, idepth;    /* inner levels above the leaf pages */
-    /* incremental migration (see "Migration" in the module docstring); oroot == NULL:
-       none running.  Log positions [0, mw): compacted, indexed in the new index
-       (iroot); [mw, mr): the gap, holes only, indexed nowhere; [mr, mend): not yet
-       visited, live ones indexed in the old index (oroot); [mend, elen): appended
-       during the migration, indexed in the new index. */
-    fm_node *oroot;
-    size_t omask;
-    int odepth;
-    Py_ssize_t mw, mr, mend;
-    /* position fields of the slots of iroot / oroot (2^k - 1, see fm_stag) */
-    uint32_t ipmask, opmask;
+    fm_node *log;          /* entry log tree (NULL: no page) */
+    fm_node *idx;          /* index tree: during a migration the new one (NULL: no
+                              index, live == 0) */
+    Py_ssize_t n;          /* log end: positions [0, n) are in use (live, holes, or
+                              the gap) */
+    Py_ssize_t live;       /* live entries: len() */
+    Py_ssize_t fill;       /* slots of idx that are not EMPTY */
+    size_t mask;           /* slots of idx - 1 */
+    uint32_t idmask;       /* idx's position field: slot = tag | (pos + 1), pos + 1 <=
+                              idmask (fm_common.h) */
+    int log_depth, idx_depth;   /* inner levels above the leaf pages */
+    /* incremental migration (see "Migration" in the module docstring); old_idx == NULL:
+       none running.  Log positions [0, mig_w): compacted, indexed in the new index
+       (idx); [mig_w, mig_r): the gap, holes only, indexed nowhere; [mig_r, old_end):
+       not yet visited, live ones indexed in the old index (old_idx); [old_end, n):
+       appended during the migration, indexed in the new index.  The cursor mig_r
+       visits those too (to re-point their slots), so mig_w <= mig_r <= n and
+       old_end <= n, while mig_r may pass old_end. */
+    fm_node *old_idx;
+    size_t old_mask;
+    uint32_t old_idmask;
+    int old_depth;
+    Py_ssize_t mig_w, mig_r, old_end;
 } fm_ver;
 
 static inline fm_node **fm_kids(fm_node *n) { return (fm_node **)(n + 1); }
 static inline fm_entry *fm_ents(fm_node *n) { return (fm_entry *)(n + 1); }
 static inline int32_t *fm_slots(fm_node *n) { return (int32_t *)(n + 1); }
-/* Index slots: FM_EMPTY (-1), FM_DUMMY (-2), or a live slot's tag | pos, where pos
-   (the log position) fills the low bits given by the index's position mask pmask
-   (2^k - 1, <= 2^31 - 1) and the tag the bits above it up to bit 30: mixed high bits
-   of the hash (int hashes are the identity, so their high bits are often zero and
-   their low bits chose the slot).  A probe computes x = slot ^ fm_stag(h, pmask):
-   x <= pmask exactly when the slot is live and its tag matches, and then x is the
-   position (EMPTY and DUMMY have bit 31 set, so x > pmask for them).  The record is
-   read only then: a miss usually reads no record and a hit only its own, with no
-   second array to read (the tag travels in the slot). */
-static inline uint32_t fm_stag(Py_hash_t h, uint32_t pmask) {
-    return (uint32_t)(((uint64_t)h * 0x9E3779B97F4A7C15ull) >> 33) & ~pmask;
-}
+/* Index slots are fm_common.h's, as HashMap's: FM_SLOT_EMPTY (0), FM_SLOT_DUMMY (-1),
+   or fm_slot(h, idmask, pos) = fm_tag(h, idmask) | (pos + 1) for the live record at log
+   position pos (int hashes are the identity, so their high bits are often zero and
+   their low bits chose the slot: the tag mixes them).  A probe tests EMPTY first, then
+   computes x = slot ^ fm_tag(h, idmask): x <= idmask exactly when the slot is live and
+   its tag matches (DUMMY has bit 31 set, so x > idmask for it), and then x - 1 is the
+   position.  The record is read only then: a miss usually reads no record and a hit
+   only its own, with no second array to read (the tag travels in the slot).  Index
+   pages start zero-filled: all EMPTY. */
 
 /* ---- atomics: real ones on free-threaded builds, plain code under the GIL ---- */
 #ifdef Py_GIL_DISABLED
@@ -131,12 +132,12 @@ static fm_node *fm_node_new(int kind, uint32_t cap) {
     if (n == NULL) { PyErr_NoMemory(); return NULL; }
     n->refcnt = 1; n->live = 0; n->cap = (uint16_t)cap; n->kind = (uint8_t)kind;
     n->_pad = 0;
-    /* index slots 0xff..: FM_EMPTY */
-    memset((void *)(n + 1), kind == FM_ILEAF ? 0xff : 0, sz);
+    memset((void *)(n + 1), 0, sz);     /* no children, no records, index slots EMPTY */
     return n;
 }
 static void fm_node_free(fm_node *n);
 static inline void fm_node_decref(fm_node *n) {
+    FM_ASSERT(n == NULL || fm_node_refcnt(n) > 0);
     if (n != NULL && fm_node_decref_is_zero(n)) fm_node_free(n);
 }
 static void fm_node_free(fm_node *n) {
@@ -230,20 +231,27 @@ static int fm_pending_move_last(fm_pending *src, fm_pending *dst) {
 #define FM_HOT static inline
 #endif
 FM_HOT fm_entry *fm_entry_at(const fm_ver *v, Py_ssize_t p) {
-    fm_node *n = v->eroot;
+    fm_node *n = v->log;
     int d;
-    for (d = v->edepth; d > 0; d--)
+    FM_ASSERT(p >= 0 && n != NULL);
+    for (d = v->log_depth; d > 0; d--) {
+        FM_ASSERT(n->kind == FM_INNER);
         n = fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
+    }
+    FM_ASSERT(n != NULL && n->kind == FM_ELEAF && ((size_t)p & (FM_ECAP - 1)) < n->cap);
     return fm_ents(n) + ((size_t)p & (FM_ECAP - 1));
 }
 FM_HOT int32_t *fm_islot_at(fm_node *n, int depth, size_t i) {
     int d;
-    for (d = depth; d > 0; d--)
+    for (d = depth; d > 0; d--) {
+        FM_ASSERT(n->kind == FM_INNER);
         n = fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
+    }
+    FM_ASSERT(n->kind == FM_ILEAF && (i & (FM_ICAP - 1)) < n->cap);
     return fm_slots(n) + (i & (FM_ICAP - 1));
 }
 FM_HOT int32_t *fm_slot_at(const fm_ver *v, size_t i) {
-    return fm_islot_at(v->iroot, v->idepth, i);
+    return fm_islot_at(v->idx, v->idx_depth, i);
 }
 /* The leaf page of an index holding slot i. */
 FM_HOT fm_node *fm_ileaf_at(fm_node *n, int depth, size_t i) {
@@ -252,12 +260,20 @@ FM_HOT fm_node *fm_ileaf_at(fm_node *n, int depth, size_t i) {
         n = fm_kids(n)[(i >> (FM_IBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
     return n;
 }
+/* The migration cursors' order (fm_ver): mig_w <= mig_r <= n and old_end <= n during
+   a migration, all 0 otherwise; live <= n; fill <= slots. */
+#define FM_ASSERT_VER(v) FM_ASSERT((v)->live >= 0 && (v)->live <= (v)->n && \
+    (v)->fill >= 0 && (size_t)(v)->fill <= ((v)->idx != NULL ? (v)->mask + 1 : 0) && \
+    ((v)->old_idx == NULL \
+        ? ((v)->mig_w == 0 && (v)->mig_r == 0 && (v)->old_end == 0) \
+        : (0 <= (v)->mig_w && (v)->mig_w <= (v)->mig_r && (v)->mig_r <= (v)->n && \
+           (v)->old_end <= (v)->n)))
 /* During a migration: is log position p indexed by the old index? */
 static inline int fm_in_old(const fm_ver *v, Py_ssize_t p) {
-    return v->oroot != NULL && p >= v->mr && p < v->mend;
+    return v->old_idx != NULL && p >= v->mig_r && p < v->old_end;
 }
 /* The old-index half of fm_probe (the key is not in the new index).  Slots of the old
-   index pointing outside [mr, mend) are stale (their records moved) and are skipped
+   index pointing outside [mig_r, old_end) are stale (their records moved) and are skipped
    without touching the log.  A hit's slot is reported as -2 - i.  Kept out of line so
    that fm_probe stays small enough to be inlined into the lookups. */
 #ifndef Py_NO_INLINE                /* Python.h defines it from 3.11 on */
@@ -271,15 +287,21 @@ static inline int fm_in_old(const fm_ver *v, Py_ssize_t p) {
 #endif
 static Py_NO_INLINE int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key,
                                      Py_ssize_t *pos, Py_ssize_t *slot) {
-    size_t mask = v->omask, perturb = (size_t)h, i = (size_t)h & mask;
-    uint32_t pm = v->opmask, tag = fm_stag(h, pm), x;
+    size_t mask = v->old_mask, perturb = (size_t)h, i = (size_t)h & mask;
+    uint32_t idmask = v->old_idmask, tag = fm_tag(h, idmask), x;
+    Py_ssize_t p;
     int32_t ix;
+    FM_ASSERT(v->old_idx != NULL);
     for (;;) {
-        ix = *fm_islot_at(v->oroot, v->odepth, i);
+        ix = *fm_islot_at(v->old_idx, v->old_depth, i);
+        if (ix == FM_SLOT_EMPTY) return 0;
         x = (uint32_t)ix ^ tag;
-        if (x <= pm) {
-            if ((Py_ssize_t)x >= v->mr && (Py_ssize_t)x < v->mend) {
-                fm_entry *e = fm_entry_at(v, (Py_ssize_t)x);
+        if (x <= idmask) {
+            FM_ASSERT(x >= 1);
+            p = (Py_ssize_t)x - 1;
+            if (p >= v->mig_r && p < v->old_end) {
+                fm_entry *e = fm_entry_at(v, p);
+                FM_ASSERT(e->key != NULL);
                 if (e->key == key) goto found;
                 if (e->hash == h) {
                     int r = PyObject_RichCompareBool(e->key, key, Py_EQ);
@@ -287,12 +309,12 @@ static Py_NO_INLINE int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key
                     if (r > 0) goto found;
                 }
             }
-        } else if (ix == FM_EMPTY) return 0;
+        }
         perturb >>= 5;
         i = (i * 5 + perturb + 1) & mask;
         continue;
     found:
-        *pos = (Py_ssize_t)x;
+        *pos = p;
         if (slot) *slot = -2 - (Py_ssize_t)i;
         return 1;
     }
@@ -306,35 +328,41 @@ static Py_NO_INLINE int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key
 FM_HOT int fm_probe(const fm_ver *v, Py_hash_t h, PyObject *key, Py_ssize_t *pos,
                            Py_ssize_t *slot, Py_ssize_t *freeslot) {
     size_t mask, i, perturb;
-    Py_ssize_t fs = -1;
-    uint32_t pm, tag, x;
+    Py_ssize_t fs = -1, p;
+    uint32_t idmask, tag, x;
     int32_t ix;
-    if (v->iroot == NULL) { if (freeslot) *freeslot = -1; return 0; }
-    mask = v->imask; perturb = (size_t)h; i = (size_t)h & mask;
-    pm = v->ipmask; tag = fm_stag(h, pm);
+    if (v->idx == NULL) { if (freeslot) *freeslot = -1; return 0; }
+    mask = v->mask; perturb = (size_t)h; i = (size_t)h & mask;
+    idmask = v->idmask; tag = fm_tag(h, idmask);
     for (;;) {
-        /* the slot's tag first: a live slot whose tag differs is skipped without
+        ix = *fm_islot_at(v->idx, v->idx_depth, i);
+        if (ix == FM_SLOT_EMPTY) {
+            if (freeslot) *freeslot = fs >= 0 ? fs : (Py_ssize_t)i;
+            if (v->old_idx != NULL) return fm_probe_old(v, h, key, pos, slot);
+            return 0;
+        }
+        /* then the slot's tag: a live slot whose tag differs is skipped without
            reading its log record (a miss usually reads no record at all) */
-        ix = *fm_islot_at(v->iroot, v->idepth, i);
         x = (uint32_t)ix ^ tag;
-        if (x <= pm) {
-            fm_entry *e = fm_entry_at(v, (Py_ssize_t)x);
+        if (x <= idmask) {
+            fm_entry *e;
+            FM_ASSERT(x >= 1);
+            p = (Py_ssize_t)x - 1;
+            FM_ASSERT(p < v->n && !fm_in_old(v, p));
+            e = fm_entry_at(v, p);
+            FM_ASSERT(e->key != NULL);
             if (e->key == key) goto found;
             if (e->hash == h) {
                 int r = PyObject_RichCompareBool(e->key, key, Py_EQ);
                 if (r < 0) return -1;
                 if (r > 0) goto found;
             }
-        } else if (ix == FM_EMPTY) {
-            if (freeslot) *freeslot = fs >= 0 ? fs : (Py_ssize_t)i;
-            if (v->oroot != NULL) return fm_probe_old(v, h, key, pos, slot);
-            return 0;
-        } else if (ix == FM_DUMMY && fs < 0) fs = (Py_ssize_t)i;
+        } else if (ix == FM_SLOT_DUMMY && fs < 0) fs = (Py_ssize_t)i;
         perturb >>= 5;
         i = (i * 5 + perturb + 1) & mask;
         continue;
     found:
-        *pos = (Py_ssize_t)x;
+        *pos = p;
         if (slot) *slot = (Py_ssize_t)i;
         return 1;
     }
@@ -347,14 +375,15 @@ FM_HOT int fm_find(const fm_ver *v, Py_hash_t h, PyObject *key, fm_entry **out) 
 }
 /* The slot of an index (root n, depth, mask) holding log position pos (whose hash is
    h), -1 if none.  No user code. */
-static Py_ssize_t fm_islot_of(fm_node *n, int depth, size_t mask, uint32_t pmask,
+static Py_ssize_t fm_islot_of(fm_node *n, int depth, size_t mask, uint32_t idmask,
                               Py_hash_t h, Py_ssize_t pos) {
     size_t perturb = (size_t)h, i = (size_t)h & mask;
-    int32_t want = (int32_t)(fm_stag(h, pmask) | (uint32_t)pos);
+    int32_t want = fm_slot(h, idmask, pos);
+    FM_ASSERT(pos >= 0 && (size_t)pos < idmask);
     for (;;) {
         int32_t ix = *fm_islot_at(n, depth, i);
         if (ix == want) return (Py_ssize_t)i;
-        if (ix == FM_EMPTY) return -1;
+        if (ix == FM_SLOT_EMPTY) return -1;
         perturb >>= 5;
         i = (i * 5 + perturb + 1) & mask;
     }
@@ -362,15 +391,15 @@ static Py_ssize_t fm_islot_of(fm_node *n, int depth, size_t mask, uint32_t pmask
 /* The slot holding live log position pos, encoded as fm_probe reports it. */
 static Py_ssize_t fm_slot_of(const fm_ver *v, Py_hash_t h, Py_ssize_t pos) {
     if (fm_in_old(v, pos))
-        return -2 - fm_islot_of(v->oroot, v->odepth, v->omask, v->opmask, h, pos);
-    return fm_islot_of(v->iroot, v->idepth, v->imask, v->ipmask, h, pos);
+        return -2 - fm_islot_of(v->old_idx, v->old_depth, v->old_mask, v->old_idmask, h, pos);
+    return fm_islot_of(v->idx, v->idx_depth, v->mask, v->idmask, h, pos);
 }
 /* First EMPTY or DUMMY slot of the (new) index on h's probe sequence (the key is known
    to be absent from it). */
 static Py_ssize_t fm_free_slot(const fm_ver *v, Py_hash_t h) {
-    size_t mask = v->imask, perturb = (size_t)h, i = (size_t)h & mask;
+    size_t mask = v->mask, perturb = (size_t)h, i = (size_t)h & mask;
     for (;;) {
-        if (*fm_slot_at(v, i) < 0) return (Py_ssize_t)i;
+        if (*fm_slot_at(v, i) <= 0) return (Py_ssize_t)i;     /* EMPTY or DUMMY */
         perturb >>= 5;
         i = (i * 5 + perturb + 1) & mask;
     }
@@ -396,16 +425,16 @@ static inline fm_entry *fm_next_live(const fm_ver *v, Py_ssize_t *pos, Py_ssize_
 static inline void fm_ver_init(fm_ver *v) { memset(v, 0, sizeof(fm_ver)); }
 static inline void fm_ver_share(fm_ver *dst, const fm_ver *src) {
     *dst = *src;
-    if (dst->eroot) fm_node_incref(dst->eroot);
-    if (dst->iroot) fm_node_incref(dst->iroot);
-    if (dst->oroot) fm_node_incref(dst->oroot);
+    if (dst->log) fm_node_incref(dst->log);
+    if (dst->idx) fm_node_incref(dst->idx);
+    if (dst->old_idx) fm_node_incref(dst->old_idx);
 }
 /* Hand v's pages to pend (released after the lock) and make v empty. */
 static int fm_ver_release(fm_ver *v, fm_pending *pend) {
     if (fm_pending_reserve(pend, 3) < 0) return -1;
-    fm_pending_push_node(pend, v->eroot);
-    fm_pending_push_node(pend, v->iroot);
-    fm_pending_push_node(pend, v->oroot);
+    fm_pending_push_node(pend, v->log);
+    fm_pending_push_node(pend, v->idx);
+    fm_pending_push_node(pend, v->old_idx);
     fm_ver_init(v);
     return 0;
 }
@@ -415,7 +444,7 @@ static void fm_sf_release(fm_node *n);
    may hold the last reference to it (always so on free-threaded builds, where the
    write that ends a migration changes a copy, never the published version). */
 static void fm_ver_clear(fm_ver *v) {
-    fm_node *e = v->eroot, *i = v->iroot, *o = v->oroot;
+    fm_node *e = v->log, *i = v->idx, *o = v->old_idx;
     fm_ver_init(v);
     fm_node_decref(e);
     fm_node_decref(i);
@@ -440,9 +469,9 @@ static Py_NO_INLINE fm_node *fm_own_copy(fm_node **slot, fm_pending *pend) {
     return c;
 }
 static inline Py_ssize_t fm_ecapacity(const fm_ver *v) {
-    if (v->eroot == NULL) return 0;
-    if (v->edepth == 0) return v->eroot->cap;
-    return (Py_ssize_t)FM_ECAP << (FM_FBITS * v->edepth);
+    if (v->log == NULL) return 0;
+    if (v->log_depth == 0) return v->log->cap;
+    return (Py_ssize_t)FM_ECAP << (FM_FBITS * v->log_depth);
 }
 /* The record at log position p, writable; creates pages and grows the tree as needed.
    The version's content is unchanged (only copied/created pages).  NULL on error. */
@@ -450,9 +479,9 @@ static Py_NO_INLINE fm_entry *fm_entry_writable_slow(fm_ver *v, Py_ssize_t p, fm
 FM_HOT fm_entry *fm_entry_writable(fm_ver *v, Py_ssize_t p, fm_pending *pend) {
     /* inlined common case: the page exists and its path is already private */
     if (p < fm_ecapacity(v)) {
-        fm_node *n = v->eroot;
+        fm_node *n = v->log;
         int d;
-        for (d = v->edepth; ; d--) {
+        for (d = v->log_depth; ; d--) {
             if (n == NULL || fm_node_refcnt(n) != 1) break;
             if (d == 0) return fm_ents(n) + ((size_t)p & (FM_ECAP - 1));
             n = fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
@@ -464,35 +493,35 @@ static Py_NO_INLINE fm_entry *fm_entry_writable_slow(fm_ver *v, Py_ssize_t p, fm
     fm_node **slot, *n;
     int d;
     while (p >= fm_ecapacity(v)) {
-        if (v->eroot == NULL || (v->edepth == 0 && v->eroot->cap < FM_ECAP)) {
-            uint32_t cap = v->eroot ? v->eroot->cap : 1;
+        if (v->log == NULL || (v->log_depth == 0 && v->log->cap < FM_ECAP)) {
+            uint32_t cap = v->log ? v->log->cap : 1;
             while ((Py_ssize_t)cap <= p && cap < FM_ECAP) cap <<= 1;
-            if (v->eroot == NULL) {
+            if (v->log == NULL) {
                 n = fm_node_new(FM_ELEAF, cap);
                 if (n == NULL) return NULL;
-            } else if (fm_node_refcnt(v->eroot) == 1) {
-                n = (fm_node *)PyMem_Realloc(v->eroot, sizeof(fm_node) + fm_payload(FM_ELEAF, cap));
+            } else if (fm_node_refcnt(v->log) == 1) {
+                n = (fm_node *)PyMem_Realloc(v->log, sizeof(fm_node) + fm_payload(FM_ELEAF, cap));
                 if (n == NULL) { PyErr_NoMemory(); return NULL; }
                 memset(fm_ents(n) + n->cap, 0, (cap - n->cap) * sizeof(fm_entry));
                 n->cap = (uint16_t)cap;
             } else {
                 if (fm_pending_reserve(pend, 1) < 0) return NULL;
-                n = fm_node_clone(v->eroot, cap);
+                n = fm_node_clone(v->log, cap);
                 if (n == NULL) return NULL;
-                fm_pending_push_node(pend, v->eroot);
+                fm_pending_push_node(pend, v->log);
             }
-            v->eroot = n;
+            v->log = n;
         } else {
             n = fm_node_new(FM_INNER, FM_FAN);
             if (n == NULL) return NULL;
-            fm_kids(n)[0] = v->eroot;       /* the version's reference moves down */
-            n->live = v->eroot->live;
-            v->eroot = n;
-            v->edepth++;
+            fm_kids(n)[0] = v->log;       /* the version's reference moves down */
+            n->live = v->log->live;
+            v->log = n;
+            v->log_depth++;
         }
     }
-    slot = &v->eroot;
-    for (d = v->edepth; ; d--) {
+    slot = &v->log;
+    for (d = v->log_depth; ; d--) {
         if (*slot == NULL) {
             n = fm_node_new(d ? FM_INNER : FM_ELEAF, d ? FM_FAN : FM_ECAP);
             if (n == NULL) return NULL;
@@ -532,8 +561,31 @@ static Py_NO_INLINE int32_t *fm_islot_writable_slow(fm_node **root, int depth, s
 }
 /* A slot as fm_probe / fm_slot_of report it (>= 0: index, <= -2: old index), writable. */
 static int32_t *fm_slot_writable(fm_ver *v, Py_ssize_t slot, fm_pending *pend) {
-    if (slot >= 0) return fm_islot_writable(&v->iroot, v->idepth, (size_t)slot, pend);
-    return fm_islot_writable(&v->oroot, v->odepth, (size_t)(-2 - slot), pend);
+    if (slot >= 0) return fm_islot_writable(&v->idx, v->idx_depth, (size_t)slot, pend);
+    return fm_islot_writable(&v->old_idx, v->old_depth, (size_t)(-2 - slot), pend);
+}
+
+/* ---- writing records and slots (the caller made them writable) ---- */
+/* Point slot *s of the (new) index at log position pos, whose key hashes to h: a free
+   slot (EMPTY or DUMMY) for a record it does not index yet, or the record's own slot
+   when a migration moves it. */
+FM_HOT void fm_index_put(fm_ver *v, int32_t *s, Py_hash_t h, Py_ssize_t pos) {
+    FM_ASSERT(pos >= 0 && pos < v->n && (size_t)pos < v->idmask);
+    if (*s == FM_SLOT_EMPTY) v->fill++;
+    *s = fm_slot(h, v->idmask, pos);
+}
+/* Append the record {h, key, value} at log position v->n: e is that position's
+   writable record (a hole), s the free slot of the (new) index it goes to.  The
+   record takes the caller's references to key and value; the log tree's live counts
+   on its path are the caller's (fm_live_add, at once or for a page of appends). */
+FM_HOT void fm_append(fm_ver *v, fm_entry *e, int32_t *s, Py_hash_t h, PyObject *key,
+                      PyObject *value) {
+    FM_ASSERT(e->key == NULL && e->value == NULL);
+    FM_ASSERT(*s == FM_SLOT_EMPTY || *s == FM_SLOT_DUMMY);
+    e->hash = h; e->key = key; e->value = value;
+    v->n++;
+    v->live++;
+    fm_index_put(v, s, h, v->n - 1);
 }
 
 /* ---- tuning (tests: _set_tuning) and counters ---- */
@@ -588,10 +640,10 @@ static int fm_index_new(size_t nslots, fm_node **root, int *depth) {
 /* Replace the log page holding positions [p, p + FM_ECAP) (all holes) by the shared
    hole page, freeing it (it is copied back if the compaction cursor reaches it). */
 static int fm_drop_page(fm_ver *v, Py_ssize_t p, fm_pending *pend) {
-    fm_node **slot = &v->eroot, *n;
+    fm_node **slot = &v->log, *n;
     int d;
-    if (v->edepth == 0) return 0;
-    for (d = v->edepth; d > 0; d--) {
+    if (v->log_depth == 0) return 0;
+    for (d = v->log_depth; d > 0; d--) {
         n = fm_own(slot, pend);
         if (n == NULL) return -1;
         slot = &fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
@@ -607,21 +659,23 @@ static int fm_drop_page(fm_ver *v, Py_ssize_t p, fm_pending *pend) {
 /* Add delta to the live counts on the path to log position p (a record there was
    just filled or emptied; the path is private: fm_entry_writable(v, p) was called). */
 static void fm_live_add(fm_ver *v, Py_ssize_t p, int delta) {
-    fm_node *n = v->eroot;
+    fm_node *n = v->log;
     int d;
-    for (d = v->edepth; ; d--) {
+    for (d = v->log_depth; ; d--) {
+        FM_ASSERT(fm_node_refcnt(n) == 1 && n->kind == (d ? FM_INNER : FM_ELEAF));
+        FM_ASSERT(delta >= 0 || n->live >= (uint32_t)-delta);
         n->live += (uint32_t)delta;
         if (d == 0) return;
         n = fm_kids(n)[((size_t)p >> (FM_EBITS + FM_FBITS * (d - 1))) & (FM_FAN - 1)];
     }
 }
-/* The position of the last live record (v->count > 0): one descent guided by the live
+/* The position of the last live record (v->live > 0): one descent guided by the live
    counts, at most FM_FAN children or records read per level. */
 static Py_ssize_t fm_last_live(const fm_ver *v) {
-    fm_node *n = v->eroot;
+    fm_node *n = v->log;
     size_t base = 0;
     int d, c;
-    for (d = v->edepth; d > 0; d--) {
+    for (d = v->log_depth; d > 0; d--) {
         fm_node *k = NULL;
         for (c = FM_FAN - 1; c > 0; c--) {
             k = fm_kids(n)[c];
@@ -638,13 +692,14 @@ static Py_ssize_t fm_last_live(const fm_ver *v) {
    record: popitem is LIFO).  O(log n) whatever the number of holes (a migration's gap
    included): the live counts of the log tree lead to the last live record. */
 static void fm_trim(fm_ver *v) {
-    if (v->elen > 0 && fm_entry_at(v, v->elen - 1)->key == NULL)
-        v->elen = (v->eroot != NULL && v->eroot->live > 0) ? fm_last_live(v) + 1 : 0;
-    if (v->oroot != NULL) {
-        if (v->mr > v->elen) v->mr = v->elen;
-        if (v->mw > v->mr) v->mw = v->mr;
-        if (v->mend > v->elen) v->mend = v->elen;
+    if (v->n > 0 && fm_entry_at(v, v->n - 1)->key == NULL)
+        v->n = (v->log != NULL && v->log->live > 0) ? fm_last_live(v) + 1 : 0;
+    if (v->old_idx != NULL) {
+        if (v->mig_r > v->n) v->mig_r = v->n;
+        if (v->mig_w > v->mig_r) v->mig_w = v->mig_r;
+        if (v->old_end > v->n) v->old_end = v->n;
     }
+    FM_ASSERT_VER(v);
 }
 
 /* ---- incremental teardown of dropped indexes.  An old index dropped at the end of
@@ -721,20 +776,21 @@ static void fm_sf_run(void) {
    can be retried.  No user code runs: stored hashes are used, records are moved
    (references change place, no incref/decref). */
 static int fm_migrate(fm_ver *v, Py_ssize_t budget, fm_pending *pend) {
-    while (v->oroot != NULL) {
-        Py_ssize_t r = v->mr, w = v->mw, si;
+    while (v->old_idx != NULL) {
+        Py_ssize_t r = v->mig_r, w = v->mig_w, si;
         fm_entry *e, *src, *dst = NULL;
         int32_t *s;
-        if (r >= v->elen || (r >= v->mend && w == r)) {
-            /* done: [w, elen) is the gap (or empty) */
-            fm_sf_release(v->oroot);        /* torn down over later writes */
-            if (w < r) v->elen = w;
-            v->oroot = NULL; v->omask = 0; v->odepth = 0; v->opmask = 0;
-            v->mw = v->mr = v->mend = 0;
+        if (r >= v->n || (r >= v->old_end && w == r)) {
+            /* done: [w, n) is the gap (or empty) */
+            fm_sf_release(v->old_idx);        /* torn down over later writes */
+            if (w < r) v->n = w;
+            v->old_idx = NULL; v->old_mask = 0; v->old_depth = 0; v->old_idmask = 0;
+            v->mig_w = v->mig_r = v->old_end = 0;
             fm_trim(v);
             return 0;
         }
         if (budget-- <= 0) return 0;
+        FM_ASSERT(0 <= w && w <= r && r < v->n && v->old_end <= v->n);
         e = fm_entry_at(v, r);
         if (e->key != NULL) {
             if (w < r) {
@@ -743,15 +799,15 @@ static int fm_migrate(fm_ver *v, Py_ssize_t budget, fm_pending *pend) {
                 src = fm_entry_writable(v, r, pend);
                 if (src == NULL) return -1;
             } else src = e;
-            if (r < v->mend) si = fm_free_slot(v, src->hash);
+            if (r < v->old_end) si = fm_free_slot(v, src->hash);
             else {
-                si = fm_islot_of(v->iroot, v->idepth, v->imask, v->ipmask, src->hash, r);
+                si = fm_islot_of(v->idx, v->idx_depth, v->mask, v->idmask, src->hash, r);
                 if (si < 0) {
                     PyErr_SetString(PyExc_SystemError, "SnapshotMap: migration lost a record");
                     return -1;
                 }
             }
-            s = fm_islot_writable(&v->iroot, v->idepth, (size_t)si, pend);
+            s = fm_islot_writable(&v->idx, v->idx_depth, (size_t)si, pend);
             if (s == NULL) return -1;
             if (dst != NULL) {
                 *dst = *src;
@@ -759,13 +815,12 @@ static int fm_migrate(fm_ver *v, Py_ssize_t budget, fm_pending *pend) {
                 fm_live_add(v, w, 1);
                 fm_live_add(v, r, -1);
             }
-            if (*s == FM_EMPTY) v->fill++;
-            *s = (int32_t)(fm_stag(dst != NULL ? dst->hash : src->hash, v->ipmask) | (uint32_t)w);
-            v->mw = w + 1;
+            fm_index_put(v, s, dst != NULL ? dst->hash : src->hash, w);
+            v->mig_w = w + 1;
         }
-        v->mr = r + 1;
-        if ((v->mr & (FM_ECAP - 1)) == 0 && v->mr - FM_ECAP >= v->mw &&
-                fm_drop_page(v, v->mr - FM_ECAP, pend) < 0)
+        v->mig_r = r + 1;
+        if ((v->mig_r & (FM_ECAP - 1)) == 0 && v->mig_r - FM_ECAP >= v->mig_w &&
+                fm_drop_page(v, v->mig_r - FM_ECAP, pend) < 0)
             PyErr_Clear();          /* only memory: the page stays */
     }
     return 0;
@@ -780,27 +835,27 @@ static inline size_t fm_nslots_for(Py_ssize_t n, int factor_x2) {
    insert per write the migration can take (each write advances it fm_t_step
    positions and appends at most one), and for growth at least 3x the live count. */
 static size_t fm_nslots_mig(const fm_ver *v, int grow) {
-    Py_ssize_t during = (v->elen + 2) / (fm_t_step - 1) + 2;
-    size_t a = fm_nslots_for(v->count + during + 1, 3);
+    Py_ssize_t during = (v->n + 2) / (fm_t_step - 1) + 2;
+    size_t a = fm_nslots_for(v->live + during + 1, 3);
     if (grow) {
-        size_t b = fm_nslots_for(v->count + 1, 6);
+        size_t b = fm_nslots_for(v->live + 1, 6);
         if (b > a) a = b;
     }
     return a;
 }
-/* The position mask of a new index of nslots slots for a log of elen positions:
-   room for positions below max(2 * nslots, 2 * elen + 64, 256).  At rest the log
-   holds at most 2 * count + 32 positions (compaction starts beyond) and count <= 2/3
-   of the slots; a migration appends at most one position per write it lasts, and
-   fm_nslots_mig sizes its index for those writes too.  So the positions never reach
-   the mask's limit (fm_insert's safety valve would finish the migration if they
-   did), and the rest of the 31 bits carry the tag: 9 bits at 10^6 entries, more in
-   smaller maps. */
-static inline uint32_t fm_pmask_for(size_t nslots, Py_ssize_t elen) {
-    size_t want = nslots * 2, m = 255;
-    if ((size_t)elen * 2 + 64 > want) want = (size_t)elen * 2 + 64;
-    while (m + 1 < want && m < 0x7fffffffu) m = m * 2 + 1;
-    return (uint32_t)m;
+/* The position field (idmask, fm_common.h) of a new index of nslots slots for a log
+   of n positions: room for positions up to max(2 * nslots - 2, 2 * n + 62, 254), so
+   idmask + 1 >= max(2 * nslots, 2 * n + 64, 256).  At rest the log holds at most
+   2 * live + 32 positions (compaction starts beyond) and live <= 2/3 of the slots; a
+   migration appends at most one position per write it lasts, and fm_nslots_mig sizes
+   its index for those writes too.  So the positions never reach the field's limit
+   (fm_insert's safety valve would finish the migration if they did), and the rest of
+   the 31 bits carry the tag: 9 bits at 10^6 entries, more in smaller maps. */
+static inline uint32_t fm_idmask_for(size_t nslots, Py_ssize_t n) {
+    Py_ssize_t max_pos = (Py_ssize_t)nslots * 2 - 2;
+    if (n * 2 + 62 > max_pos) max_pos = n * 2 + 62;
+    if (max_pos < 254) max_pos = 254;
+    return fm_posmask_for(max_pos);
 }
 /* Start a migration to a new index of nslots slots (no migration running).  Logs of
    at most fm_t_sync_below positions are migrated at once. */
@@ -808,46 +863,48 @@ static int fm_mig_start(fm_ver *v, size_t nslots, fm_pending *pend) {
     fm_node *root;
     int depth;
     if (fm_index_new(nslots, &root, &depth) < 0) return -1;
-    if (v->iroot == NULL) {             /* empty version: nothing to migrate */
-        v->iroot = root; v->idepth = depth; v->imask = nslots - 1; v->fill = 0;
-        v->ipmask = fm_pmask_for(nslots, v->elen);
+    if (v->idx == NULL) {             /* empty version: nothing to migrate */
+        v->idx = root; v->idx_depth = depth; v->mask = nslots - 1; v->fill = 0;
+        v->idmask = fm_idmask_for(nslots, v->n);
         return 0;
     }
-    v->oroot = v->iroot; v->odepth = v->idepth; v->omask = v->imask;
-    v->opmask = v->ipmask;
-    v->iroot = root; v->idepth = depth; v->imask = nslots - 1; v->fill = 0;
-    v->ipmask = fm_pmask_for(nslots, v->elen);
-    v->mw = v->mr = 0; v->mend = v->elen;
-    if (v->elen <= fm_t_sync_below) return fm_migrate(v, PY_SSIZE_T_MAX, pend);
+    v->old_idx = v->idx; v->old_depth = v->idx_depth; v->old_mask = v->mask;
+    v->old_idmask = v->idmask;
+    v->idx = root; v->idx_depth = depth; v->mask = nslots - 1; v->fill = 0;
+    v->idmask = fm_idmask_for(nslots, v->n);
+    v->mig_w = v->mig_r = 0; v->old_end = v->n;
+    if (v->n <= fm_t_sync_below) return fm_migrate(v, PY_SSIZE_T_MAX, pend);
     return 0;
 }
 /* A whole rebuild now, compacting the log (bulk operations only: their cost is
    proportional to their own size, see fm_reserve). */
 static int fm_rebuild(fm_ver *v, size_t nslots, fm_pending *pend) {
-    if (v->oroot != NULL && fm_migrate(v, PY_SSIZE_T_MAX, pend) < 0) return -1;
+    if (v->old_idx != NULL && fm_migrate(v, PY_SSIZE_T_MAX, pend) < 0) return -1;
     if (fm_mig_start(v, nslots, pend) < 0) return -1;
     return fm_migrate(v, PY_SSIZE_T_MAX, pend);
 }
 static inline int fm_needs_compaction(const fm_ver *v) {
-    return v->elen - v->count > 32 && v->elen - v->count > v->count;
+    return v->n - v->live > 32 && v->n - v->live > v->live;
 }
 /* After every write: advance the running migration; start a compacting one when holes
    outnumber live records.  An optimisation only: errors are swallowed (retried by the
    next write), v stays consistent. */
 static void fm_maintain(fm_ver *v, fm_pending *pend) {
+    FM_ASSERT_VER(v);
     fm_sf_run();
-    if (v->oroot != NULL && fm_migrate(v, fm_t_step, pend) < 0) { PyErr_Clear(); return; }
-    if (v->oroot == NULL && v->count > 0 && fm_needs_compaction(v) &&
+    if (v->old_idx != NULL && fm_migrate(v, fm_t_step, pend) < 0) { PyErr_Clear(); return; }
+    if (v->old_idx == NULL && v->live > 0 && fm_needs_compaction(v) &&
             fm_mig_start(v, fm_nslots_mig(v, 0), pend) < 0)
         PyErr_Clear();
+    FM_ASSERT_VER(v);
 }
-/* Make room for n more inserts (bulk operations).  A rebuild here costs O(count + n),
-   so it is done only when n is at least half the live count; smaller bulk writes
+/* Make room for k more inserts (bulk operations).  A rebuild here costs O(live + k),
+   so it is done only when k is at least half the live count; smaller bulk writes
    insert one by one and migrate incrementally like single-key writes. */
-static int fm_reserve(fm_ver *v, Py_ssize_t n, fm_pending *pend) {
-    if (v->iroot != NULL && (size_t)(v->fill + n) * 3 <= (v->imask + 1) * 2) return 0;
-    if (v->iroot != NULL && n * 2 < v->count) return 0;
-    return fm_rebuild(v, fm_nslots_for(v->count + n, 3), pend);
+static int fm_reserve(fm_ver *v, Py_ssize_t k, fm_pending *pend) {
+    if (v->idx != NULL && (size_t)(v->fill + k) * 3 <= (v->mask + 1) * 2) return 0;
+    if (v->idx != NULL && k * 2 < v->live) return 0;
+    return fm_rebuild(v, fm_nslots_for(v->live + k, 3), pend);
 }
 
 /* ---- the three mutations (v held exclusively; no user code runs; v's content is
@@ -861,48 +918,45 @@ static int fm_set_value(fm_ver *v, Py_ssize_t pos, PyObject *value, fm_pending *
     fm_maintain(v, pend);
     return 0;
 }
-/* Append key (absent; freeslot from fm_probe) at the end of the log. */
+/* Append key (absent; freeslot from fm_probe) at the end of the log.  The record goes
+   to position n, whose slot holds n + 1: the index's position field must exceed n. */
 static int fm_insert(fm_ver *v, Py_hash_t h, PyObject *key, PyObject *value,
                      Py_ssize_t freeslot, fm_pending *pend) {
     fm_entry *e;
     int32_t *s;
-    if (v->elen >= FM_MAX_LEN) {
+    if (v->n >= FM_MAX_LEN) {
         PyErr_SetString(PyExc_OverflowError, "SnapshotMap: too many entries");
         return -1;
     }
-    if (v->iroot == NULL || freeslot < 0 ||
-            (*fm_slot_at(v, (size_t)freeslot) == FM_EMPTY &&
-             (size_t)(v->fill + 1) * 3 > (v->imask + 1) * 2) ||
-            (size_t)v->elen > v->ipmask) {
-        int tripped = v->oroot != NULL || (v->iroot != NULL && (size_t)v->elen > v->ipmask);
+    if (v->idx == NULL || freeslot < 0 ||
+            (*fm_slot_at(v, (size_t)freeslot) == FM_SLOT_EMPTY &&
+             (size_t)(v->fill + 1) * 3 > (v->mask + 1) * 2) ||
+            (size_t)v->n >= v->idmask) {
+        int tripped = v->old_idx != NULL || (v->idx != NULL && (size_t)v->n >= v->idmask);
         if (tripped) fm_forced++;     /* counted once per insert */
-        if (v->oroot != NULL) {
+        if (v->old_idx != NULL) {
             /* the new index filled up, or the log outgrew its position field, before
                the migration ended: cannot happen with fm_nslots_mig's and
-               fm_pmask_for's sizing; finish it now rather than fail */
+               fm_idmask_for's sizing; finish it now rather than fail */
             if (fm_migrate(v, PY_SSIZE_T_MAX, pend) < 0) return -1;
         }
-        if (v->iroot == NULL || (size_t)(v->fill + 1) * 3 > (v->imask + 1) * 2) {
+        if (v->idx == NULL || (size_t)(v->fill + 1) * 3 > (v->mask + 1) * 2) {
             if (fm_mig_start(v, fm_nslots_mig(v, 1), pend) < 0) return -1;
-        } else if ((size_t)v->elen > v->ipmask) {
+        } else if ((size_t)v->n >= v->idmask) {
             /* at rest, the log outgrew the position field (compaction sizing makes
                this impossible): a compacting migration to an index sized for it */
             if (fm_mig_start(v, fm_nslots_mig(v, 0), pend) < 0) return -1;
         }
         freeslot = fm_free_slot(v, h);
     }
-    e = fm_entry_writable(v, v->elen, pend);
+    FM_ASSERT(freeslot >= 0 && (size_t)v->n < v->idmask);
+    e = fm_entry_writable(v, v->n, pend);
     if (e == NULL) return -1;
-    s = fm_slot_writable(v, freeslot, pend);
+    s = fm_islot_writable(&v->idx, v->idx_depth, (size_t)freeslot, pend);
     if (s == NULL) return -1;
-    e->hash = h;
-    Py_INCREF(key); e->key = key;
-    fm_live_add(v, v->elen, 1);
-    Py_INCREF(value); e->value = value;
-    if (*s == FM_EMPTY) v->fill++;
-    *s = (int32_t)(fm_stag(h, v->ipmask) | (uint32_t)v->elen);
-    v->elen++;
-    v->count++;
+    fm_live_add(v, v->n, 1);
+    Py_INCREF(key); Py_INCREF(value);
+    fm_append(v, e, s, h, key, value);
     fm_maintain(v, pend);
     return 0;
 }
@@ -916,9 +970,10 @@ static int fm_delete(fm_ver *v, Py_ssize_t pos, Py_ssize_t slot, fm_pending *pen
     fm_pending_push_obj(pend, e->value);
     e->key = NULL; e->value = NULL; e->hash = 0;
     fm_live_add(v, pos, -1);
-    *s = FM_DUMMY;
-    v->count--;
-    if (v->count == 0) return fm_ver_release(v, pend);     /* reserved above */
+    FM_ASSERT(*s > 0);
+    *s = FM_SLOT_DUMMY;
+    v->live--;
+    if (v->live == 0) return fm_ver_release(v, pend);     /* reserved above */
     fm_trim(v);
     fm_maintain(v, pend);
     return 0;
@@ -1043,9 +1098,9 @@ static int fm_family_visit(fm_family *f, visitproc visit, void *arg) {
     int r = 0;
     fm_spin_lock(&f->spin);
     for (m = f->head; m != NULL && r == 0; m = m->next)
-        r = fm_visit_shared(m->ver->eroot, 0, visit, arg);
+        r = fm_visit_shared(m->ver->log, 0, visit, arg);
     for (m = f->head; m != NULL; m = m->next)
-        fm_unmark_shared(m->ver->eroot, 0);
+        fm_unmark_shared(m->ver->log, 0);
     fm_spin_unlock(&f->spin);
     return r;
 }
@@ -1137,14 +1192,15 @@ static int fm_buf_from_dict(fm_buf *b, PyObject *d) {
 #endif
     return r;
 }
-/* Can fm_bulk_store take n items into v in one pass: no migration running, and room
-   in the index (load <= 2/3) and in its position field for n appends? */
-static inline int fm_bulk_fits(const fm_ver *v, Py_ssize_t n) {
-    return v->oroot == NULL && v->iroot != NULL &&
-           (size_t)(v->fill + n) * 3 <= (v->imask + 1) * 2 &&
-           (size_t)(v->elen + n) <= (size_t)v->ipmask;
+/* Can fm_bulk_store take k items into v in one pass: no migration running, and room
+   in the index (load <= 2/3) and in its position field for k appends (the last at
+   position n + k - 1, whose slot holds n + k)? */
+static inline int fm_bulk_fits(const fm_ver *v, Py_ssize_t k) {
+    return v->old_idx == NULL && v->idx != NULL &&
+           (size_t)(v->fill + k) * 3 <= (v->mask + 1) * 2 &&
+           (size_t)(v->n + k) <= (size_t)v->idmask;
 }
-/* Store items[0..n) into the private version v (fm_bulk_fits(v, n) holds), in order.
+/* Store items[0..k) into the private version v (fm_bulk_fits(v, k) holds), in order.
    The first `distinct` items are known to be absent from v and distinct from one
    another (v was empty and they came from one dict or version with no user code
    run since): they are appended without a lookup.  The others are looked up (a
@@ -1154,12 +1210,13 @@ static inline int fm_bulk_fits(const fm_ver *v, Py_ssize_t n) {
    a valid version holding the items before the failing one.  *changed is set when
    anything was stored.  The references of the items stored move from the array to
    v (the array's slot is cleared: no incref now, no decref later). */
-static int fm_bulk_store(fm_ver *v, fm_entry *items, Py_ssize_t n,
+static int fm_bulk_store(fm_ver *v, fm_entry *items, Py_ssize_t k,
                          Py_ssize_t distinct, fm_pending *pend, int *changed) {
     fm_entry *leaf = NULL;
     Py_ssize_t i, base = 0, end = 0, unlive = 0, lpos = 0;
     int r = 0;
-    for (i = 0; i < n; i++) {
+    FM_ASSERT(fm_bulk_fits(v, k));
+    for (i = 0; i < k; i++) {
         fm_entry *it = items + i;
         Py_ssize_t pos, slot, fs, p;
         fm_entry *e;
@@ -1183,7 +1240,7 @@ static int fm_bulk_store(fm_ver *v, fm_entry *items, Py_ssize_t n,
             }
             if (fs < 0) fs = fm_free_slot(v, it->hash);
         } else fs = fm_free_slot(v, it->hash);
-        p = v->elen;
+        p = v->n;
         if (leaf == NULL || p >= end) {
             if (unlive) { fm_live_add(v, lpos, (int)unlive); unlive = 0; }
             e = fm_entry_writable(v, p, pend);
@@ -1192,16 +1249,10 @@ static int fm_bulk_store(fm_ver *v, fm_entry *items, Py_ssize_t n,
             base = p - (p & (FM_ECAP - 1));
             end = base + (Py_ssize_t)(((fm_node *)leaf) - 1)->cap;
         }
-        s = fm_islot_writable(&v->iroot, v->idepth, (size_t)fs, pend);
+        s = fm_islot_writable(&v->idx, v->idx_depth, (size_t)fs, pend);
         if (s == NULL) { r = -1; break; }
-        e = leaf + (p - base);
-        e->hash = it->hash;
-        e->key = it->key; e->value = it->value;     /* the references move */
-        it->key = NULL; it->value = NULL;
-        if (*s == FM_EMPTY) v->fill++;
-        *s = (int32_t)(fm_stag(it->hash, v->ipmask) | (uint32_t)p);
-        v->elen++;
-        v->count++;
+        fm_append(v, leaf + (p - base), s, it->hash, it->key, it->value);
+        it->key = NULL; it->value = NULL;           /* the references moved */
         lpos = p;
         unlive++;
         *changed = 1;

@@ -14,22 +14,22 @@ cdef extern from "fm_snapshot.h":
         PyObject* key
         PyObject* value
     ctypedef struct fm_ver:
-        fm_node* eroot
-        fm_node* iroot
-        Py_ssize_t elen
-        Py_ssize_t count
+        fm_node* log
+        fm_node* idx
+        Py_ssize_t n
+        Py_ssize_t live
         Py_ssize_t fill
-        size_t imask
-        int edepth
-        int idepth
-        fm_node* oroot
-        size_t omask
-        int odepth
-        Py_ssize_t mw
-        Py_ssize_t mr
-        Py_ssize_t mend
-        uint32_t ipmask
-        uint32_t opmask
+        size_t mask
+        uint32_t idmask
+        int log_depth
+        int idx_depth
+        fm_node* old_idx
+        size_t old_mask
+        uint32_t old_idmask
+        int old_depth
+        Py_ssize_t mig_w
+        Py_ssize_t mig_r
+        Py_ssize_t old_end
     ctypedef struct fm_pending:
         Py_ssize_t n
 
@@ -39,15 +39,12 @@ cdef extern from "fm_snapshot.h":
     int FM_ICAP
     int FM_FBITS
     int FM_FAN
-    int FM_EMPTY
-    int FM_DUMMY
     int FM_INNER
     int FM_ELEAF
     int FM_ILEAF
     fm_node** fm_kids(fm_node*) nogil
     fm_entry* fm_ents(fm_node*) nogil
     int32_t* fm_slots(fm_node*) nogil
-    uint32_t fm_stag(Py_hash_t, uint32_t) nogil
     fm_node* fm_ileaf_at(fm_node*, int, size_t) nogil
     void fm_node_incref(fm_node*) nogil
     Py_ssize_t fm_node_refcnt(fm_node*) nogil
