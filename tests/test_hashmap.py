@@ -10,7 +10,8 @@ import types
 import pytest
 
 from fastmaps import HashMap
-from fastmaps._hashmap import _set_tuning
+
+from ._tuning import tuned
 
 
 def pairs(n, start=0):
@@ -463,8 +464,7 @@ def test_inserts_during_a_shrink_from_a_long_log_fit_the_new_index():
     # A shrinking migration starts with a small index while ids up to the old log length
     # are still in use; inserts made while it runs append ids past that length. Every slot
     # must hold its id (and tag) exactly, with no forced finish.
-    prev = _set_tuning(sync_below=0)
-    try:
+    with tuned("default", hashmap=dict(sync_below=0)):
         m = HashMap.fromkeys(range(20000), 0)
         k = 0
         while True:
@@ -481,8 +481,6 @@ def test_inserts_during_a_shrink_from_a_long_log_fit_the_new_index():
         m._check()
         assert m._progress()[3] == 0
         assert list(m) == list(range(k, 20000)) + list(range(100000, 103000))
-    finally:
-        _set_tuning(**prev)
 
 
 def test_reentrant_clear_keep_capacity_keeps_the_capacity():
@@ -505,8 +503,7 @@ def test_reentrant_clear_keep_capacity_keeps_the_capacity():
 
 
 def test_capacity_during_a_migration_is_a_promise():
-    prev = _set_tuning(sync_below=0)
-    try:
+    with tuned("default", hashmap=dict(sync_below=0)):
         for n in (5000, 20000):
             m = HashMap()
             i = 0
@@ -522,8 +519,6 @@ def test_capacity_during_a_migration_is_a_promise():
                 i += 1
             m._check()
             assert m._progress()[2] == started
-    finally:
-        _set_tuning(**prev)
 
 
 def test_reverse_iteration_stays_exact_while_updates_move_entries():

@@ -44,16 +44,10 @@ class BadEq:
         raise Exc("eq")
 
 
-@pytest.fixture(params=["default", "migrating"])
-def mk(request):
+@pytest.fixture
+def mk(tuning):
     """Factory of maps, once with default tuning and once with migrations always running."""
-    from fastmaps import _hashmap
-    prev = None
-    if request.param == "migrating":
-        prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2)
-    yield HashMap
-    if prev:
-        _hashmap._set_tuning(**prev)
+    return HashMap
 
 
 def test_all_colliding_hashes_behave_like_dict(mk):

@@ -10,7 +10,8 @@ import textwrap
 import pytest
 
 from fastmaps import HashMap
-from fastmaps import _hashmap
+
+from ._tuning import tuned
 
 
 def run_isolated(code):
@@ -237,42 +238,35 @@ class Endless(Exception):
     pass
 
 
-@pytest.mark.parametrize("tuning", ["default", "migrating"])
 @pytest.mark.parametrize("cls", [dict, HashMap])
 def test_eq_that_writes_and_pops_does_not_keep_a_lookup_going(cls, tuning):
     # every comparison inserts and pops: dict's lookup goes on past such changes; HashMap
     # restarted after every popitem, so the lookup never ended
-    prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2) if tuning != "default" \
-        else None
-    try:
-        m = cls()
-        calls = [0]
+    m = cls()
+    calls = [0]
 
-        class K:
-            def __hash__(self):
-                return 7
+    class K:
+        def __hash__(self):
+            return 7
 
-            def __eq__(self, other):
-                calls[0] += 1
-                if calls[0] > 10_000:
-                    raise Endless
-                m[("pad", calls[0] % 5)] = 0
-                m.popitem()
-                return False
+        def __eq__(self, other):
+            calls[0] += 1
+            if calls[0] > 10_000:
+                raise Endless
+            m[("pad", calls[0] % 5)] = 0
+            m.popitem()
+            return False
 
-        for i in range(50):
-            m[i] = i
-        m[K()] = 1
-        probe = K()
-        assert (probe in m) is False
-        assert m.get(probe, "absent") == "absent"
-        m[probe] = 2
-        assert m[probe] == 2
-        if cls is HashMap:
-            m._check()
-    finally:
-        if prev:
-            _hashmap._set_tuning(**prev)
+    for i in range(50):
+        m[i] = i
+    m[K()] = 1
+    probe = K()
+    assert (probe in m) is False
+    assert m.get(probe, "absent") == "absent"
+    m[probe] = 2
+    assert m[probe] == 2
+    if cls is HashMap:
+        m._check()
 
 
 def test_clear_survives_a_refill_by_layout_copy_from_other_segments():
@@ -280,11 +274,8 @@ def test_clear_survives_a_refill_by_layout_copy_from_other_segments():
     # whose segments have another size (the layout copy takes the source's geometry); the
     # rest of the clear loop must go on with the old map's geometry (it used to index the
     # old segments with the new shift: a segfault).
-    prev = _hashmap._set_tuning(seg_shift=2)
-    try:
+    with tuned("default", hashmap=dict(seg_shift=2)):
         src = HashMap({i: i for i in range(50)})
-    finally:
-        _hashmap._set_tuning(**prev)
     for keep in (False, True):
         m = HashMap()
         fired = []

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from fastmaps import HashMap
-from fastmaps import _hashmap
 
 
 class Key:
@@ -196,14 +195,7 @@ class MapVsDictMigrating(MapVsDict):
     pass
 
 
-@pytest.fixture
-def _tiny_tuning():
-    prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2)
-    yield
-    _hashmap._set_tuning(**prev)
-
-
-@pytest.mark.usefixtures("_tiny_tuning")
+@pytest.mark.usefixtures("tiny")
 class TestMapVsDictMigrating(MapVsDictMigrating.TestCase):
     pass
 
@@ -212,17 +204,6 @@ class MapVsDictPrefaulting(MapVsDict):
     pass
 
 
-@pytest.fixture
-def _prefault_tuning():
-    # tiny tuning, and every index counts as large: migrations populate their new index
-    # a few bytes per write before their first step, and the next index is prepared and
-    # populated ahead of each migration
-    prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2, prefault_min=32,
-                                prefault_chunk=8, pre_every=1)
-    yield
-    _hashmap._set_tuning(**prev)
-
-
-@pytest.mark.usefixtures("_prefault_tuning")
+@pytest.mark.usefixtures("prefault")
 class TestMapVsDictPrefaulting(MapVsDictPrefaulting.TestCase):
     pass

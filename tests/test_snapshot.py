@@ -744,16 +744,6 @@ def test_deeply_nested_snapshots_dealloc():
 from fastmaps import _snapshot  # noqa: E402
 
 
-@pytest.fixture
-def tiny_tuning():
-    """Every migration runs incrementally, two log positions per write."""
-    prev = _snapshot._set_tuning(step=2, sync_below=0)
-    forced = _snapshot._forced_finishes()
-    yield
-    _snapshot._set_tuning(**prev)
-    assert _snapshot._forced_finishes() == forced      # the sizing never lets it fill up
-
-
 def test_set_tuning_validates_and_restores():
     prev = _snapshot._set_tuning()
     assert set(prev) == {"step", "sync_below"}
@@ -762,7 +752,7 @@ def test_set_tuning_validates_and_restores():
     assert _snapshot._set_tuning(**prev) == prev
 
 
-def test_growth_migrates_incrementally(tiny_tuning):
+def test_growth_migrates_incrementally(tiny):
     # inserts that cross the index's 2/3 fill start a migration; reads, snapshots and the
     # order stay exact while two indexes are in use
     m, d = SnapshotMap(), {}
@@ -784,7 +774,7 @@ def test_growth_migrates_incrementally(tiny_tuning):
         assert list(s.items()) == items
 
 
-def test_compaction_moves_records_incrementally(tiny_tuning):
+def test_compaction_moves_records_incrementally(tiny):
     # deleting the oldest keys (a FIFO) starts a compacting migration; updates, deletes,
     # popitem and re-inserts during it keep dict's order, and held snapshots never change
     m = SnapshotMap({i: i for i in range(4000)})
@@ -816,67 +806,55 @@ def test_compaction_moves_records_incrementally(tiny_tuning):
         assert list(s.items()) == items
 
 
-@pytest.mark.parametrize("tuning", ["default", "tiny"])
 def test_trim_of_a_long_run_of_trailing_holes(tuning):
     # deleting a long stretch at the end of the log but its last record, then that record:
     # the log is trimmed to the last live record (found through the pages' live counts),
     # popitem stays LIFO, and a snapshot taken before the trim keeps its contents
-    prev = _snapshot._set_tuning(step=2, sync_below=0) if tuning == "tiny" else None
-    try:
-        n = 5000
-        m = SnapshotMap({i: i for i in range(n)})
-        d = dict(m.snapshot().to_dict())
-        for i in range(0, n // 3, 2):                 # holes at the front as well
-            del m[i], d[i]
-        for i in range(n // 2, n - 1):
-            del m[i], d[i]
-        m._check(rehash=True)
-        held = m.snapshot()
-        held_items = list(d.items())
-        del m[n - 1], d[n - 1]
-        m._check(rehash=True)
-        for _ in range(50):
-            assert m.popitem() == d.popitem()
-        m[-1] = d[-1] = "new"                         # appended right after the trim point
-        assert list(m.items()) == list(d.items())
-        m._check(rehash=True)
-        held._check(rehash=True)
-        assert list(held.items()) == held_items
-    finally:
-        if prev is not None:
-            _snapshot._set_tuning(**prev)
+    n = 5000
+    m = SnapshotMap({i: i for i in range(n)})
+    d = dict(m.snapshot().to_dict())
+    for i in range(0, n // 3, 2):                 # holes at the front as well
+        del m[i], d[i]
+    for i in range(n // 2, n - 1):
+        del m[i], d[i]
+    m._check(rehash=True)
+    held = m.snapshot()
+    held_items = list(d.items())
+    del m[n - 1], d[n - 1]
+    m._check(rehash=True)
+    for _ in range(50):
+        assert m.popitem() == d.popitem()
+    m[-1] = d[-1] = "new"                         # appended right after the trim point
+    assert list(m.items()) == list(d.items())
+    m._check(rehash=True)
+    held._check(rehash=True)
+    assert list(held.items()) == held_items
 
 
-@pytest.mark.parametrize("tuning", ["default", "tiny"])
 @pytest.mark.parametrize("n", [1, 5, 300, 3000])
 def test_churn_keeps_log_positions_inside_the_slot_field(tuning, n):
     # index slots hold tag | log position, with a position field sized when the index
     # is made; one-key churn (the same key deleted and re-inserted) and FIFO churn (new
     # key in, oldest out) append forever at constant size: compaction must keep every
     # position inside the field without the insert's safety valve (a forced finish)
-    prev = _snapshot._set_tuning(step=2, sync_below=0) if tuning == "tiny" else None
     forced = _snapshot._forced_finishes()
-    try:
-        d = {i: i for i in range(n)}
-        d[-1] = "churned"
-        m = SnapshotMap(d)
-        for i in range(6000):
-            del m[-1], d[-1]                  # re-inserted at once: never the oldest
-            m[-1] = d[-1] = i
-            m[n + i] = d[n + i] = i
-            oldest = next(iter(d))
-            del m[oldest], d[oldest]
-            if i % 397 == 0:
-                m._check(rehash=True)
-        m._check(rehash=True)
-        assert list(m.items()) == list(d.items())
-        assert _snapshot._forced_finishes() == forced
-    finally:
-        if prev is not None:
-            _snapshot._set_tuning(**prev)
+    d = {i: i for i in range(n)}
+    d[-1] = "churned"
+    m = SnapshotMap(d)
+    for i in range(6000):
+        del m[-1], d[-1]                  # re-inserted at once: never the oldest
+        m[-1] = d[-1] = i
+        m[n + i] = d[n + i] = i
+        oldest = next(iter(d))
+        del m[oldest], d[oldest]
+        if i % 397 == 0:
+            m._check(rehash=True)
+    m._check(rehash=True)
+    assert list(m.items()) == list(d.items())
+    assert _snapshot._forced_finishes() == forced
 
 
-def test_popitem_empties_the_map_during_migration(tiny_tuning):
+def test_popitem_empties_the_map_during_migration(tiny):
     m = SnapshotMap({i: i for i in range(600)})
     d = dict.fromkeys(range(600))
     for i in [i for i in range(600) if i % 3]:
@@ -895,7 +873,7 @@ def test_popitem_empties_the_map_during_migration(tiny_tuning):
     assert list(m.items()) == [(1, 1)]
 
 
-def test_batch_and_update_during_migration(tiny_tuning):
+def test_batch_and_update_during_migration(tiny):
     m = SnapshotMap({i: i for i in range(2000)})
     for i in range(1200):
         del m[i]
@@ -915,7 +893,7 @@ def test_batch_and_update_during_migration(tiny_tuning):
     assert list(m.items()) == list(d.items())
 
 
-def test_hostile_eq_during_migration(tiny_tuning):
+def test_hostile_eq_during_migration(tiny):
     # a raising __eq__ met in the old index leaves the map unchanged; a re-entrant write
     # is refused as before
     state = {"mode": None}

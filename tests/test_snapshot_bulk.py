@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from fastmaps import Snapshot, SnapshotMap, _snapshot
+from fastmaps import Snapshot, SnapshotMap
+
+from ._tuning import tuned
 
 
 def _items(m):
@@ -314,8 +316,7 @@ def test_batch_update_uses_the_same_rules():
 
 
 def test_bulk_update_during_a_migration_and_under_tiny_tuning():
-    prev = _snapshot._set_tuning(step=2, sync_below=4)
-    try:
+    with tuned("tiny", snapshot=dict(sync_below=4)):
         m = SnapshotMap()
         d = {}
         for i in range(0, 3000, 37):
@@ -327,5 +328,3 @@ def test_bulk_update_during_a_migration_and_under_tiny_tuning():
                 del d[j]
             assert _items(m) == list(d.items())
         m._check(rehash=True)
-    finally:
-        _snapshot._set_tuning(**prev)

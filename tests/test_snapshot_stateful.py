@@ -7,7 +7,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import pytest
 
-from fastmaps import Snapshot, SnapshotMap, _snapshot
+from fastmaps import Snapshot, SnapshotMap
 
 
 class CKey:
@@ -246,15 +246,6 @@ class MigratingMachine(SnapshotMapMachine):
     so that lookups, writes, batches and snapshots meet the old index and the gap."""
 
 
-@pytest.fixture
-def _tiny_tuning():
-    prev = _snapshot._set_tuning(step=2, sync_below=0)
-    forced = _snapshot._forced_finishes()
-    yield
-    _snapshot._set_tuning(**prev)
-    assert _snapshot._forced_finishes() == forced
-
-
-@pytest.mark.usefixtures("_tiny_tuning")
+@pytest.mark.usefixtures("tiny")
 class TestSnapshotMapMigrating(MigratingMachine.TestCase):
     pass
