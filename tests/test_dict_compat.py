@@ -619,11 +619,18 @@ def test_views_ignore_subclass_overrides(mapping_cls):
 
 def test_view_types_cannot_be_made_by_hand(mapping_cls):
     m = mapping_cls(a=1)
-    for view in (m.keys(), m.values(), m.items()):
+    for view, dview in zip((m.keys(), m.values(), m.items()), ({}.keys(), {}.values(),
+                                                             {}.items())):
         V = type(view)
         for arg in (None, {"a": 1}):
-            with pytest.raises(TypeError):
-                list(V(arg))
+            assert outcome(type(dview), arg)[0] is TypeError
+            if mapping_cls is HashMap:
+                assert outcome(V, arg)[0] is TypeError
+            else:
+                # (not documented; noted in the issue-12 report) SnapshotMap's views are
+                # collections.abc classes: made over anything, the first use raises
+                with pytest.raises(TypeError):
+                    list(V(arg))
 
 
 # ---------------------------------------------------------------- equality and operators
@@ -691,21 +698,6 @@ def test_or_and_ior(mapping_cls):
         c |= 5
     assert outcome(ior, m2)[0] is outcome(ior, d2)[0] is TypeError
     assert type(SUBCLASS[mapping_cls](a) | b) is mapping_cls      # as dict: a plain one
-
-
-class NoisyDict(dict):
-    calls = []
-
-    def copy(self):
-        self.calls.append("copy")
-        return {}
-
-    def update(self, *args, **kwargs):
-        self.calls.append("update")
-
-    def keys(self):
-        self.calls.append("keys")
-        return super().keys()
 
 
 def noisy(base):
@@ -843,14 +835,14 @@ def lying_len(base):
 def test_construction_and_update_read_the_true_size(mapping_cls, base, length):
     src = lying_len(base)({"a": 1}, length=length)
     assert dict(src) == {"a": 1}            # dict never calls __len__ here
-    m = mapping_cls(src)
-    assert m == {"a": 1}
-    m = mapping_cls()
-    m.update(src)
-    assert m == {"a": 1}
-    check(m)
-    if mapping_cls is HashMap:
-        assert m.capacity < 100             # not presized from the lie
+    built = mapping_cls(src)
+    updated = mapping_cls()
+    updated.update(src)
+    for m in (built, updated):
+        assert m == {"a": 1}
+        check(m)
+        if mapping_cls is HashMap:
+            assert m.capacity < 100             # not presized from the lie
 
 
 @pytest.mark.parametrize("same_type", [False, True])
@@ -1146,6 +1138,51 @@ def test_eq_that_always_inserts_during_a_lookup_terminates(mapping_cls):
         return m.get(K(2)), calls[0], len(m)
 
     assert run(mapping_cls) == run(dict) == (None, 1, 2)
+
+
+class Endless(Exception):
+    pass
+
+
+def test_eq_that_writes_and_pops_does_not_keep_a_lookup_going(mapping_cls):
+    # every comparison inserts and pops: dict's lookup goes on past such changes (HashMap
+    # once restarted after every popitem, so the lookup never ended)
+    def run(cls):
+        m = cls()
+        calls = [0]
+
+        class K:
+            def __hash__(self):
+                return 7
+
+            def __eq__(self, other):
+                calls[0] += 1
+                if calls[0] > 10_000:
+                    raise Endless
+                m[("pad", calls[0] % 5)] = 0
+                m.popitem()
+                return False
+
+        for i in range(50):
+            m[i] = i
+        first = outcome(m.__setitem__, K(), 1)    # compared with the int key 7
+        probe = K()
+        out = [first[0], probe in m, m.get(probe, "absent"),
+               outcome(m.__setitem__, probe, 2)]
+        if out[-1][0] == "ok":
+            out.append(m[probe])
+        if cls is not dict:
+            check(m)
+        return out
+
+    got = run(mapping_cls)
+    if snapshot_semantics(mapping_cls):
+        # reads may write (no lock held); documented: a write from a key's __eq__ into
+        # the same map during a write raises RuntimeError
+        assert got[0] is got[3][0] is RuntimeError
+        assert got[1:3] == run(dict)[1:3] == [False, "absent"]
+    else:
+        assert got == run(dict) == ["ok", False, "absent", ("ok", None), 2]
 
 
 def test_eq_that_clears_the_map_during_an_insert(mapping_cls):

@@ -159,15 +159,12 @@ def test_batch_made_with_new_alone():
 
 
 def test_objects_made_with_new_alone_are_consistent():
+    # (SnapshotMap and its iterators made with __new__ alone: test_maps_hostile.py)
     s = Snapshot.__new__(Snapshot)
     assert len(s) == 0 and list(s) == [] and s == {} and s == Snapshot()
     assert hash(s) == hash(Snapshot())
     s._check()
-    m = SnapshotMap.__new__(SnapshotMap)
-    assert len(m) == 0 and m.version == 0
-    m["a"] = 1
-    assert m == {"a": 1}
-    m._check()
+    assert SnapshotMap.__new__(SnapshotMap).version == 0
     it = type(iter(Snapshot())).__new__(type(iter(Snapshot())))
     assert list(it) == [] and it.__length_hint__() == 0
     assert list(pickle.loads(pickle.dumps(it))) == []
