@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -46,3 +47,15 @@ def tuning(request):
     """Runs the test once under each tuning; the value is the tuning's name."""
     with tuned(request.param):
         yield request.param
+
+
+@pytest.fixture
+def fast_switching():
+    """Switch threads often (every 10 µs) so that thread tests interleave more; the thread
+    test modules use it for every test (pytestmark)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
