@@ -26,6 +26,7 @@ import pytest
 
 from fastmaps import HashMap, SnapshotMap
 
+from ._keys import HKey
 from ._tuning import tuned
 
 MAPS = (HashMap, SnapshotMap)
@@ -407,26 +408,11 @@ def test_unhashable_keys_raise_dicts_typeerror(mapping_cls, key):
         assert outcome(op, got)[0] is TypeError
 
 
-class Collide:
-    """All instances share one hash; equal by value."""
-    def __init__(self, v, h=7):
-        self.v, self.h = v, h
-
-    def __hash__(self):
-        return self.h
-
-    def __eq__(self, other):
-        return isinstance(other, Collide) and self.v == other.v
-
-    def __repr__(self):
-        return f"Collide({self.v})"
-
-
 def test_all_colliding_hashes(mapping_cls):
     m, d = mapping_cls(), {}
     rnd = random.Random(5)
     for i in range(3000):
-        k = Collide(rnd.randrange(200))
+        k = HKey(rnd.randrange(200))
         if rnd.random() < 0.6:
             m[k] = d[k] = i
         else:
@@ -864,45 +850,38 @@ def test_update_from_self(mapping_cls):
 
 # ---------------------------------------------------------------- __missing__
 
-def test_missing_is_consulted_for_subclasses(mapping_cls):
-    class Default(mapping_cls):
+def missing_subclasses(base):
+    """Subclasses of base with a __missing__: a method, a staticmethod, None."""
+    class Default(base):
         def __missing__(self, key):
             return key * 2
 
-    class DDefault(dict):
-        def __missing__(self, key):
-            return key * 2
-
-    class StaticMissing(mapping_cls):
+    class StaticMissing(base):
         @staticmethod
         def __missing__(key):
             return ("static", key)
 
-    class NoneMissing(mapping_cls):
+    class NoneMissing(base):
         __missing__ = None
 
-    m = Default(a=1)
+    return Default, StaticMissing, NoneMissing
+
+
+def test_missing_is_consulted_for_subclasses(mapping_cls):
+    subs, dsubs = missing_subclasses(mapping_cls), missing_subclasses(dict)
+    m = subs[0](a=1)
     assert m["a"] == 1 and m.get("q") is None and "zz" not in m
     assert outcome(lambda: mapping_cls()["x"]) == outcome(lambda: {}["x"])
     if snapshot_semantics(mapping_cls):
         # documented: "__missing__ is not consulted for subclasses"
-        for cls in (Default, StaticMissing, NoneMissing):
+        for cls in subs:
             with pytest.raises(KeyError):
                 cls()["zz"]
         return
-    assert m["zz"] == DDefault()["zz"] == "zzzz" and "zz" not in m
-
-    class DStatic(dict):
-        @staticmethod
-        def __missing__(key):
-            return ("static", key)
-
-    class DNone(dict):
-        __missing__ = None
-
-    assert StaticMissing()["k"] == DStatic()["k"] == ("static", "k")
-    assert outcome(lambda: NoneMissing()["x"]) == outcome(lambda: DNone()["x"])
-    assert outcome(lambda: NoneMissing()["x"])[1] == "'NoneType' object is not callable"
+    assert m["zz"] == dsubs[0]()["zz"] == "zzzz" and "zz" not in m
+    assert subs[1]()["k"] == dsubs[1]()["k"] == ("static", "k")
+    assert outcome(lambda: subs[2]()["x"]) == outcome(lambda: dsubs[2]()["x"])
+    assert outcome(lambda: subs[2]()["x"])[1] == "'NoneType' object is not callable"
 
 
 # ---------------------------------------------------------------- copying and pickling

@@ -11,30 +11,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from fastmaps import HashMap
 
-
-class Key:
-    """A key with a chosen hash (to force collisions) and value equality."""
-    __slots__ = ("v", "h")
-
-    def __init__(self, v, h):
-        self.v = v
-        self.h = h
-
-    def __hash__(self):
-        return self.h
-
-    def __eq__(self, other):
-        return isinstance(other, Key) and self.v == other.v
-
-    def __repr__(self):
-        return f"Key({self.v}, h={self.h})"
+from ._keys import HKey
 
 
 keys = st.one_of(
     st.integers(-20, 60),                              # dense small ints; -1 and -2 share a hash
     st.sampled_from([1.0, 2.5, True, False, 0.0, -0.0]),  # 1 == 1.0 == True; 0 == 0.0 == -0.0
     st.text(max_size=2),
-    st.builds(Key, st.integers(0, 15), st.integers(0, 3)),  # heavy collisions
+    st.builds(HKey, st.integers(0, 15), st.integers(0, 3)),  # heavy collisions
 )
 values = st.integers(0, 1000)
 

@@ -15,6 +15,8 @@ import pytest
 
 from fastmaps import Snapshot, SnapshotMap
 
+from ._keys import HKey
+
 
 class Val:
     """A weak-referenceable value."""
@@ -24,23 +26,6 @@ class Val:
 
     def __repr__(self):
         return f"Val({self.n})"
-
-
-class HKey:
-    """A key with a chosen hash (to force collisions) that compares by `ident`."""
-
-    def __init__(self, ident, h):
-        self.ident = ident
-        self.h = h
-
-    def __hash__(self):
-        return self.h
-
-    def __eq__(self, other):
-        return isinstance(other, HKey) and other.ident == self.ident
-
-    def __repr__(self):
-        return f"HKey({self.ident}, {self.h})"
 
 
 # --------------------------------------------------------------------------- basics
