@@ -963,7 +963,12 @@ ITERATORS = [iter, reversed, lambda c: iter(c.keys()), lambda c: iter(c.values()
 def test_iterators_pickle_and_copy_without_being_consumed(mapping_cls, make):
     m = mapping_cls({i: str(i) for i in range(50)})
     d = dict(m)
-    it, ref = make(m), make(d)
+    sources = [m, m.snapshot()] if snapshot_semantics(mapping_cls) else [m]
+    for src in sources:                   # (and a SnapshotMap's Snapshot's iterators)
+        check_iterator_pickle_and_copy(make(src), make(d))
+
+
+def check_iterator_pickle_and_copy(it, ref):
     for _ in range(7):
         assert next(it) == next(ref)
     assert list(copy.copy(it)) == list(copy.copy(ref))

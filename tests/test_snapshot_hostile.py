@@ -442,26 +442,7 @@ def test_write_whose_eq_shares_the_version_allocates_outside_the_lock():
     held[0]._check()
 
 
-# -- 7. iterators pickle and copy without being consumed ----------------------------------------
-
-@pytest.mark.parametrize("make", [iter, lambda s: iter(s.items()), reversed])
-def test_snapshot_iterator_pickle_and_copy_leave_it_in_place(make):
-    # (SnapshotMap's iterators, with HashMap's, against dict's: test_dict_compat.py)
-    m = SnapshotMap({i: str(i) for i in range(50)})
-    d = dict(m)
-    it = make(m.snapshot())
-    ref = make(d)
-    for _ in range(7):
-        assert next(it) == next(ref)
-    c = copy.copy(it)
-    assert list(c) == list(copy.copy(ref))
-    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
-        assert list(pickle.loads(pickle.dumps(it, proto))) == \
-            list(pickle.loads(pickle.dumps(ref, proto)))
-    assert it.__length_hint__() == ref.__length_hint__()
-    assert list(it) == list(ref)          # the original is where it was
-    assert list(pickle.loads(pickle.dumps(it))) == []
-
+# -- 7. (iterators, the Snapshot's too, pickle and copy like dict's: test_dict_compat.py) ------
 
 def test_batch_entered_by_two_threads_at_once():
     import threading
