@@ -1,7 +1,10 @@
 import os
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from ._tuning import tuned
 
 settings.register_profile(
     "default", max_examples=150, deadline=None,
@@ -27,9 +30,32 @@ def pytest_report_header(config):
 
 @pytest.fixture
 def tiny():
-    """Tuning that keeps migrations running all the time: 2 log positions per write,
-    no synchronous small-map migrations, 4-entry log segments."""
-    from fastmaps import _hashmap
-    prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2)
-    yield
-    _hashmap._set_tuning(**prev)
+    """Migrations running all the time (tests/_tuning.py: ``tiny``), for both maps."""
+    with tuned("tiny"):
+        yield
+
+
+@pytest.fixture
+def prefault():
+    """``tiny``, with HashMap's index prefaulting always on (tests/_tuning.py)."""
+    with tuned("prefault"):
+        yield
+
+
+@pytest.fixture(params=["default", "tiny"])
+def tuning(request):
+    """Runs the test once under each tuning; the value is the tuning's name."""
+    with tuned(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def fast_switching():
+    """Switch threads often (every 10 µs) so that thread tests interleave more; the thread
+    test modules use it for every test (pytestmark)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)

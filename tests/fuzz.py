@@ -10,7 +10,7 @@ applied to the structure under test and to its oracle, and checked:
 * HashMap against dict: the same result or the same exception type, the same items in the
   same order (keys and values compared by identity, which also checks that the first key
   object stays), ``_check()`` after every step; half the episodes run with the ``tiny``
-  tuning of tests/conftest.py, which keeps migrations running all the time.
+  tuning of tests/_tuning.py, which keeps migrations running all the time.
 * SnapshotMap against a dict model: as HashMap, plus snapshots taken along the way (each
   must keep its items for ever), iterators that span later writes (they read the version
   they started on), batches (published once on a clean exit, discarded if the block
@@ -41,6 +41,7 @@ changes which way an ambiguous step goes). On the first failure the driver print
 failing one, and the command that reproduces it, and exits with status 1.
 """
 import argparse
+import contextlib
 import gc
 import os
 import random
@@ -49,7 +50,8 @@ import time
 import traceback
 
 from fastmaps import HashMap, ObjectPool, PoolClosedError, SnapshotMap
-from fastmaps import _hashmap, _snapshot
+
+from ._tuning import tuned
 
 
 class FuzzFailure(AssertionError):
@@ -68,6 +70,11 @@ class ExcHash(Exception):
 
 class ExcEq(Exception):
     pass
+
+
+def _disarm():
+    Hostile.armed = False
+    Hostile.target = None
 
 
 class Hostile:
@@ -485,17 +492,14 @@ def fuzz_hashmap(ep):
     rnd = ep.rnd
     keys, unhashable = make_keys(rnd)
     tiny = rnd.random() < 0.5
-    prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2) if tiny else None
-    try:
+    with contextlib.ExitStack() as stack:
+        if tiny:
+            stack.enter_context(tuned("tiny"))
         cls = HashMap if rnd.random() < 0.8 else type("Sub", (HashMap,), {})
         m, oracle = cls(), {}
+        stack.callback(_disarm)
         for _ in range(ep.n_ops):
             oracle = hashmap_step(ep, rnd, keys, unhashable, m, oracle)
-    finally:
-        Hostile.armed = False
-        Hostile.target = None
-        if prev:
-            _hashmap._set_tuning(**prev)
 
 
 def hashmap_step(ep, rnd, keys, unhashable, m, oracle):
@@ -677,18 +681,15 @@ def fuzz_snapshot(ep):
     rnd = ep.rnd
     keys, unhashable = make_keys(rnd)
     tiny = rnd.random() < 0.5
-    prev = _snapshot._set_tuning(step=2, sync_below=0) if tiny else None
-    try:
+    with contextlib.ExitStack() as stack:
+        if tiny:
+            stack.enter_context(tuned("tiny"))
+        stack.callback(_disarm)
         m = SnapshotMap()
         model = SnapModel()
         model.version = m.version
         for _ in range(ep.n_ops):
             snapshot_step(ep, rnd, keys, unhashable, m, model)
-    finally:
-        Hostile.armed = False
-        Hostile.target = None
-        if prev:
-            _snapshot._set_tuning(**prev)
 
 
 def snapshot_step(ep, rnd, keys, unhashable, m, model):

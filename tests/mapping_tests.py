@@ -1,7 +1,8 @@
-# Vendored from CPython's Lib/test/mapping_tests.py (3.11 branch) so that fastmaps.HashMap
-# is checked by the same mapping-protocol conformance suite CPython runs for dict.
-# Only change: this header. Tests of HashMap and dict subclass these classes in
-# tests/test_hashmap_conformance.py.
+# Vendored from CPython's Lib/test/mapping_tests.py (3.11 branch) so that fastmaps' maps
+# (HashMap, SnapshotMap) are checked by the same mapping-protocol conformance suite
+# CPython runs for dict.
+# Only change: this header. Tests of the maps and dict subclass these classes in
+# tests/test_cpython_mapping_tests.py.
 #
 # Copyright (c) 2001-2023 Python Software Foundation. All rights reserved.
 # Licensed under the PSF License Agreement for Python (PSF-2.0):

@@ -18,41 +18,17 @@ import pytest
 
 from fastmaps import HashMap, ObjectPool, SnapshotMap
 
+from ._threads import run_threads as _run_threads
+
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
-@pytest.fixture(autouse=True)
-def fast_switching():
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
+pytestmark = pytest.mark.usefixtures("fast_switching")
 
 
 def run_threads(targets, timeout=60):
     """Start all targets together (a barrier), join them, re-raise the first error."""
-    errors = []
-    barrier = threading.Barrier(len(targets))
-
-    def wrap(fn):
-        def run():
-            try:
-                barrier.wait()
-                fn()
-            except BaseException as e:  # pragma: no cover - reported below
-                errors.append(e)
-        return run
-
-    threads = [threading.Thread(target=wrap(t)) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    assert not any(t.is_alive() for t in threads), "deadlock or livelock: thread still running"
-    if errors:
-        raise errors[0]
+    _run_threads(targets, timeout, start_together=True)
 
 
 @pytest.mark.skipif(not FREE_THREADED, reason="needs a free-threaded (3.13t) build")

@@ -1,7 +1,8 @@
-"""Regression tests for issue 11's HashMap findings: objects made with __new__ and unchecked
-casts, the GC's tp_clear running user code, and a subclass's __len__/copy/update trusted
-where dict never calls them. Each test's dict counterpart is checked alongside."""
-import copy
+"""HashMap under hostile input: subclasses whose __new__ returns another type, the GC's
+tp_clear running user code, clear() refilled from a value's __del__, keys whose __eq__
+mutates the map mid-lookup or mid-iteration, impossible reservations. Each test's dict
+counterpart is checked alongside where dict has one. (Shared with SnapshotMap:
+test_maps_hostile.py; hostile keys checked against dict: test_dict_compat.py.)"""
 import gc
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import textwrap
 import pytest
 
 from fastmaps import HashMap
-from fastmaps import _hashmap
+
+from ._tuning import tuned
 
 
 def run_isolated(code):
@@ -47,18 +49,9 @@ def test_with_capacity_on_a_subclass_whose_new_returns_a_hashmap():
     assert type(m) is HashMap and m.capacity >= 100
 
 
-def test_objects_made_with_new_only_are_safe():
-    m = HashMap.__new__(HashMap)            # dict.__new__(dict) is a usable empty dict
-    assert len(m) == 0 and list(m) == [] and m._check()
-    m[1] = 2
-    assert m == {1: 2}
-    it_type = type(iter(HashMap()))
-    for kind in (type(iter(HashMap())), type(iter(HashMap().items())),
-                 type(reversed(HashMap()))):
-        it = kind.__new__(kind)
-        assert list(it) == [] and it.__length_hint__() == 0
-        assert copy.copy(it) is not None
-    assert it_type.__new__(it_type).__reduce__() == (iter, ((),))
+def test_view_types_need_their_map():
+    # (maps and iterators made with __new__ alone: test_maps_hostile.py)
+    m = HashMap()
     for view in (type(m.keys()), type(m.values()), type(m.items())):
         with pytest.raises(TypeError):
             view.__new__(view)              # a view needs its map
@@ -67,41 +60,12 @@ def test_objects_made_with_new_only_are_safe():
 
 
 # ----------------------------------------------------------------- tp_clear
-
-class ClearOverridden(HashMap):
-    def clear(self, **kwargs):
-        pass                                # does not clear: the GC must not rely on it
-
-
-class ClearRaises(HashMap):
-    def clear(self, **kwargs):
-        raise RuntimeError("not now")
-
+# (whatever a subclass's clear() does: test_maps_hostile.py)
 
 def surviving(token):
-    """Maps still alive that carry this test's marker. (A weakref cannot tell: the GC
-    clears weakrefs to everything unreachable before tp_clear, freed or not.)"""
+    """Maps still alive that carry this test's marker (see test_maps_hostile.py)."""
     return [o for o in gc.get_objects()
             if isinstance(o, HashMap) and HashMap.get(o, "marker") is token]
-
-
-@pytest.mark.parametrize("how", ["subclass", "raising", "instance_attribute"])
-def test_gc_frees_self_referencing_maps_whatever_clear_is(how):
-    token = object()
-    for i in range(50):
-        if how == "subclass":
-            m = ClearOverridden()
-        elif how == "raising":
-            m = ClearRaises()
-        else:
-            m = HashMap()
-            m.clear = lambda **kw: None     # an instance attribute shadows the method
-        m["self"] = m
-        m["marker"] = token
-        m.update((k, k) for k in range(200))
-    del m
-    gc.collect()
-    assert len(surviving(token)) == 0
 
 
 def test_gc_clear_of_a_cycle_through_an_instance_attribute():
@@ -113,107 +77,6 @@ def test_gc_clear_of_a_cycle_through_an_instance_attribute():
     del m
     gc.collect()
     assert len(surviving(token)) == 0
-
-
-# ----------------------------------------------------------------- true sizes
-
-class LyingLenDict(dict):
-    def __init__(self, *args, length, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.length = length
-
-    def __len__(self):
-        if isinstance(self.length, BaseException):
-            raise self.length
-        return self.length
-
-
-class LyingLenMap(HashMap):
-    def __init__(self, *args, length, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.length = length
-
-    def __len__(self):
-        if isinstance(self.length, BaseException):
-            raise self.length
-        return self.length
-
-
-@pytest.mark.parametrize("cls", [LyingLenDict, LyingLenMap])
-@pytest.mark.parametrize("length", [2 ** 40, 10 ** 6, ValueError("no len")])
-def test_construction_and_update_presize_from_the_true_size(cls, length):
-    src = cls({"a": 1}, length=length)
-    assert dict(src) == {"a": 1}            # dict never calls __len__ here
-    m = HashMap(src)
-    assert m == {"a": 1} and m.capacity < 100
-    m = HashMap()
-    m.update(src)
-    assert m == {"a": 1} and m.capacity < 100
-    m._check()
-
-
-@pytest.mark.parametrize("cls", [LyingLenDict, LyingLenMap])
-def test_equality_reads_the_true_size(cls):
-    other = cls({1: 1}, length=5)
-    assert {1: 1} == other                  # dict reads the true sizes (ma_used)
-    assert HashMap({1: 1}) == other
-    assert not (HashMap({1: 1}) != other)
-    assert HashMap({1: 1, 2: 2}) != other
-    other = cls({1: 1}, length=ValueError("no len"))
-    assert HashMap({1: 1}) == other
-
-
-class NoisyDict(dict):
-    calls = []
-
-    def copy(self):
-        self.calls.append("copy")
-        return {}
-
-    def update(self, *args, **kwargs):
-        self.calls.append("update")
-
-    def keys(self):
-        self.calls.append("keys")
-        return super().keys()
-
-
-class NoisyMap(HashMap):
-    calls = []
-
-    def copy(self):
-        self.calls.append("copy")
-        return HashMap()
-
-    def update(self, *args, **kwargs):
-        self.calls.append("update")
-
-    def keys(self):
-        self.calls.append("keys")
-        return super().keys()
-
-
-@pytest.mark.parametrize("cls, base", [(NoisyDict, dict), (NoisyMap, HashMap)])
-def test_operators_do_not_call_a_subclasss_copy_or_update(cls, base):
-    cls.calls.clear()
-    a = cls({"a": 1})
-    r = a | {"b": 2}
-    assert type(r) is base and r == {"a": 1, "b": 2}
-    a |= {"c": 3}
-    assert a == {"a": 1, "c": 3}
-    assert HashMap(a) == {"a": 1, "c": 3}   # keys() not called: __iter__ is inherited
-    h = HashMap()
-    h.update(a)
-    assert h == {"a": 1, "c": 3}
-    assert {"z": 0} | a == {"z": 0, "a": 1, "c": 3}
-    assert cls.calls == []
-
-
-def test_copy_copy_ignores_an_instance_attribute_named_copy():
-    m = HashMap(a=1)
-    m.copy = lambda: "not a copy"
-    c = copy.copy(m)
-    assert type(c) is HashMap and c == {"a": 1} and c.copy() == "not a copy"
 
 
 # ----------------------------------------------------------------- flags
@@ -231,60 +94,15 @@ def test_clear_keep_capacity_must_be_a_bool(flag):
     assert len(m) == 0
 
 
-# ----------------------------------------------------------------- lookups that end
-
-class Endless(Exception):
-    pass
-
-
-@pytest.mark.parametrize("tuning", ["default", "migrating"])
-@pytest.mark.parametrize("cls", [dict, HashMap])
-def test_eq_that_writes_and_pops_does_not_keep_a_lookup_going(cls, tuning):
-    # every comparison inserts and pops: dict's lookup goes on past such changes; HashMap
-    # restarted after every popitem, so the lookup never ended
-    prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2) if tuning != "default" \
-        else None
-    try:
-        m = cls()
-        calls = [0]
-
-        class K:
-            def __hash__(self):
-                return 7
-
-            def __eq__(self, other):
-                calls[0] += 1
-                if calls[0] > 10_000:
-                    raise Endless
-                m[("pad", calls[0] % 5)] = 0
-                m.popitem()
-                return False
-
-        for i in range(50):
-            m[i] = i
-        m[K()] = 1
-        probe = K()
-        assert (probe in m) is False
-        assert m.get(probe, "absent") == "absent"
-        m[probe] = 2
-        assert m[probe] == 2
-        if cls is HashMap:
-            m._check()
-    finally:
-        if prev:
-            _hashmap._set_tuning(**prev)
-
+# ----------------------------------------------------------------- re-entrant clear
 
 def test_clear_survives_a_refill_by_layout_copy_from_other_segments():
     # A value's __del__, run by clear()'s DECREFs, refills the emptied map from a HashMap
     # whose segments have another size (the layout copy takes the source's geometry); the
     # rest of the clear loop must go on with the old map's geometry (it used to index the
     # old segments with the new shift: a segfault).
-    prev = _hashmap._set_tuning(seg_shift=2)
-    try:
+    with tuned("default", hashmap=dict(seg_shift=2)):
         src = HashMap({i: i for i in range(50)})
-    finally:
-        _hashmap._set_tuning(**prev)
     for keep in (False, True):
         m = HashMap()
         fired = []
@@ -306,3 +124,124 @@ def test_clear_survives_a_refill_by_layout_copy_from_other_segments():
             m[i] = i
         m._check()
         assert len(m) == 50 + 5900
+
+
+# ----------------------------------------------------------------- hostile keys
+# (HashMap's own rules, under both tunings; the rules shared with dict and SnapshotMap are
+# in test_dict_compat.py)
+
+@pytest.mark.parametrize("action", ["insert_many", "delete_all", "clear", "clear_keep"])
+def test_eq_that_mutates_the_map_mid_lookup_gives_consistent_answer(tuning, action):
+    class Mutator:
+        armed = True
+
+        def __hash__(self):
+            return 3
+
+        def __eq__(self, other):
+            if Mutator.armed:
+                Mutator.armed = False
+                if action == "insert_many":
+                    for i in range(5000):          # starts and finishes migrations
+                        m[("x", i)] = i
+                elif action == "delete_all":
+                    for k in [k for k in m if not isinstance(k, Mutator)]:
+                        del m[k]
+                elif action == "clear":
+                    m.clear()
+                else:
+                    m.clear(keep_capacity=True)
+            return other is self
+
+    m = HashMap()
+    for i in range(300):
+        m[i] = i
+    resident = Mutator()
+    m[resident] = "resident"
+    Mutator.armed = True
+    probe = Mutator()
+    m[probe] = "probe"            # lookup compares with resident -> mutation mid-lookup
+    m._check()
+    assert m[probe] == "probe"
+    if action == "insert_many":
+        assert m[resident] == "resident" and len(m) == 300 + 2 + 5000
+    elif action == "delete_all":
+        assert len(m) == 2
+    else:
+        assert list(m) == [probe]
+
+
+def test_eq_that_clears_during_growth(tuning):
+    # CPython test_resize2: __eq__ calls clear() during a resize-triggering insert
+    class X:
+        def __hash__(self):
+            return 5
+
+        def __eq__(self, other):
+            if resizing:
+                d.clear()
+            return False
+
+    d = HashMap()
+    resizing = False
+    d[X()] = 1
+    d[0] = 2
+    d[1] = 3
+    d[2] = 4
+    d[3] = 5
+    resizing = True
+    d[9] = 6
+    d[X()] = 7
+    d._check()
+
+
+def test_iteration_after_delete_and_insert_never_silently_differs(tuning):
+    """Delete one key and insert another during iteration (same size). dict's result
+    depends on whether a resize happened; HashMap either yields what dict yields or raises
+    RuntimeError ("keys changed during iteration"), never a silently different result."""
+    for delete, insert in ((9, 99), (0, 99), (5, 5), (0, 0)):
+        out = []
+        for c in (dict.fromkeys(range(10)), HashMap.fromkeys(range(10))):
+            seen = []
+            try:
+                for i, k in enumerate(c):
+                    seen.append(k)
+                    if i == 0:
+                        del c[delete]
+                        c[insert] = 1
+                out.append(("ok", seen))
+            except RuntimeError as e:
+                assert "keys changed" in str(e) or "changed size" in str(e)
+                out.append(("raise", None))
+        assert out[1] == out[0] or out[1][0] == "raise", (delete, insert, out)
+
+
+def test_deleted_and_reinserted_key_during_iteration_does_not_end_it_early(tuning):
+    # re-inserting the key just produced moves it to the end: an iterator relocating by
+    # identity must not stop silently
+    m = HashMap((i, i) for i in range(10))
+    seen = []
+    with pytest.raises(RuntimeError, match="keys changed"):
+        for k in m:
+            seen.append(k)
+            if k == 0:
+                del m[0]
+                m[0] = "r"
+    assert seen[0] == 0
+
+
+def test_huge_reserve_raises_memoryerror_and_map_still_works(tuning):
+    m = HashMap(a=1)
+    for n in (2**40, 2**62):
+        with pytest.raises(MemoryError):
+            m.reserve(n)
+        with pytest.raises(MemoryError):
+            HashMap.with_capacity(n)
+    with pytest.raises(ValueError):
+        m.reserve(-1)
+    with pytest.raises(OverflowError):
+        m.reserve(2**70)
+    m["b"] = 2
+    assert m == {"a": 1, "b": 2}
+    m._check()
+

@@ -9,15 +9,6 @@ import sys
 import pytest
 
 from fastmaps import HashMap
-from fastmaps import _hashmap
-
-
-@pytest.fixture
-def prefault():
-    prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2, prefault_min=32,
-                                prefault_chunk=8, pre_every=1)
-    yield
-    _hashmap._set_tuning(**prev)
 
 
 def _minflt():

@@ -10,32 +10,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from fastmaps import HashMap
-from fastmaps import _hashmap
 
-
-class Key:
-    """A key with a chosen hash (to force collisions) and value equality."""
-    __slots__ = ("v", "h")
-
-    def __init__(self, v, h):
-        self.v = v
-        self.h = h
-
-    def __hash__(self):
-        return self.h
-
-    def __eq__(self, other):
-        return isinstance(other, Key) and self.v == other.v
-
-    def __repr__(self):
-        return f"Key({self.v}, h={self.h})"
+from ._keys import HKey
 
 
 keys = st.one_of(
     st.integers(-20, 60),                              # dense small ints; -1 and -2 share a hash
     st.sampled_from([1.0, 2.5, True, False, 0.0, -0.0]),  # 1 == 1.0 == True; 0 == 0.0 == -0.0
     st.text(max_size=2),
-    st.builds(Key, st.integers(0, 15), st.integers(0, 3)),  # heavy collisions
+    st.builds(HKey, st.integers(0, 15), st.integers(0, 3)),  # heavy collisions
 )
 values = st.integers(0, 1000)
 
@@ -196,14 +179,7 @@ class MapVsDictMigrating(MapVsDict):
     pass
 
 
-@pytest.fixture
-def _tiny_tuning():
-    prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2)
-    yield
-    _hashmap._set_tuning(**prev)
-
-
-@pytest.mark.usefixtures("_tiny_tuning")
+@pytest.mark.usefixtures("tiny")
 class TestMapVsDictMigrating(MapVsDictMigrating.TestCase):
     pass
 
@@ -212,17 +188,6 @@ class MapVsDictPrefaulting(MapVsDict):
     pass
 
 
-@pytest.fixture
-def _prefault_tuning():
-    # tiny tuning, and every index counts as large: migrations populate their new index
-    # a few bytes per write before their first step, and the next index is prepared and
-    # populated ahead of each migration
-    prev = _hashmap._set_tuning(step=2, sync_below=0, seg_shift=2, prefault_min=32,
-                                prefault_chunk=8, pre_every=1)
-    yield
-    _hashmap._set_tuning(**prev)
-
-
-@pytest.mark.usefixtures("_prefault_tuning")
+@pytest.mark.usefixtures("prefault")
 class TestMapVsDictPrefaulting(MapVsDictPrefaulting.TestCase):
     pass

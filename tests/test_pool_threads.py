@@ -1,14 +1,16 @@
 """ObjectPool under threads: no object is ever held by two borrowers at once, every
 counter adds up exactly afterwards, and a max_size pool never exceeds its bound."""
+import functools
 import gc
 import random
-import sys
 import threading
 import time
 
 import pytest
 
 from fastmaps import ObjectPool, PoolClosedError
+
+from ._threads import run_threads
 
 
 class Obj:
@@ -42,32 +44,12 @@ class Tracker:
             self.concurrent -= 1
 
 
-@pytest.fixture(autouse=True)
-def fast_switching():
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)  # many more thread switches inside pool operations
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
+pytestmark = pytest.mark.usefixtures("fast_switching")
 
 
-def run_threads(n, target, *args):
-    errors = []
-
-    def wrapper(i):
-        try:
-            target(i, *args)
-        except BaseException as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=wrapper, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "a worker hung"
-    assert not errors, errors
+def run_workers(n, target, *args):
+    """Run target(i, *args) for i in range(n), each in a thread (tests/_threads.py)."""
+    run_threads([functools.partial(target, i, *args) for i in range(n)])
 
 
 def mixed_worker(i, pool, tracker, ops, seed, counts):
@@ -121,7 +103,7 @@ def test_stress_counts_add_up(kwargs):
     tracker = Tracker()
     counts = [dict(get=0, put=0, discard=0, lease_put=0, lease_discard=0)
               for _ in range(nthreads)]
-    run_threads(nthreads, mixed_worker, pool, tracker, ops, seed, counts)
+    run_workers(nthreads, mixed_worker, pool, tracker, ops, seed, counts)
     assert tracker.errors == []
     pool._check()
     s = pool.stats()
@@ -179,7 +161,7 @@ def test_max_size_never_exceeded_under_contention():
     held = [pool.get() for _ in range(bound)]
     release = threading.Timer(0.2, lambda: [pool.put(o) for o in held])
     release.start()
-    run_threads(nthreads, bounded_worker, pool, tracker, ops, seed, violations, timeouts)
+    run_workers(nthreads, bounded_worker, pool, tracker, ops, seed, violations, timeouts)
     release.join()
     assert tracker.errors == [] and violations == [] and timeouts == []
     assert tracker.max_concurrent <= bound
@@ -226,7 +208,7 @@ def test_max_size_with_discards_and_failing_factory():
             except OSError:
                 factory_errors.append(i)
 
-    run_threads(5, worker)
+    run_workers(5, worker)
     assert tracker.errors == []
     pool._check()
     s = pool.stats()
@@ -251,7 +233,7 @@ def test_gc_rotation_concurrent_with_threads():
     try:
         counts = [dict(get=0, put=0, discard=0, lease_put=0, lease_discard=0)
                   for _ in range(4)]
-        run_threads(4, mixed_worker, pool, tracker, 3000, 5, counts)
+        run_workers(4, mixed_worker, pool, tracker, 3000, 5, counts)
     finally:
         stop.set()
         c.join(30)
@@ -307,7 +289,7 @@ def test_timeouts_under_contention_are_counted():
         except TimeoutError:
             n_timeouts.append(i)
 
-    run_threads(4, worker)
+    run_workers(4, worker)
     assert len(n_timeouts) == 4
     s = pool.stats()
     assert s["timeouts"] == 4 and s["waits"] == 4 and s["waiting"] == 0

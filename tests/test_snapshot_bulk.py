@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from fastmaps import Snapshot, SnapshotMap, _snapshot
+from fastmaps import Snapshot, SnapshotMap
+
+from ._tuning import tuned
 
 
 def _items(m):
@@ -53,37 +55,6 @@ def test_small_update_into_a_large_map_goes_item_by_item():
         d.update(upd)
         assert _items(m) == list(d.items())
     m._check(rehash=True)
-
-
-def test_dict_subclasses_are_read_like_dict_update_reads_them():
-    class GetitemLies(dict):                 # keeps dict's __iter__: storage is read
-        def __getitem__(self, key):
-            return "lie"
-
-    class KeysLies(dict):                    # keeps dict's __iter__: keys() is ignored
-        def keys(self):
-            return ["nope"]
-
-    class IterOverridden(dict):              # __iter__ overridden: keys() + __getitem__
-        def __iter__(self):
-            return iter(list(dict.keys(self))[::-1])
-
-        def keys(self):
-            return list(dict.keys(self))[::-1]
-
-        def __getitem__(self, key):
-            return ("got", dict.__getitem__(self, key))
-
-    for cls in (GetitemLies, KeysLies, IterOverridden):
-        src = cls((i, i) for i in range(100))
-        for base in ({}, {5: 0, "x": 1}):
-            want = dict(base)
-            want.update(src)
-            m = SnapshotMap(base)
-            m.update(src)
-            assert _items(m) == list(want.items()), cls
-            m._check(rehash=True)
-        assert _items(SnapshotMap(src)) == list(dict(src).items())
 
 
 class MutHash:
@@ -238,31 +209,6 @@ def test_eq_raising_mid_update_publishes_nothing_and_leaks_nothing(into):
     m._check(rehash=True)
 
 
-@pytest.mark.parametrize("bad", [[("a", 1), (1, 2, 3)], [("a", 1), 5], [("a", 1), "xyz"],
-                                 [("a", 1), ["k"]], [("a", 1), 1.5]])
-def test_bad_pairs_raise_dicts_error_and_change_nothing(bad):
-    def outcome(fn):
-        try:
-            fn()
-        except Exception as e:
-            return type(e), str(e).replace("SnapshotMap", "dictionary")
-        return None
-
-    m = SnapshotMap({"z": 0})
-    val_rc = sys.getrefcount(1)
-    assert outcome(lambda: m.update(bad)) == outcome(lambda: {}.update(bad)) is not None
-    assert outcome(lambda: SnapshotMap(bad)) == outcome(lambda: dict(bad))
-    # SnapshotMap's update is all-or-nothing (one published version): unlike dict's,
-    # the pairs before the bad one are not applied
-    assert _items(m) == [("z", 0)] and m.version == 0
-    assert abs(sys.getrefcount(1) - val_rc) < 5       # (immortal-ish small int: slack)
-    m._check(rehash=True)
-
-
-def test_two_char_strings_are_pairs_like_dicts():
-    assert _items(SnapshotMap(["ab", ("c", 1)])) == list(dict(["ab", ("c", 1)]).items())
-
-
 def test_references_are_released_after_update():
     class V:
         pass
@@ -314,8 +260,7 @@ def test_batch_update_uses_the_same_rules():
 
 
 def test_bulk_update_during_a_migration_and_under_tiny_tuning():
-    prev = _snapshot._set_tuning(step=2, sync_below=4)
-    try:
+    with tuned("tiny", snapshot=dict(sync_below=4)):
         m = SnapshotMap()
         d = {}
         for i in range(0, 3000, 37):
@@ -327,5 +272,3 @@ def test_bulk_update_during_a_migration_and_under_tiny_tuning():
                 del d[j]
             assert _items(m) == list(d.items())
         m._check(rehash=True)
-    finally:
-        _snapshot._set_tuning(**prev)

@@ -7,30 +7,16 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import pytest
 
-from fastmaps import Snapshot, SnapshotMap, _snapshot
+from fastmaps import Snapshot, SnapshotMap
 
-
-class CKey:
-    """Key with a chosen hash: many share a full hash (collision nodes) or low bits."""
-
-    def __init__(self, ident, h):
-        self.ident, self.h = ident, h
-
-    def __hash__(self):
-        return self.h
-
-    def __eq__(self, other):
-        return isinstance(other, CKey) and self.ident == other.ident
-
-    def __repr__(self):
-        return f"CKey({self.ident}, {self.h})"
+from ._keys import HKey
 
 
 KEYS = st.one_of(
     st.integers(-40, 40),
     st.sampled_from([1.0, 2.0, True, False, 0.5, float("inf")]),
     st.sampled_from(["a", "b", "c", "", "long key " * 3]),
-    st.builds(CKey, st.integers(0, 12), st.sampled_from([7, 7 + (1 << 35), 39, 1 << 60])),
+    st.builds(HKey, st.integers(0, 12), st.sampled_from([7, 7 + (1 << 35), 39, 1 << 60])),
 )
 VALUES = st.integers(0, 5)
 ITEMS = st.lists(st.tuples(KEYS, VALUES), max_size=12)
@@ -246,15 +232,6 @@ class MigratingMachine(SnapshotMapMachine):
     so that lookups, writes, batches and snapshots meet the old index and the gap."""
 
 
-@pytest.fixture
-def _tiny_tuning():
-    prev = _snapshot._set_tuning(step=2, sync_below=0)
-    forced = _snapshot._forced_finishes()
-    yield
-    _snapshot._set_tuning(**prev)
-    assert _snapshot._forced_finishes() == forced
-
-
-@pytest.mark.usefixtures("_tiny_tuning")
+@pytest.mark.usefixtures("tiny")
 class TestSnapshotMapMigrating(MigratingMachine.TestCase):
     pass

@@ -1,6 +1,5 @@
 """Thread stress tests with exact post-conditions (seeded, bounded in time)."""
 import random
-import sys
 import threading
 import time
 
@@ -8,36 +7,10 @@ import pytest
 
 from fastmaps import SnapshotMap
 
-
-@pytest.fixture(autouse=True)
-def fast_switching():
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)          # switch threads often to interleave more
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
+from ._threads import run_threads
 
 
-def run_threads(targets, timeout=60):
-    errors = []
-
-    def wrap(fn):
-        def run():
-            try:
-                fn()
-            except BaseException as e:  # pragma: no cover - reported below
-                errors.append(e)
-        return run
-
-    threads = [threading.Thread(target=wrap(t)) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    assert not any(t.is_alive() for t in threads), "deadlock or livelock: thread still running"
-    if errors:
-        raise errors[0]
+pytestmark = pytest.mark.usefixtures("fast_switching")
 
 
 def test_batch_transfers_keep_total_for_every_reader():
