@@ -144,6 +144,19 @@ Invariants (checked by ``_check()``)
   no slot references a hole or the gap; every referenced entry is on its hash's probe path;
 * ``live`` = number of live entries; ``fill`` = non-EMPTY slots of the new/current index;
 * no migration: ``w = r = 0`` and ``old_idx`` is NULL.
+
+Debug builds (``FASTMAPS_DEBUG=1``, ``DEBUG_BUILD``): ``FM_ASSERT`` (a C assert; nothing
+at all in release builds) guards the hot paths: ids read from a slot lie in the log and
+name a live entry whose key is alive, ``_ent`` stays inside the segments, the cursors keep
+``w <= r <= n`` and ``old_end <= n``, ``fill <= usable`` and ``n < idmask`` after an
+insert, counts stay >= 0, a migration starts only when none runs. And every public
+mutating method ends with ``_dbg_check``: ``_check()``'s body, in the critical section,
+after the removed objects were released, on the schedule of ``fm_dbg_due``
+(fm_common.h): after every call while ``n + index slots`` (its cost) is at most 2048,
+otherwise after a sample of calls that keeps the checking to 32-64 positions per call on
+average, and always after a call in which a migration started or finished. The checker
+reads storage only (no ``__hash__``/``__eq__``/attribute lookup), so it is also right
+when another call on the map is suspended in user code further up the stack.
 """
 
 cimport cython

@@ -145,6 +145,12 @@ Invariants (checked by ``_check()``)
   given that only objects handed out by this pool are ``put`` back);
 * a closed pool holds no idle object.
 
+Debug builds (``FASTMAPS_DEBUG=1``, ``DEBUG_BUILD``) run the checker at the end of every
+``get``/``put``/``discard``/``prefill``/``clear``/``close``, lease entry and exit and GC
+rotation, on fm_dbg_due's schedule (fm_common.h: every call while its cost, the idle set's
+capacity + the cache slots + the tiers, is at most 2048, else a sample of calls). It runs
+no user code and allocates no GC-tracked object (see ``_verify``).
+
 Fast path and its cost
 ----------------------
 ``get()``/``put()`` first try ``_fast_get``/``_fast_put``. Two precomputed gates decide
