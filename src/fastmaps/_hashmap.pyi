@@ -11,6 +11,8 @@ _T = TypeVar("_T")
 _S = TypeVar("_S")
 _V_co = TypeVar("_V_co", covariant=True)
 
+DEBUG_BUILD: bool        # a FASTMAPS_DEBUG=1 build (docs/design.md, "Debug builds")
+
 class _SupportsKeysAndGetItem(Protocol[_K, _V_co]):
     def keys(self) -> Iterable[_K]: ...
     def __getitem__(self, key: _K, /) -> _V_co: ...

@@ -145,12 +145,6 @@ Invariants (checked by ``_check()``)
 * ``live`` = number of live entries; ``fill`` = non-EMPTY slots of the new/current index;
 * no migration: ``w = r = 0`` and ``old_idx`` is NULL.
 
-Operation -> function
----------------------
-Shared C (slot encoding ``fm_slot``/``fm_tag``, ``fm_hash_of``, GC-slot patching, the
-mapping flag, ``FM_ASSERT``) is in ``fm_common.h``; mapped indexes in ``fm_memory.h``.
-
-=====================================  ==================================================
 ``m[k]``, ``get``, ``in``              ``_lookup`` -> ``_probe`` (new index, then old)
 ``m[k] = v``                           ``_set`` -> ``_lookup_for_insert``, ``_insert_new``
                                        (``_make_room`` may call ``_start_migration``)
@@ -172,9 +166,28 @@ iteration, ``reversed``                ``_HashMapIterator`` (relocation: ``_find
 views                                  ``_KeysView``, ``_ValuesView``, ``_ItemsView``
 pickle, ``copy.copy``                  ``__reduce_ex__``, ``__copy__``
 GC                                     ``_hashmap_traverse``, ``_hashmap_clear``
-invariants                             ``_check``
+invariants (debug builds: after calls)  ``_check``, ``_dbg_check``
 =====================================  ==================================================
-"""
+=======
+Debug builds (``FASTMAPS_DEBUG=1``, ``DEBUG_BUILD``): ``FM_ASSERT`` (a C assert; nothing
+at all in release builds) guards the hot paths: ids read from a slot lie in the log and
+name a live entry whose key is alive, ``_ent`` stays inside the segments, the cursors keep
+``w <= r <= n`` and ``old_end <= n``, ``fill <= usable`` and ``n < idmask`` after an
+insert, counts stay >= 0, a migration starts only when none runs. And every public
+mutating method ends with ``_dbg_check``: ``_check()``'s body, in the critical section,
+after the removed objects were released, on the schedule of ``fm_dbg_due``
+(fm_common.h): after every call while ``n + index slots`` (its cost) is at most 2048,
+otherwise after a sample of calls that keeps the checking to 32-64 positions per call on
+average, and always after a call in which a migration started or finished. The checker
+reads storage only (no ``__hash__``/``__eq__``/attribute lookup), so it is also right
+when another call on the map is suspended in user code further up the stack.
+
+Operation -> function
+---------------------
+Shared C (slot encoding ``fm_slot``/``fm_tag``, ``fm_hash_of``, GC-slot patching, the
+mapping flag, ``FM_ASSERT``) is in ``fm_common.h``; mapped indexes in ``fm_memory.h``.
+
+=====================================  ==========================================="""
 
 cimport cython
 from cpython.object cimport PyObject, PyTypeObject, Py_EQ, traverseproc, inquiry
@@ -199,6 +212,7 @@ cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
     void PyType_Modified(PyTypeObject* t)
     Py_ssize_t Py_REFCNT(object o)
+    Py_ssize_t _refcnt "Py_REFCNT"(PyObject* o) noexcept nogil
     PyObject* PyTuple_GET_ITEM(object t, Py_ssize_t i)
     Py_ssize_t PyTuple_GET_SIZE(object t)
     void PyTuple_SET_ITEM(object t, Py_ssize_t i, object o)   # steals (we INCREF first)
@@ -290,6 +304,17 @@ cdef int T_SEG_SHIFT = 11              # log segment = 2**11 entries (new maps o
 cdef size_t T_PF_MIN = 1 << 21         # a migration into an index this large populates it first
 cdef size_t T_PF_CHUNK = 1 << 16       # index bytes populated per write (see _populate_step)
 cdef Py_ssize_t T_PRE_EVERY = 32       # writes per page populated ahead of a migration (_prepare)
+
+
+# True in a FASTMAPS_DEBUG=1 build: C asserts on the hot paths, bounds checks, and the
+# invariant checker after mutating calls (see fm_dbg_due in fm_common.h)
+DEBUG_BUILD = bool(FM_DEBUG)
+
+
+def _debug_checks():
+    """How many invariant checks this thread has run after mutating calls of HashMap
+    (debug builds; always 0 otherwise). For tests."""
+    return fm_dbg_checks()
 
 
 def _set_tuning(step=None, sync_below=None, seg_shift=None, prefault_min=None,
@@ -445,6 +470,8 @@ cdef class HashMap:
             self._update_from(args[0], True)
         if kwargs:
             self._update_from(kwargs, True)
+        if FM_DEBUG:
+            self._dbg_check_cs()
 
     def __dealloc__(self):
         self._release_storage(True)
@@ -453,6 +480,8 @@ cdef class HashMap:
 
     @cython.final
     cdef inline Entry* _ent(self, Py_ssize_t i) noexcept nogil:
+        FM_ASSERT(i >= 0)
+        FM_ASSERT(i < self.log_cap)          # so the segment index is < nsegs
         return self.segs[i >> self.seg_shift].p + (i & self.seg_mask)
 
     @cython.final
@@ -461,6 +490,8 @@ cdef class HashMap:
         cdef Seg* sg = &self.segs[i >> self.seg_shift]
         if sg.h != NULL:
             return sg.h[i & self.seg_mask]
+        FM_ASSERT(sg.p[i & self.seg_mask].key != NULL)
+        FM_ASSERT(FM_IS_STR(sg.p[i & self.seg_mask].key))
         return FM_STR_HASH(sg.p[i & self.seg_mask].key)
 
     @cython.final
@@ -550,6 +581,7 @@ cdef class HashMap:
             self.segs[self.nsegs].live = 0
             self.nsegs += 1
             self.log_cap += seg_size
+        FM_ASSERT(self.log_cap >= need)
         return 0
 
     @cython.final
@@ -603,6 +635,8 @@ cdef class HashMap:
         `whole`: called by a whole-map operation that completes the migration at once."""
         cdef int32_t* new_idx = NULL
         cdef size_t pre_done = 0
+        FM_ASSERT(self.old_idx == NULL)
+        fm_dbg_event()                   # debug builds: check the map after this call
         if self.pre_idx != NULL:         # prepared ahead (_prepare): adopt it if it fits
             if self.pre_slots == slots and not whole and self.idx != NULL:
                 new_idx = self.pre_idx
@@ -680,9 +714,11 @@ cdef class HashMap:
                     slot = _find_free(self.idx, self.mask, hh)
                     if slot[0] == 0:
                         self.fill += 1
+                        FM_ASSERT(self.fill <= self.usable)
                     slot[0] = fm_slot(hh, self.idmask, w)
                 elif r != w:
                     slot = _find_id(self.idx, self.mask, self.idmask, hh, r)
+                    FM_ASSERT(slot != NULL)      # an appended entry is in the new index
                     slot[0] = fm_slot(hh, self.idmask, w)
                 if r != w:
                     self._ent(w)[0] = src[0]
@@ -694,6 +730,9 @@ cdef class HashMap:
                 w += 1
             r += 1
             budget -= 1
+        FM_ASSERT(w <= r)
+        FM_ASSERT(r <= n)
+        FM_ASSERT(old_end <= n)
         self.mig_w = w
         self.mig_r = r
         self.stamp += 1
@@ -705,6 +744,9 @@ cdef class HashMap:
     @cython.final
     cdef void _finish(self) noexcept:
         """The cursor reached the end of the log: drop the old index, cut the log at w."""
+        FM_ASSERT(self.mig_r >= self.n)
+        FM_ASSERT(self.live <= self.mig_w)   # every live entry is below w now
+        fm_dbg_event()
         self._retire_index(self.old_idx, self.old_mask + 1)
         self.old_idx = NULL
         self.old_mask = 0
@@ -962,9 +1004,13 @@ cdef class HashMap:
             if x <= idmask:          # not DUMMY (bit 31 set), and the tag matches
                 ident = <Py_ssize_t>x - 1
                 if lo <= ident < hi:
+                    FM_ASSERT(ident >= 0)
+                    FM_ASSERT(ident < self.n)
                     sg = &self.segs[ident >> self.seg_shift]
                     j = ident & self.seg_mask
                     sk = sg.p[j].key
+                    FM_ASSERT(sk != NULL)            # a live slot never names a hole
+                    FM_ASSERT(_refcnt(sk) > 0)
                     if sk == <PyObject*>key:
                         slotp[0] = &idx[i]
                         return ident
@@ -1033,10 +1079,13 @@ cdef class HashMap:
         slot = _find_free(self.idx, self.mask, h)
         if slot[0] == 0:
             self.fill += 1
+        FM_ASSERT(self.fill <= self.usable)
+        FM_ASSERT(self.n < <Py_ssize_t>self.idmask)     # the id field holds n + 1
         slot[0] = fm_slot(h, self.idmask, self.n)
         self.n += 1
         self.live += 1
         self.n_ins += 1
+        FM_ASSERT(self.live <= self.n)
         self._write_step()
         return 0
 
@@ -1060,7 +1109,9 @@ cdef class HashMap:
         cdef PyObject* old
         if i < 0:
             return self._insert_new(key, h, value)
+        FM_ASSERT(i < self.n)
         ep = self._ent(i)
+        FM_ASSERT(ep.key != NULL)
         old = ep.value
         Py_INCREF(value)
         ep.value = <PyObject*>value
@@ -1088,6 +1139,8 @@ cdef class HashMap:
         """Remove live entry i (whose index slot is `slot`); hand its references to the
         caller, who must DECREF them after the map is consistent."""
         cdef Entry* ep = self._ent(i)
+        FM_ASSERT(ep.key != NULL)
+        FM_ASSERT(slot[0] > 0)
         kp[0] = ep.key
         vp[0] = ep.value
         ep.key = NULL
@@ -1096,6 +1149,8 @@ cdef class HashMap:
         self.segs[i >> self.seg_shift].live -= 1
         self.live -= 1
         self.n_dels += 1
+        FM_ASSERT(self.segs[i >> self.seg_shift].live >= 0)
+        FM_ASSERT(self.live >= 0)
         if self.old_idx == NULL:
             self._maybe_shrink()
         self._write_step()
@@ -1178,6 +1233,8 @@ cdef class HashMap:
     @cython.critical_section
     def __setitem__(self, key, value):
         self._set(key, fm_hash_of(key), value)
+        if FM_DEBUG:
+            self._dbg_check()
 
     @cython.critical_section
     def __delitem__(self, key):
@@ -1191,6 +1248,8 @@ cdef class HashMap:
         self._unlink(i, slot, &k, &v)
         Py_DECREF(<object>k)
         Py_DECREF(<object>v)
+        if FM_DEBUG:
+            self._dbg_check()
 
     @cython.critical_section
     def __contains__(self, key):
@@ -1221,6 +1280,8 @@ cdef class HashMap:
         if i >= 0:
             return <object>self._ent(i).value
         self._insert_new(key, h, default)
+        if FM_DEBUG:
+            self._dbg_check()
         return default
 
     @cython.critical_section
@@ -1252,6 +1313,8 @@ cdef class HashMap:
         result = <object>v
         Py_DECREF(result)        # the map's reference; `result` keeps its own
         Py_DECREF(<object>k)
+        if FM_DEBUG:
+            self._dbg_check()
         return result
 
     @cython.critical_section
@@ -1276,13 +1339,17 @@ cdef class HashMap:
                 self._finish()
         if self.old_idx == NULL:
             i = self._last_live(self.n - 1, 0)
+        FM_ASSERT(i >= 0)                # live > 0: there is a live entry
         slot = self._slot_of(i)
+        FM_ASSERT(slot != NULL)
         # cut the log at i (the entry and any trailing holes) before unlinking
         self.n = i + 1
         self._unlink_last(i, slot, &k, &v)
         result = (<object>k, <object>v)
         Py_DECREF(<object>k)
         Py_DECREF(<object>v)
+        if FM_DEBUG:
+            self._dbg_check()
         return result
 
     @cython.final
@@ -1302,6 +1369,9 @@ cdef class HashMap:
     cdef void _unlink_last(self, Py_ssize_t i, int32_t* slot, PyObject** kp, PyObject** vp) noexcept:
         """popitem's removal: entry i is the last position of the log."""
         cdef Entry* ep = self._ent(i)
+        FM_ASSERT(i == self.n - 1)
+        FM_ASSERT(ep.key != NULL)
+        FM_ASSERT(slot[0] > 0)
         kp[0] = ep.key
         vp[0] = ep.value
         ep.key = NULL
@@ -1310,6 +1380,7 @@ cdef class HashMap:
         self.segs[i >> self.seg_shift].live -= 1
         self.live -= 1
         self.n_dels += 1
+        FM_ASSERT(self.live >= 0)
         self.n = i
         if self.old_idx != NULL and self.old_end > i:
             self.old_end = i
@@ -1338,6 +1409,8 @@ cdef class HashMap:
         if keep_capacity is not True and keep_capacity is not False:
             raise TypeError(f"keep_capacity must be a bool, not {type(keep_capacity).__name__}")
         self._clear(keep_capacity)
+        if FM_DEBUG:
+            self._dbg_check()
 
     @cython.final
     cdef void _clear(self, bint keep_capacity) noexcept:
@@ -1457,6 +1530,8 @@ cdef class HashMap:
             self._update_from(args[0], False)
         if kwargs:
             self._update_from(kwargs, False)
+        if FM_DEBUG:
+            self._dbg_check_cs()
 
     @cython.final
     cdef int _update_from(self, object other, bint presize) except -1:
@@ -1571,6 +1646,8 @@ cdef class HashMap:
         else:
             for k in iterable:
                 d[k] = value
+        if FM_DEBUG and isinstance(d, HashMap):
+            (<HashMap>d)._dbg_check_cs()
         return d
 
     @cython.critical_section
@@ -1584,6 +1661,8 @@ cdef class HashMap:
         if self.live == 0:
             return new
         new._fill_from(self)
+        if FM_DEBUG:
+            new._dbg_check()     # (nothing else can reach `new` yet)
         return new
 
     @cython.final
@@ -1729,6 +1808,8 @@ cdef class HashMap:
             raise TypeError(f"{cls.__name__}() returned {type(m).__name__}, not a HashMap: "
                             f"with_capacity cannot reserve room in it")
         (<HashMap>m)._reserve(n)
+        if FM_DEBUG:
+            (<HashMap>m)._dbg_check_cs()
         return m
 
     @cython.critical_section
@@ -1742,6 +1823,8 @@ cdef class HashMap:
         if n < 0:
             raise ValueError("capacity must be >= 0")
         self._reserve(n)
+        if FM_DEBUG:
+            self._dbg_check()
 
     @cython.final
     cdef int _reserve(self, Py_ssize_t n) except -1:
@@ -1784,6 +1867,8 @@ cdef class HashMap:
         self._rebuild(_slots_for(self.live + 1))
         if self.nsegs == 1 and self.log_cap > 8:
             self._shrink_first_segment()
+        if FM_DEBUG:
+            self._dbg_check()
 
     @cython.final
     cdef void _shrink_first_segment(self) noexcept:
@@ -1898,7 +1983,35 @@ cdef class HashMap:
     @cython.critical_section
     def _check(self):
         """Verify every internal invariant; raise AssertionError on the first violation.
-        O(n + index size). For tests."""
+        O(n + index size). For tests (debug builds also run it after mutating calls)."""
+        self._verify()
+        return True
+
+    @cython.final
+    cdef int _dbg_check(self) except -1:
+        """Debug builds: the checker at the end of a mutating call, inside the map's
+        critical section, once the map is consistent and the removed objects are
+        released; it runs when fm_dbg_due says so for its cost (O(n + index size))."""
+        cdef Py_ssize_t cost = self.n
+        if self.idx != NULL:
+            cost += self.mask + 1
+        if self.old_idx != NULL:
+            cost += self.old_mask + 1
+        if fm_dbg_due(cost):
+            self._verify()
+        return 0
+
+    @cython.final
+    cdef int _dbg_check_cs(self) except -1:
+        """_dbg_check for methods that do not hold the map's critical section."""
+        with cython.critical_section(self):
+            return self._dbg_check()
+
+    @cython.final
+    cdef int _verify(self) except -1:
+        """_check's body: reads the map's storage only (no user code, no Python object
+        allocated before a violation is found), so it may run anywhere the map is
+        consistent, also while user code of another call on it is on the stack."""
         cdef Py_ssize_t pos = 0, live = 0, slots, s, ident, fill = 0
         cdef Entry* ep
         cdef int32_t* slot
@@ -1906,7 +2019,7 @@ cdef class HashMap:
         cdef int32_t ix
         if self.idx == NULL:
             assert self.live == 0 and self.n == 0 and not migrating, "no index but entries"
-            return True
+            return 0
         assert self.n <= self.log_cap, "log end past allocated segments"
         if not migrating:
             assert self.mig_w == 0 and self.mig_r == 0, "cursor set outside a migration"
@@ -1922,7 +2035,10 @@ cdef class HashMap:
             if ep.key != NULL:
                 live += 1
                 assert ep.value != NULL, f"live entry {pos} without value"
-                assert (<object>ep.key).__hash__ is not None, f"unhashable key at {pos}"
+                # (not `key.__hash__ is not None`: an attribute lookup may run user code,
+                # and a class may drop its __hash__ while its instances are stored)
+                assert _refcnt(ep.key) > 0 and _refcnt(ep.value) > 0, \
+                    f"entry {pos}: freed key or value"
                 if self.segs[pos >> self.seg_shift].h == NULL:
                     assert FM_IS_STR(ep.key), f"entry {pos}: not a str, no stored hash"
                     assert FM_STR_HASH(ep.key) != -1, f"entry {pos}: str hash not cached"
@@ -1971,7 +2087,7 @@ cdef class HashMap:
                     assert self._ent(ident).key != NULL, f"old slot {s} points to a hole"
                     assert ix == fm_slot(self._ehash(ident), self.old_idmask, ident), \
                         f"old slot {s}: wrong tag"
-        return True
+        return 0
 
     # ------------------------------------------------------------------ comparisons, repr
 
@@ -2021,6 +2137,8 @@ cdef class HashMap:
             return NotImplemented
         new = HashMap.copy(self)      # as dict's |: not a subclass's copy() or update()
         (<HashMap>new)._update_from(other, False)
+        if FM_DEBUG:
+            (<HashMap>new)._dbg_check_cs()
         return new
 
     def __ror__(self, other):
@@ -2032,6 +2150,8 @@ cdef class HashMap:
 
     def __ior__(self, other):
         self._update_from(other, False)  # as dict's |=: not a subclass's update()
+        if FM_DEBUG:
+            self._dbg_check_cs()
         return self
 
     def __class_getitem__(cls, item):

@@ -6,6 +6,8 @@ __all__ = ["ObjectPool", "Lease", "PoolClosedError"]
 
 _T = TypeVar("_T")
 
+DEBUG_BUILD: bool        # a FASTMAPS_DEBUG=1 build (docs/design.md, "Debug builds")
+
 class PoolClosedError(RuntimeError): ...
 
 # Only for type checkers: stats() returns a plain dict with these keys.

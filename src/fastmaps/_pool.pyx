@@ -145,6 +145,12 @@ Invariants (checked by ``_check()``)
   given that only objects handed out by this pool are ``put`` back);
 * a closed pool holds no idle object.
 
+Debug builds (``FASTMAPS_DEBUG=1``, ``DEBUG_BUILD``) run the checker at the end of every
+``get``/``put``/``discard``/``prefill``/``clear``/``close``, lease entry and exit and GC
+rotation, on fm_dbg_due's schedule (fm_common.h: every call while its cost, the idle set's
+capacity + the cache slots + the tiers, is at most 2048, else a sample of calls). It runs
+no user code and allocates no GC-tracked object (see ``_verify``).
+
 Fast path and its cost
 ----------------------
 ``get()``/``put()`` first try ``_fast_get``/``_fast_put``. Two precomputed gates decide
@@ -206,6 +212,9 @@ from time import monotonic as _monotonic
 from fastmaps.fm_common cimport *
 from fastmaps.fm_pool cimport *
 
+cdef extern from "Python.h":
+    Py_ssize_t _refcnt "Py_REFCNT"(PyObject* o) noexcept nogil
+
 cdef enum:
     _NSLOTS_C = 64  # must equal FM_NSLOTS (checked at import)
 
@@ -214,6 +223,15 @@ __all__ = ["ObjectPool", "Lease", "PoolClosedError"]
 if FM_NSLOTS != _NSLOTS_C:
     raise ImportError("fastmaps._pool: slot count mismatch")
 _FREE_THREADED = bool(FM_FREE_THREADED)
+# True in a FASTMAPS_DEBUG=1 build (see _hashmap.DEBUG_BUILD)
+DEBUG_BUILD = bool(FM_DEBUG)
+
+
+def _debug_checks():
+    """How many invariant checks this thread has run after mutating calls of ObjectPool
+    (debug builds; always 0 otherwise). For tests."""
+    return fm_dbg_checks()
+
 _NSLOTS = FM_NSLOTS
 _MAX_LOCAL_CACHE = 64
 
@@ -816,6 +834,8 @@ cdef class ObjectPool:
             ...
         TimeoutError: ObjectPool.get() timed out after 0 s: all 1 objects (max_size) are in use
         """
+        if FM_DEBUG:
+            return self._dbg_get(timeout)
         return self._get_impl(timeout)
 
     cdef inline object _get_impl(self, object timeout):
@@ -998,6 +1018,8 @@ cdef class ObjectPool:
         ValueError: put() of an object that is already idle in this pool (double put)
         """
         self._put_impl(obj)
+        if FM_DEBUG:
+            self._dbg_check()
 
     cdef inline int _put_impl(self, object obj) except -1:
         cdef int done
@@ -1097,6 +1119,8 @@ cdef class ObjectPool:
         (0, 1, 0)
         """
         self._discard_impl(obj)
+        if FM_DEBUG:
+            self._dbg_check()
 
     cdef int _discard_impl(self, object obj) except -1:
         with cython.critical_section(self):
@@ -1211,6 +1235,8 @@ cdef class ObjectPool:
                 made += 1
             obj = None
         self._notify()
+        if FM_DEBUG:
+            self._dbg_check()
         return made
 
     def clear(self):
@@ -1235,6 +1261,8 @@ cdef class ObjectPool:
         n = len(dropped)
         self._notify(True)
         del dropped  # finalizers, if any, run here: outside every lock
+        if FM_DEBUG:
+            self._dbg_check()
         return n
 
     def close(self):
@@ -1268,6 +1296,8 @@ cdef class ObjectPool:
         _unregister(self)
         self._notify(True)
         del dropped
+        if FM_DEBUG:
+            self._dbg_check()
 
     @property
     def closed(self):
@@ -1343,6 +1373,9 @@ cdef class ObjectPool:
         if dropped:
             self._notify(True)
         # the pool is consistent: the old victims may now die (finalizers may use the pool)
+        dropped = None
+        if FM_DEBUG:
+            self._dbg_check()
 
     # -------------------------------------------------------------------- stats
     def stats(self):
@@ -1381,35 +1414,64 @@ cdef class ObjectPool:
 
     def _check(self):
         """Verify the internal invariants (see the module docstring); raise AssertionError
-        on the first violation. For tests; O(idle objects)."""
-        cdef Py_ssize_t n, cap, i, j, base, lc = self._local_cache
+        on the first violation. For tests (debug builds also run it after mutating calls,
+        see _dbg_check); O(idle objects + idle set capacity + cache slots)."""
         with cython.critical_section(self):
-            seen = set()
+            self._verify()
+        return True
+
+    cdef int _dbg_check(self) except -1:
+        """Debug builds, at the end of a mutating call (the pool consistent, outside every
+        callback): _verify when fm_dbg_due says so for its cost."""
+        with cython.critical_section(self):
+            if fm_dbg_due(self._idle.mask + 1 + (FM_NSLOTS << self._slot_shift)
+                          + len(self._shared) + len(self._victim)):
+                self._verify()
+        return 0
+
+    cdef object _dbg_get(self, object timeout):
+        """get() followed by _dbg_check (debug builds)."""
+        obj = self._get_impl(timeout)
+        self._dbg_check()
+        return obj
+
+    cdef int _verify(self) except -1:
+        """_check's body (inside the pool's critical section). It runs no user code and
+        allocates no garbage-collected object before it finds a violation: an allocation
+        could start a collection, whose victim rotation would change the pool mid-check
+        (the objects seen are recorded in a C address set)."""
+        cdef Py_ssize_t n, cap, i, j, base, lc = self._local_cache, live
+        cdef list shared = self._shared
+        cdef list victim = self._victim
+        cdef PyObject* o
+        cdef _PtrSet seen
+        seen.slots = NULL
+        _ps_init(&seen, _PS_MIN_BITS)
+        try:
             if lc and self._slot_items == NULL:
                 raise AssertionError("no slot storage")
-            if not 0 <= self._n_shared <= len(self._shared):
+            if not 0 <= self._n_shared <= len(shared):
                 raise AssertionError("_n_shared out of range")
-            if any(o is not None for o in self._shared[self._n_shared:]):
-                raise AssertionError("shared stack: live object beyond _n_shared")
-            tiers = [("shared", self._shared[:self._n_shared]), ("victim", self._victim)]
+            for i in range(self._n_shared, len(shared)):
+                if shared[i] is not None:
+                    raise AssertionError("shared stack: live object beyond _n_shared")
+            for i in range(self._n_shared):
+                self._verify_idle(<PyObject*>shared[i], &seen, "shared")
+            for i in range(len(victim)):
+                self._verify_idle(<PyObject*>victim[i], &seen, "victim")
             for i in range(FM_NSLOTS):
                 n = self._slot_n[i]
                 if not 0 <= n <= lc:
                     raise AssertionError(f"slot {i} holds {n} objects, local_cache={lc}")
                 base = i << self._slot_shift
-                if any(self._slot_items[base + j] != NULL for j in range(n, lc)):
-                    raise AssertionError(f"slot {i}: live object beyond its fill level")
-                if any(self._slot_items[base + j] == NULL for j in range(n)):
-                    raise AssertionError(f"slot {i}: NULL below its fill level")
-                tiers.append((f"slot {i}", [<object>self._slot_items[base + j]
-                                            for j in range(n)]))
-            for name, objs in tiers:
-                for o in objs:
-                    if id(o) in seen:
-                        raise AssertionError(f"object {o!r} is idle twice ({name})")
-                    seen.add(id(o))
-                    if _ps_find(&self._idle, _addr(o)) < 0:
-                        raise AssertionError(f"idle object {o!r} ({name}) not in idle set")
+                for j in range(lc):
+                    o = self._slot_items[base + j]
+                    if j >= n and o != NULL:
+                        raise AssertionError(f"slot {i}: live object beyond its fill level")
+                    if j < n:
+                        if o == NULL:
+                            raise AssertionError(f"slot {i}: NULL below its fill level")
+                        self._verify_idle(o, &seen, "a cache slot")
             n = 0
             cap = self._idle.mask + 1
             for i in range(cap):
@@ -1417,18 +1479,18 @@ cdef class ObjectPool:
                     n += 1
                     if _ps_find(&self._idle, self._idle.slots[i]) != i:
                         raise AssertionError("idle set: entry not reachable from its home")
-            if n != self._idle.used or n != len(seen):
+            if n != self._idle.used or n != seen.used:
                 raise AssertionError(f"idle set holds {n} (used={self._idle.used}) but "
-                                     f"tiers hold {len(seen)}")
+                                     f"tiers hold {seen.used}")
             if self._idle.used * 2 > cap:
                 raise AssertionError("idle set over its load factor")
             if self._returning.used > self._in_use:
                 raise AssertionError(f"{self._returning.used} objects being returned but "
                                      f"in_use = {self._in_use}")
-            for name, v in (("in_use", self._in_use), ("checking", self._checking),
-                            ("creating", self._creating), ("waiters", self._waiters)):
-                if v < 0:
-                    raise AssertionError(f"{name} = {v} < 0")
+            if self._in_use < 0 or self._checking < 0 or self._creating < 0 or self._waiters < 0:
+                raise AssertionError(f"negative count: in_use {self._in_use}, checking "
+                                     f"{self._checking}, creating {self._creating}, "
+                                     f"waiters {self._waiters}")
             if self._high_water < self._in_use:
                 raise AssertionError("high_water < in_use")
             if self._max_idle >= 0 and self._idle.used > self._max_idle:
@@ -1436,8 +1498,8 @@ cdef class ObjectPool:
             live = self._idle.used + self._in_use + self._checking + self._creating
             if self._max_size >= 0 and live > self._max_size:
                 raise AssertionError(f"live {live} > max_size {self._max_size}")
-            if self._created != (self._idle.used + self._in_use + self._checking +
-                                 self._discarded):
+            if self._created != <unsigned long long>(self._idle.used + self._in_use +
+                                                     self._checking) + self._discarded:
                 raise AssertionError(
                     f"created {self._created} != idle {self._idle.used} + in_use "
                     f"{self._in_use} + checking {self._checking} + discarded "
@@ -1446,7 +1508,19 @@ cdef class ObjectPool:
                 raise AssertionError("closed pool holds idle objects")
             if self._hits + self._misses > self._gets:  # (fast hits count in neither)
                 raise AssertionError("hits + misses > gets")
-        return True
+        finally:
+            PyMem_Free(seen.slots)
+        return 0
+
+    cdef int _verify_idle(self, PyObject* o, _PtrSet* seen, str tier) except -1:
+        """One idle object of `tier` for _verify: alive, in one tier only, in the idle set."""
+        if o == NULL or _refcnt(o) <= 0:
+            raise AssertionError(f"idle object in {tier} is NULL or freed")
+        if not _ps_add(seen, _addr(<object>o)):
+            raise AssertionError(f"object {<object>o!r} is idle twice ({tier})")
+        if _ps_find(&self._idle, _addr(<object>o)) < 0:
+            raise AssertionError(f"idle object {<object>o!r} ({tier}) not in idle set")
+        return 0
 
 
 # ------------------------------------------------------------------------------------
@@ -1528,6 +1602,8 @@ cdef class Lease:
             raise TypeError("Lease objects are created by ObjectPool.borrow()")
         self._obj = self._pool._get_impl(self._timeout)
         self._state = 1
+        if FM_DEBUG:
+            self._pool._dbg_check()
         return self._obj
 
     @cython.binding(False)
@@ -1544,6 +1620,8 @@ cdef class Lease:
             self._pool._discard_impl(obj)
         else:
             self._pool._put_impl(obj)
+        if FM_DEBUG:
+            self._pool._dbg_check()
         return False
 
     @classmethod
@@ -1633,6 +1711,8 @@ cdef class _NullContext:
 # argument parsing. These functions have exactly the methods' semantics for that shape.
 # ------------------------------------------------------------------------------------
 cdef object _pool_get0(ObjectPool self):
+    if FM_DEBUG:
+        return self._dbg_get(None)
     return self._get_impl(None)
 
 

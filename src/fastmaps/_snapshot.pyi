@@ -12,6 +12,7 @@ _T = TypeVar("_T")
 _S = TypeVar("_S")
 
 FREE_THREADED_BUILD: bool
+DEBUG_BUILD: bool        # a FASTMAPS_DEBUG=1 build (docs/design.md, "Debug builds")
 
 # What the constructors, update() and replace() accept, as dict's: a mapping (anything with
 # keys() and __getitem__) or an iterable of key/value pairs.

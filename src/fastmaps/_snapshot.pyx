@@ -244,6 +244,8 @@ cdef class Snapshot:
             fm_pending_flush(&pend)
             fm_ver_clear(&tmp)              # only if the build failed
             fm_buf_clear(&buf)
+        if FM_DEBUG:
+            _dbg_check_ver(&self.v, len(self))
 
     def __dealloc__(self):
         _fam_leave(self)
@@ -885,6 +887,8 @@ cdef class SnapshotMap:
             # (SnapshotMap's own update: as dict.__init__, a subclass's update() is not
             # called)
             SnapshotMap.update(self, mapping, **kwargs)
+        if FM_DEBUG:
+            _dbg_check_map(self)
 
     def __dealloc__(self):
         cdef PyObject* cur = self._cur
@@ -1096,6 +1100,8 @@ cdef class SnapshotMap:
             finally:
                 _release(m)
                 fm_pending_flush(&pend)
+        if FM_DEBUG:
+            _dbg_check_map(m)
         return m
 
     def __copy__(self):
@@ -1110,12 +1116,16 @@ cdef class SnapshotMap:
     def __setitem__(self, key, value):
         cdef Py_hash_t h = fm_hash_of(key)
         _write_assoc(self, h, key, value, False)
+        if FM_DEBUG:
+            _dbg_check_map(self)
 
     def __delitem__(self, key):
         cdef Py_hash_t h = fm_hash_of(key)
         cdef object value = _write_without(self, h, key, None, False)
         if value is _MISSING:
             raise KeyError(key)
+        if FM_DEBUG:
+            _dbg_check_map(self)
 
     def pop(self, key, default=_MISSING, /):
         """Remove key and return its value.  If key is absent, return default, or raise
@@ -1144,6 +1154,8 @@ cdef class SnapshotMap:
             if default is _MISSING:
                 raise KeyError(key)
             return default
+        if FM_DEBUG:
+            _dbg_check_map(self)
         return value
 
     def popitem(self):
@@ -1158,7 +1170,10 @@ cdef class SnapshotMap:
         >>> m.popitem(), m
         (('b', 2), SnapshotMap({'a': 1}))
         """
-        return _write_popitem(self)
+        r = _write_popitem(self)
+        if FM_DEBUG:
+            _dbg_check_map(self)
+        return r
 
     def setdefault(self, key, default=None, /):
         """Return the value for key; if key is absent, first insert it with the value
@@ -1174,6 +1189,8 @@ cdef class SnapshotMap:
         """
         # (not through self.load_or_store: as dict's, a subclass's methods are not called)
         r = _write_assoc(self, fm_hash_of(key), key, default, True)
+        if FM_DEBUG:
+            _dbg_check_map(self)
         return default if r is _MISSING else r
 
     def update(self, other=(), /, **kwargs):
@@ -1231,6 +1248,8 @@ cdef class SnapshotMap:
                 fm_ver_clear(&tmp)      # the partial version, if a key's __eq__ raised
         finally:
             fm_buf_clear(&buf)          # (after the lock: may run __del__)
+        if FM_DEBUG:
+            _dbg_check_map(self)
 
     def __ior__(self, other):
         SnapshotMap.update(self, other)     # as dict's |=: not a subclass's update()
@@ -1262,6 +1281,8 @@ cdef class SnapshotMap:
         finally:
             _release(self)
             fm_pending_flush(&pend)
+        if FM_DEBUG:
+            _dbg_check_map(self)
 
     def replace(self, mapping=(), /, **kwargs):
         """Atomically replace the whole content with mapping's (a mapping or iterable of
@@ -1298,6 +1319,8 @@ cdef class SnapshotMap:
         finally:
             _release(self)
             fm_pending_flush(&pend)
+        if FM_DEBUG:
+            _dbg_check_map(self)
         return prev
 
     def batch(self):
@@ -1341,6 +1364,8 @@ cdef class SnapshotMap:
         """
         cdef Py_hash_t h = fm_hash_of(key)
         r = _write_assoc(self, h, key, value, True)
+        if FM_DEBUG:
+            _dbg_check_map(self)
         if r is _MISSING:
             return (value, False)
         return (r, True)
@@ -1358,6 +1383,8 @@ cdef class SnapshotMap:
         value = _write_without(self, h, key, None, False)
         if value is _MISSING:
             return (None, False)
+        if FM_DEBUG:
+            _dbg_check_map(self)
         return (value, True)
 
     def swap(self, key, value):
@@ -1373,6 +1400,8 @@ cdef class SnapshotMap:
         """
         cdef Py_hash_t h = fm_hash_of(key)
         r = _write_assoc(self, h, key, value, False)
+        if FM_DEBUG:
+            _dbg_check_map(self)
         if r is _MISSING:
             return (None, False)
         return (r, True)
@@ -1391,7 +1420,10 @@ cdef class SnapshotMap:
         (False, SnapshotMap({'a': 2}))
         """
         cdef Py_hash_t h = fm_hash_of(key)
-        return _write_cas(self, h, key, old, new)
+        ok = _write_cas(self, h, key, old, new)
+        if FM_DEBUG:
+            _dbg_check_map(self)
+        return ok
 
     def compare_and_delete(self, key, old):
         """If key is present and its value is old (identity, then ==), delete it and
@@ -1404,7 +1436,10 @@ cdef class SnapshotMap:
         (False, True, SnapshotMap({'b': 2}))
         """
         cdef Py_hash_t h = fm_hash_of(key)
-        return _write_without(self, h, key, old, True) is not _MISSING
+        ok = _write_without(self, h, key, old, True) is not _MISSING
+        if FM_DEBUG:
+            _dbg_check_map(self)
+        return ok
 
     # -- tests / debugging ---------------------------------------------------------------
     def _check(self, rehash=False):
@@ -1837,6 +1872,8 @@ cdef class Batch:
             self._base = self._kin = None
             _release(self._map)
             fm_pending_flush(&self._pend)
+        if FM_DEBUG:
+            _dbg_check_map(self._map)
         return False
 
     cdef int _enter_read(self) except -1:
@@ -1918,10 +1955,14 @@ cdef class Batch:
     # -- mapping API -----------------------------------------------------------------
     def __setitem__(self, key, value):
         self._assoc(key, value, False)
+        if FM_DEBUG:
+            _dbg_check_ver(&self._v, len(self))
 
     def __delitem__(self, key):
         if self._without(key) is _MISSING:
             raise KeyError(key)
+        if FM_DEBUG:
+            _dbg_check_ver(&self._v, len(self))
 
     def __getitem__(self, key):
         cdef fm_entry* e = NULL
@@ -2062,6 +2103,8 @@ cdef class Batch:
             if default is _MISSING:
                 raise KeyError(key)
             return default
+        if FM_DEBUG:
+            _dbg_check_ver(&self._v, len(self))
         return value
 
     def popitem(self):
@@ -2090,6 +2133,8 @@ cdef class Batch:
             self._dirty = True
         finally:
             self._leave()
+        if FM_DEBUG:
+            _dbg_check_ver(&self._v, len(self))
         return result
 
     def setdefault(self, key, default=None, /):
@@ -2106,6 +2151,8 @@ cdef class Batch:
         ((1, 2), SnapshotMap({'a': 1, 'b': 2}))
         """
         r = self._assoc(key, default, True)
+        if FM_DEBUG:
+            _dbg_check_ver(&self._v, len(self))
         return default if r is _MISSING else r
 
     def update(self, other=(), /, **kwargs):
@@ -2142,6 +2189,8 @@ cdef class Batch:
                 self._leave()
         finally:
             fm_buf_clear(&buf)
+        if FM_DEBUG:
+            _dbg_check_ver(&self._v, len(self))
 
     def clear(self):
         """Remove every item from the batch (the map is emptied if the block exits
@@ -2164,6 +2213,8 @@ cdef class Batch:
                 self._dirty = True
         finally:
             self._leave()
+        if FM_DEBUG:
+            _dbg_check_ver(&self._v, len(self))
 
     def __repr__(self):
         state = ("active" if self._state == 1 else "finished" if self._state == 2 else "new")
@@ -2173,6 +2224,37 @@ cdef class Batch:
 # ---------------------------------------------------------------------------------------
 # invariant checker
 # ---------------------------------------------------------------------------------------
+
+# True in a FASTMAPS_DEBUG=1 build (see _hashmap.DEBUG_BUILD)
+DEBUG_BUILD = bool(FM_DEBUG)
+
+
+def _debug_checks():
+    """How many invariant checks this thread has run after mutating calls of SnapshotMap,
+    its batches and Snapshot construction (debug builds; always 0 otherwise). Tests."""
+    return fm_dbg_checks()
+
+
+cdef int _dbg_check_ver(fm_ver* v, Py_ssize_t n) except -1:
+    """Debug builds, at the end of a mutating call: _check_ver(v) when fm_dbg_due says so
+    for a version of n live entries (its log holds <= 2n + 32 records and its indexes
+    about 6n slots, so the check reads about 8n + 64). No user code runs in it."""
+    if fm_dbg_due(8 * n + 64):
+        _check_ver(v, False)
+    return 0
+
+
+cdef int _dbg_check_map(SnapshotMap m) except -1:
+    """_dbg_check_ver of m's published version, after the write released the writer lock
+    and its pending references (the published version is complete at every point where
+    Python code runs, so it may also run while user code of another write is on the
+    stack)."""
+    cdef Snapshot s = _load(m)
+    if fm_dbg_due(8 * len(s) + 64):
+        assert s._version <= m._version or fm_owner_load(&m._owner) != 0, "version"
+        _check_ver(&s.v, False)
+    return 0
+
 
 cdef Py_ssize_t _check_tree(fm_node* n, int depth, int leafbits, int kind, size_t base,
                             size_t limit, Py_ssize_t log_end) except -1:

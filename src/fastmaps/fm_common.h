@@ -3,6 +3,8 @@
 
      FM_FREE_THREADED     1 on free-threaded builds (Py_GIL_DISABLED), else 0
      FM_ASSERT(cond)      a C assert in FASTMAPS_DEBUG=1 builds, nothing otherwise
+     fm_dbg_due(cost)     debug builds: whether to run the invariant checker after this
+                          mutating call (below; always 0 otherwise)
      FM_STR_HASH(o)       an exact str's cached hash (-1: not computed yet)
      fm_hash_of(o)        hash(o), reading an exact str's cached hash as dict does
      fm_tag / fm_slot     the index slot encoding both maps use (below)
@@ -41,6 +43,57 @@
 #else
 #define FM_DEBUG 0
 #define FM_ASSERT(cond) ((void)0)
+#endif
+
+/* The checker schedule of debug builds. Every public mutating call of HashMap,
+   SnapshotMap (and its batches) and ObjectPool ends with `if FM_DEBUG: <check>`, where the
+   check asks fm_dbg_due(cost) whether to run the structure's full invariant checker;
+   `cost` is the checker's work (log positions + index slots it reads, or the like):
+     cost <= FM_DBG_ALWAYS   after every call;
+     larger                  after one call in 2^k, 2^k the smallest power of two
+                             >= cost / FM_DBG_BUDGET, so checking adds about
+                             FM_DBG_BUDGET..2*FM_DBG_BUDGET units per call on average
+                             (a full check after every call would make a test that
+                             builds 10^6 keys one at a time quadratic). The calls are
+                             picked by the top bits of a Weyl sequence of the thread's
+                             call count: evenly spread, and structures written in
+                             lockstep are all sampled;
+     after fm_dbg_event()    always (HashMap calls it when a migration starts or ends).
+   A call that raises is not followed by a check; the next one that is covers it.
+   The counters are per thread (and per module: each module compiles its own copy). */
+#define FM_DBG_ALWAYS 2048
+#define FM_DBG_BUDGET 32
+#if FM_DEBUG
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FM_TLS __declspec(thread)
+#else
+#define FM_TLS _Thread_local
+#endif
+typedef struct { uint64_t calls, checks; int event; } fm_dbg_state_t;
+static FM_TLS fm_dbg_state_t fm_dbg_state;
+static inline int fm_dbg_due(Py_ssize_t cost) {
+    fm_dbg_state_t *st = &fm_dbg_state;
+    int k = 0;
+    st->calls++;
+    if (st->event || cost <= FM_DBG_ALWAYS) {
+        st->event = 0;
+        st->checks++;
+        return 1;
+    }
+    while (((uint64_t)FM_DBG_BUDGET << k) < (uint64_t)cost) k++;
+    /* the top k bits of calls * 2^64/phi are 0 for one call in 2^k */
+    if (((st->calls * 0x9E3779B97F4A7C15ull) >> (64 - k)) == 0) {
+        st->checks++;
+        return 1;
+    }
+    return 0;
+}
+static inline void fm_dbg_event(void) { fm_dbg_state.event = 1; }
+static inline uint64_t fm_dbg_checks(void) { return fm_dbg_state.checks; }
+#else
+static inline int fm_dbg_due(Py_ssize_t cost) { (void)cost; return 0; }
+static inline void fm_dbg_event(void) {}
+static inline uint64_t fm_dbg_checks(void) { return 0; }
 #endif
 
 #define FM_IS_STR(o) (Py_TYPE(o) == &PyUnicode_Type)

@@ -1,6 +1,6 @@
 # Declarations of fm_common.h: what the three modules share at C level (see the header).
 from cpython.object cimport PyObject, PyTypeObject
-from libc.stdint cimport int32_t, uint32_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
 
 cdef extern from "fm_common.h":
     const bint FM_FREE_THREADED
@@ -23,3 +23,8 @@ cdef extern from "fm_common.h":
     void fm_set_gc_slots(PyTypeObject* t, fm_traverseproc tr, fm_inquiry cl,
                          fm_traverseproc* old_tr, fm_inquiry* old_cl) noexcept
     void fm_set_mapping_flag(PyTypeObject* t) noexcept
+
+    # debug builds: the checker schedule (see the header); 0 / no-ops otherwise
+    bint fm_dbg_due(Py_ssize_t cost) noexcept nogil
+    void fm_dbg_event() noexcept nogil
+    uint64_t fm_dbg_checks() noexcept nogil
