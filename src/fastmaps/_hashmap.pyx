@@ -137,6 +137,15 @@ cached hash is read from it then; a freed key is never touched): O(1), exact, an
 iterators. If the key is gone, the map's keys changed during iteration and, as in dict,
 RuntimeError is raised (a change of size raises it earlier, as in dict).
 
+Views, update and pickle rules
+------------------------------
+``keys()``, ``values()`` and ``items()`` return the view types HashMap shares with
+SnapshotMap (``fastmaps._mapping``, which implements dict's view semantics once); they
+read the map through four C hooks here (``_view_len``, ``_view_iter``, ``_view_contains``,
+``_view_lookup``, each in the map's critical section), so a view costs no Python call per
+item. dict's generic update protocol (``update_pairs``) and its pickle/copy rules
+(``reduce_map``, ``copy_via_reduce``) come from ``fastmaps._mapping`` too.
+
 Invariants (checked by ``_check()``)
 ------------------------------------
 * every live entry is referenced by exactly one slot, in the index that owns its id, with
@@ -161,8 +170,9 @@ import collections.abc as _abc
 import sys as _sys
 from types import GenericAlias as _GenericAlias
 # dict's rules shared with SnapshotMap (see fastmaps._mapping)
-from fastmaps._mapping import (update_pairs, as_pair, reduce_map, copy_via_reduce,
-                               lookup_special, NO_SPECIAL)
+from fastmaps._mapping import (update_pairs as _update_pairs, as_pair as _as_pair,
+                               reduce_map as _reduce_map, copy_via_reduce as _copy_via_reduce,
+                               lookup_special as _lookup_special, NO_SPECIAL as _NO_SPECIAL)
 
 cdef extern from "Python.h":
     ctypedef Py_ssize_t Py_hash_t
@@ -1144,8 +1154,8 @@ cdef class HashMap:
         if i >= 0:
             return <object>self._ent(i).value
         if type(self) is not HashMap:
-            missing = lookup_special(self, "__missing__", NO_SPECIAL)
-            if missing is not NO_SPECIAL:
+            missing = _lookup_special(self, "__missing__", _NO_SPECIAL)
+            if missing is not _NO_SPECIAL:
                 return missing(key)      # even None: called, and TypeError, like dict
         raise KeyError(key)
 
@@ -1460,7 +1470,7 @@ cdef class HashMap:
             return self._update_from_dict(<dict>other)
         if type(other) is list or type(other) is tuple:
             return self._update_from_seq(other)
-        for k, v in update_pairs(other, type(self).__name__):
+        for k, v in _update_pairs(other, type(self).__name__):
             self._set_cs(k, fm_hash_of(k), v)
         return 0
 
@@ -1511,7 +1521,7 @@ cdef class HashMap:
 
     @cython.final
     cdef int _update_from_seq(self, object seq) except -1:
-        """Merge an exact list or tuple of pairs: dict's rules (as update_pairs), with
+        """Merge an exact list or tuple of pairs: dict's rules (as _update_pairs), with
         2-tuples read directly."""
         cdef Py_ssize_t i = 0
         name = None
@@ -1522,7 +1532,7 @@ cdef class HashMap:
             else:
                 if name is None:
                     name = type(self).__name__
-                k, v = as_pair(item, i, name)
+                k, v = _as_pair(item, i, name)
             self._set_cs(k, fm_hash_of(k), v)
             i += 1
         return 0
@@ -1684,7 +1694,7 @@ cdef class HashMap:
             if attrs:
                 vars(new).update(attrs)
             return new
-        return copy_via_reduce(self)
+        return _copy_via_reduce(self)
 
     # ------------------------------------------------------------------ extras
 
@@ -1981,7 +1991,7 @@ cdef class HashMap:
 
     def __reduce_ex__(self, protocol):
         # as for a dict subclass (fastmaps._mapping.reduce_map)
-        return reduce_map(self, iter(self.items()))
+        return _reduce_map(self, iter(self.items()))
 
     def __or__(self, other):
         if not isinstance(other, (HashMap, dict)):

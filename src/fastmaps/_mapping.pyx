@@ -83,11 +83,11 @@ cdef object _DICT_ITEMS = type({}.items())
 cdef object make_view(int kind, object m, const view_ops* ops):
     cdef _MapView v
     if kind == VIEW_KEYS:
-        v = _KeysView.__new__(_KeysView, _TOKEN)
+        v = _KeysView(_TOKEN)
     elif kind == VIEW_ITEMS:
-        v = _ItemsView.__new__(_ItemsView, _TOKEN)
+        v = _ItemsView(_TOKEN)
     else:
-        v = _ValuesView.__new__(_ValuesView, _TOKEN)
+        v = _ValuesView(_TOKEN)
     v._m = m
     v._ops = ops
     return v
@@ -100,8 +100,8 @@ cdef class _MapView:
     cdef object _m
     cdef const view_ops* _ops
 
-    def __cinit__(self, *args):
-        if len(args) != 1 or args[0] is not _TOKEN:
+    def __cinit__(self, token=None):
+        if token is not _TOKEN:
             raise TypeError(f"cannot create '{type(self).__module__}."
                             f"{type(self).__qualname__}' instances")
 

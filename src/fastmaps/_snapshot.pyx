@@ -166,6 +166,12 @@ thread that already holds it (a key's ``__eq__``/``__hash__`` or a value's ``__e
 writing to the same map during a write, or a direct write to the map inside its own
 ``batch()`` block) raises ``RuntimeError`` instead of deadlocking.  Operations on a batch
 object are guarded the same way against re-entry from user code.
+
+Views, update and pickle rules: ``keys()``/``values()``/``items()`` of a SnapshotMap, a
+Snapshot or a batch are the view types shared with HashMap (``fastmaps._mapping``: dict's
+view semantics, implemented once), over one Snapshot read through the C hooks
+``_view_len``/``_view_iter``/``_view_contains``/``_view_lookup``; dict's generic update
+protocol and its pickle/copy rules for the maps come from that module as well.
 """
 
 cimport cython
@@ -176,7 +182,8 @@ from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr
 
 import collections.abc as _abc
 # dict's rules shared with HashMap (see fastmaps._mapping)
-from fastmaps._mapping import update_pairs, as_pair, reduce_map, copy_via_reduce
+from fastmaps._mapping import (update_pairs as _update_pairs, as_pair as _as_pair,
+                               reduce_map as _reduce_map, copy_via_reduce as _copy_via_reduce)
 from types import GenericAlias as _GenericAlias
 
 from fastmaps.fm_snapshot cimport *
@@ -579,11 +586,11 @@ cdef Py_ssize_t _collect_buf(object mapping, dict kwargs, fm_buf* b) except -1:
                 k = <object>fm_tuple_item(item, 0)
                 v = <object>fm_tuple_item(item, 1)
             else:
-                k, v = as_pair(item, i, "SnapshotMap")
+                k, v = _as_pair(item, i, "SnapshotMap")
             fm_buf_push(b, fm_hash_of(k), <PyObject*>k, <PyObject*>v)
             i += 1
     else:
-        for k, v in update_pairs(mapping, "SnapshotMap"):
+        for k, v in _update_pairs(mapping, "SnapshotMap"):
             fm_buf_push(b, fm_hash_of(k), <PyObject*>k, <PyObject*>v)
     if kwargs:
         for k, v in kwargs.items():
@@ -974,7 +981,7 @@ cdef class SnapshotMap:
         # as for a dict subclass (fastmaps._mapping.reduce_map): pickle and copy record the
         # new map in their memo before its items are set, so a map that contains itself
         # round-trips
-        return reduce_map(self, iter(_load(self).items()))
+        return _reduce_map(self, iter(_load(self).items()))
 
     def __or__(self, other):
         """self | other: a new SnapshotMap with self's items updated by other's (as dict's
@@ -1039,7 +1046,7 @@ cdef class SnapshotMap:
     def __copy__(self):
         if type(self) is SnapshotMap:
             return self.copy()
-        return copy_via_reduce(self)    # a subclass: keeps its type and state
+        return _copy_via_reduce(self)   # a subclass: keeps its type and state
 
     __class_getitem__ = classmethod(_GenericAlias)
 
