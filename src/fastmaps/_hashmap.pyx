@@ -137,6 +137,15 @@ cached hash is read from it then; a freed key is never touched): O(1), exact, an
 iterators. If the key is gone, the map's keys changed during iteration and, as in dict,
 RuntimeError is raised (a change of size raises it earlier, as in dict).
 
+Views, update and pickle rules
+------------------------------
+``keys()``, ``values()`` and ``items()`` return the view types HashMap shares with
+SnapshotMap (``fastmaps._mapping``, which implements dict's view semantics once); they
+read the map through four C hooks here (``_view_len``, ``_view_iter``, ``_view_contains``,
+``_view_lookup``, each in the map's critical section), so a view costs no Python call per
+item. dict's generic update protocol (``update_pairs``) and its pickle/copy rules
+(``reduce_map``, ``copy_via_reduce``) come from ``fastmaps._mapping`` too.
+
 Invariants (checked by ``_check()``)
 ------------------------------------
 * every live entry is referenced by exactly one slot, in the index that owns its id, with
@@ -198,10 +207,15 @@ from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memset, memcpy
 from fastmaps.fm_common cimport *
 
+from fastmaps._mapping cimport view_ops, make_view, VIEW_KEYS, VIEW_VALUES, VIEW_ITEMS
+
 import collections.abc as _abc
-import copyreg as _copyreg
 import sys as _sys
-from types import GenericAlias as _GenericAlias, MappingProxyType as _MappingProxyType
+from types import GenericAlias as _GenericAlias
+# dict's rules shared with SnapshotMap (see fastmaps._mapping)
+from fastmaps._mapping import (update_pairs as _update_pairs, as_pair as _as_pair,
+                               reduce_map as _reduce_map, copy_via_reduce as _copy_via_reduce,
+                               lookup_special as _lookup_special, NO_SPECIAL as _NO_SPECIAL)
 
 cdef extern from "Python.h":
     ctypedef Py_ssize_t Py_hash_t
@@ -1497,7 +1511,7 @@ cdef class HashMap:
         >>> list(k), k & {"a", "z"}
         (['a', 'b', 'c'], {'a'})
         """
-        return _KeysView(self)
+        return make_view(VIEW_KEYS, self, &_VIEW_OPS)
 
     def values(self):
         """A live view of the values, in insertion order. O(1) to create; iterating it
@@ -1506,7 +1520,7 @@ cdef class HashMap:
         >>> list(HashMap(a=1, b=2).values())
         [1, 2]
         """
-        return _ValuesView(self)
+        return make_view(VIEW_VALUES, self, &_VIEW_OPS)
 
     def items(self):
         """A live, set-like view of the (key, value) pairs, in insertion order. O(1) to
@@ -1515,7 +1529,7 @@ cdef class HashMap:
         >>> m = HashMap(a=1); list(m.items()), ("a", 1) in m.items()
         ([('a', 1)], True)
         """
-        return _ItemsView(self)
+        return make_view(VIEW_ITEMS, self, &_VIEW_OPS)
 
     def update(self, *args, **kwargs):
         """update([other], **kwargs): like dict.update. ``other`` may be a mapping, an
@@ -2122,15 +2136,8 @@ cdef class HashMap:
             Py_ReprLeave(self)
 
     def __reduce_ex__(self, protocol):
-        # As for a dict subclass: recreate with cls.__new__ (no __init__ call), restore the
-        # instance state (__dict__ and __slots__, or a custom __getstate__), then the items.
-        cls = type(self)
-        getstate = getattr(self, "__getstate__", None)
-        if getstate is not None:                      # 3.11+: object.__getstate__
-            state = getstate()
-        else:
-            state = _state_310(self)
-        return (_copyreg.__newobj__, (cls,), state or None, None, iter(self.items()))
+        # as for a dict subclass (fastmaps._mapping.reduce_map)
+        return _reduce_map(self, iter(self.items()))
 
     def __or__(self, other):
         if not isinstance(other, (HashMap, dict)):
@@ -2166,84 +2173,8 @@ cdef Py_ssize_t _count_dummies(int32_t* idx, Py_ssize_t slots) noexcept:
     return c
 
 
-_MISSING = object()
-
-
 cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object d, object k) except? NULL
-
-
-def _update_pairs(other, str name):
-    """(key, value) pairs of an update argument read by dict's generic rules (also used by
-    SnapshotMap): anything with a ``keys`` attribute as ``(k, other[k]) for k in
-    list(other.keys())``, anything else as an iterable of pairs; dict's error messages,
-    with ``name`` for "dictionary".  Lazy, so a failure leaves the pairs before it
-    applied, as in dict.update."""
-    keys = getattr(other, "keys", _MISSING)
-    if keys is not _MISSING:
-        ks = keys()
-        try:
-            ks = list(ks)
-        except TypeError:
-            if not hasattr(ks, "__iter__"):
-                raise TypeError(f"{type(other).__name__}.keys() returned a non-iterable "
-                                f"(type {type(ks).__name__})") from None
-            raise
-        for k in ks:
-            yield k, other[k]
-        return
-    i = 0
-    for item in other:
-        yield _as_pair(item, i, name)
-        i += 1
-
-
-def _as_pair(item, Py_ssize_t i, str name):
-    """(key, value) of element #i of an update sequence, with dict's error messages."""
-    try:
-        pair = tuple(item) if not isinstance(item, (tuple, list)) else item
-    except TypeError:
-        raise TypeError(f"cannot convert {name} update sequence element #{i} to a "
-                        f"sequence") from None
-    if len(pair) != 2:
-        raise ValueError(f"{name} update sequence element #{i} has length "
-                         f"{len(pair)}; 2 is required")
-    return pair[0], pair[1]
-
-
-_NO_SPECIAL = object()
-
-
-def _lookup_special(obj, name, default=None):
-    """type(obj).<name> bound to obj through the descriptor protocol (how CPython looks up
-    special methods such as __missing__), or default when no class defines it."""
-    for klass in type(obj).__mro__:
-        d = klass.__dict__
-        if name in d:
-            f = d[name]
-            get = getattr(type(f), "__get__", None)
-            return get(f, obj, type(obj)) if get is not None else f
-    return default
-
-
-def _state_310(obj):
-    """The instance state pickle saves for a dict subclass on Python 3.10 (which has no
-    object.__getstate__): __dict__, plus the __slots__ values if there are any."""
-    d = obj.__dict__ or None
-    slots = {}
-    for name in _copyreg._slotnames(type(obj)):
-        if name in ("__dict__", "__weakref__"):
-            continue
-        try:
-            slots[name] = getattr(obj, name)
-        except AttributeError:
-            pass
-    return (d, slots) if slots else d
-
-
-def _copy_via_reduce(obj):
-    import copy
-    return copy._reconstruct(obj, None, *obj.__reduce_ex__(4))
 
 
 def _tolerant_items(HashMap m):
@@ -2612,201 +2543,44 @@ cdef extern from "Python.h":
 
 # ---------------------------------------------------------------------- views
 
-cdef class _MapView:
-    cdef HashMap _m
+# keys(), values() and items() are fastmaps._mapping's views; these hooks are how they read
+# a HashMap: C calls into the same lookups and iterators HashMap's own methods use (each in
+# the map's critical section), so a view costs no Python-level call per item or lookup.
 
-    def __cinit__(self, HashMap m not None):
-        self._m = m
-
-    def __len__(self):
-        with cython.critical_section(self._m):
-            return self._m.live
-
-    @property
-    def mapping(self):
-        """A read-only proxy of the underlying map."""
-        return _MappingProxyType(self._m)
-
-    def __repr__(self):
-        return f"{type(self._m).__name__.lower()}_{self._kind_name()}({list(self)!r})"
-
-    def _kind_name(self):
-        raise NotImplementedError  # overridden by every concrete view
+cdef Py_ssize_t _view_len(object m) except -1:
+    with cython.critical_section(m):
+        return (<HashMap>m).live
 
 
-cdef class _SetView(_MapView):
-    """Set operations shared by the keys and items views (results are sets, as for dict)."""
-
-    def __and__(self, other):
-        return _view_and(self, other)
-
-    def __rand__(self, other):
-        return _view_and(self, other)
-
-    def __or__(self, other):
-        r = set(self)
-        r.update(other)
-        return r
-
-    def __ror__(self, other):
-        r = set(other)
-        r.update(self)
-        return r
-
-    def __sub__(self, other):
-        r = set(self)
-        r.difference_update(other)
-        return r
-
-    def __rsub__(self, other):
-        r = set(other)
-        r.difference_update(self)
-        return r
-
-    def __xor__(self, other):
-        r = set(self)
-        r.symmetric_difference_update(other)
-        return r
-
-    def __rxor__(self, other):
-        r = set(other)
-        r.symmetric_difference_update(self)
-        return r
-
-    def isdisjoint(self, other):
-        """True if the view and other have no element in common.
-
-        As dict's views do: other is iterated and its elements looked up in the view,
-        unless other is a set or a keys/items view larger than this view, in which case
-        this view is iterated and its elements looked up in other (so they must be
-        hashable)."""
-        return _view_isdisjoint(self, other, (_KeysView, _ItemsView))
-
-    def __richcmp__(self, other, int op):
-        if not isinstance(other, _abc.Set):
-            return NotImplemented
-        ls, lo = len(self), len(other)
-        if op == 2:      # ==
-            return ls == lo and _all_in(self, other)
-        if op == 3:      # !=
-            return not (ls == lo and _all_in(self, other))
-        if op == 0:      # <
-            return ls < lo and _all_in(self, other)
-        if op == 1:      # <=
-            return ls <= lo and _all_in(self, other)
-        if op == 4:      # >
-            return ls > lo and _all_in(other, self)
-        return ls >= lo and _all_in(other, self)   # >=
-
-    __hash__ = None
+cdef object _view_iter(object m, int kind, bint rev):
+    return _make_iter(<HashMap>m, kind, rev)       # VIEW_* are the ITER_* kinds
 
 
-_DICT_VIEWS = (type({}.keys()), type({}.items()))
+cdef int _view_contains(object m, object key) except -1:
+    cdef HashMap hm = <HashMap>m
+    cdef int32_t* slot
+    with cython.critical_section(hm):
+        return hm._lookup(key, fm_hash_of(key), &slot) >= 0   # not a subclass's __contains__
 
 
-def _view_isdisjoint(view, other, tuple own_views):
-    """view.isdisjoint(other) the way dict's views compute it (also SnapshotMap's): other
-    is iterated and looked up in the view, unless other is a set, a dict keys/items view or
-    one of own_views and larger than the view; then the view is iterated and looked up in
-    other (so its elements must be hashable)."""
-    if other is view:
-        return len(view) == 0
-    probe, it = view, other
-    if isinstance(other, (set, frozenset) + _DICT_VIEWS + own_views) and len(other) > len(view):
-        probe, it = other, view
-    for x in it:
-        if x in probe:
-            return False
-    return True
+cdef object _view_lookup(object m, object key, object missing):
+    cdef HashMap hm = <HashMap>m
+    cdef int32_t* slot
+    cdef Py_ssize_t i
+    with cython.critical_section(hm):
+        i = hm._lookup(key, fm_hash_of(key), &slot)
+        if i < 0:
+            return missing
+        return <object>hm._ent(i).value
 
 
-def _view_and(view, other):
-    """view & other, the way dict's views compute it: elements come from iterating the
-    other operand (or the larger view), so only they need to be hashable."""
-    if type(other) is set and len(view) <= len(other):
-        return other.intersection(view)
-    if isinstance(other, (_KeysView, _ItemsView) + _DICT_VIEWS) and len(other) > len(view):
-        view, other = other, view
-    result = set()
-    for x in other:
-        if x in view:
-            result.add(x)
-    return result
-
-
-def _all_in(a, b):
-    for x in a:
-        if x not in b:
-            return False
-    return True
-
-
-@cython.final
-cdef class _KeysView(_SetView):
-    def __iter__(self):
-        return _make_iter(self._m, ITER_KEYS, False)
-
-    def __reversed__(self):
-        return _make_iter(self._m, ITER_KEYS, True)
-
-    def __contains__(self, key):
-        cdef int32_t* slot
-        cdef HashMap m = self._m
-        with cython.critical_section(m):
-            return m._lookup(key, fm_hash_of(key), &slot) >= 0   # not a subclass's __contains__
-
-    def _kind_name(self):
-        return "keys"
-
-
-@cython.final
-cdef class _ItemsView(_SetView):
-    def __iter__(self):
-        return _make_iter(self._m, ITER_ITEMS, False)
-
-    def __reversed__(self):
-        return _make_iter(self._m, ITER_ITEMS, True)
-
-    def __contains__(self, item):
-        cdef HashMap m = self._m
-        cdef int32_t* slot
-        cdef Py_ssize_t i
-        if not isinstance(item, tuple) or PyTuple_GET_SIZE(item) != 2:
-            return False
-        key = <object>PyTuple_GET_ITEM(item, 0)
-        value = <object>PyTuple_GET_ITEM(item, 1)
-        with cython.critical_section(m):
-            i = m._lookup(key, fm_hash_of(key), &slot)
-            if i < 0:
-                return False
-            found = <object>m._ent(i).value
-        return found is value or PyObject_RichCompareBool(found, value, Py_EQ)
-
-    def _kind_name(self):
-        return "items"
-
-
-@cython.final
-cdef class _ValuesView(_MapView):
-    def __iter__(self):
-        return _make_iter(self._m, ITER_VALUES, False)
-
-    def __reversed__(self):
-        return _make_iter(self._m, ITER_VALUES, True)
-
-    def __contains__(self, value):
-        for v in self:
-            if v is value or v == value:
-                return True
-        return False
-
-    def _kind_name(self):
-        return "values"
-
-
-_abc.KeysView.register(_KeysView)
-_abc.ItemsView.register(_ItemsView)
-_abc.ValuesView.register(_ValuesView)
+cdef view_ops _VIEW_OPS
+_VIEW_OPS.length = _view_len
+_VIEW_OPS.iterate = _view_iter
+_VIEW_OPS.contains = _view_contains
+_VIEW_OPS.lookup = _view_lookup
+if (VIEW_KEYS, VIEW_VALUES, VIEW_ITEMS) != (ITER_KEYS, ITER_VALUES, ITER_ITEMS):
+    raise ImportError("fastmaps._hashmap: view kinds and iterator kinds differ")
 
 
 # ---------------------------------------------------------------------- cyclic GC

@@ -168,6 +168,12 @@ thread that already holds it (a key's ``__eq__``/``__hash__`` or a value's ``__e
 writing to the same map during a write, or a direct write to the map inside its own
 ``batch()`` block) raises ``RuntimeError`` instead of deadlocking.  Operations on a batch
 object are guarded the same way against re-entry from user code.
+
+Views, update and pickle rules: ``keys()``/``values()``/``items()`` of a SnapshotMap, a
+Snapshot or a batch are the view types shared with HashMap (``fastmaps._mapping``: dict's
+view semantics, implemented once), over one Snapshot read through the C hooks
+``_view_len``/``_view_iter``/``_view_contains``/``_view_lookup``; dict's generic update
+protocol and its pickle/copy rules for the maps come from that module as well.
 """
 
 cimport cython
@@ -177,11 +183,13 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 
 import collections.abc as _abc
-from fastmaps._hashmap import _update_pairs, _as_pair, _view_isdisjoint   # dict's rules, shared
-import copyreg as _copyreg
-from types import GenericAlias as _GenericAlias, MappingProxyType as _MappingProxyType
+# dict's rules shared with HashMap (see fastmaps._mapping)
+from fastmaps._mapping import (update_pairs as _update_pairs, as_pair as _as_pair,
+                               reduce_map as _reduce_map, copy_via_reduce as _copy_via_reduce)
+from types import GenericAlias as _GenericAlias
 
 from fastmaps.fm_snapshot cimport *
+from fastmaps._mapping cimport view_ops, make_view, VIEW_KEYS, VIEW_VALUES, VIEW_ITEMS
 
 
 # ---------------------------------------------------------------------------------------
@@ -296,7 +304,7 @@ cdef class Snapshot:
         >>> Snapshot(a=1, b=2).keys() & {"b", "c"}
         {'b'}
         """
-        return _KeysView(self)
+        return make_view(VIEW_KEYS, self, &_VIEW_OPS)
 
     def values(self):
         """A view of the values, in insertion order.
@@ -306,7 +314,7 @@ cdef class Snapshot:
         >>> list(Snapshot(a=1, b=2).values())
         [1, 2]
         """
-        return _ValuesView(self)
+        return make_view(VIEW_VALUES, self, &_VIEW_OPS)
 
     def items(self):
         """A set-like view of the (key, value) pairs, in insertion order.
@@ -318,7 +326,7 @@ cdef class Snapshot:
         >>> list(s.items()), ("a", 1) in s.items(), ("a", 2) in s.items()
         ([('a', 1), ('b', 2)], True, False)
         """
-        return _ItemsView(self)
+        return make_view(VIEW_ITEMS, self, &_VIEW_OPS)
 
     @property
     def version(self):
@@ -709,92 +717,37 @@ cdef _SnapshotIterator _make_iter(Snapshot s, int kind):
     return it
 
 
-def _isdisjoint(view, other):
-    """As dict's views: see fastmaps._hashmap._view_isdisjoint."""
-    return _view_isdisjoint(view, other, (_KeysView, _ItemsView))
+# keys(), values() and items() are fastmaps._mapping's views over one immutable version
+# (a Snapshot: a SnapshotMap's or a batch's views read the one current when they were made);
+# these hooks are how they read it, with no lock (the version never changes).
+
+cdef Py_ssize_t _view_len(object s) except -1:
+    return (<Snapshot>s).v.count
 
 
+cdef object _view_iter(object s, int kind, bint rev):
+    if rev:
+        return iter(list(_make_iter(<Snapshot>s, kind))[::-1])
+    return _make_iter(<Snapshot>s, kind)        # VIEW_* are the iterator kinds
 
 
-class _KeysView(_abc.KeysView):
-    """Keys of one immutable version (the snapshot current when the view was made)."""
-    __slots__ = ()
-
-    isdisjoint = _isdisjoint
-
-    @property
-    def mapping(self):
-        """A read-only proxy of the version the view reads."""
-        return _MappingProxyType(self._mapping)
-
-    def __iter__(self):
-        return _make_iter(self._mapping, 0)
-
-    def __reversed__(self):
-        return reversed(self._mapping)
-
-    def __contains__(self, key):
-        return key in self._mapping
-
-    def __len__(self):
-        return len(self._mapping)
-
-    def __repr__(self):
-        return f"snapshot_keys({list(self)!r})"
+cdef int _view_contains(object s, object key) except -1:
+    cdef fm_entry* e = NULL
+    return fm_find(&(<Snapshot>s).v, fm_hash_of(key), <PyObject*>key, &e) != 0
 
 
-class _ValuesView(_abc.ValuesView):
-    """Values of one immutable version."""
-    __slots__ = ()
-
-    @property
-    def mapping(self):
-        """A read-only proxy of the version the view reads."""
-        return _MappingProxyType(self._mapping)
-
-    def __iter__(self):
-        return _make_iter(self._mapping, 1)
-
-    def __reversed__(self):
-        return iter(list(self)[::-1])
-
-    def __len__(self):
-        return len(self._mapping)
-
-    def __repr__(self):
-        return f"snapshot_values({list(self)!r})"
+cdef object _view_lookup(object s, object key, object missing):
+    cdef fm_entry* e = NULL
+    if not fm_find(&(<Snapshot>s).v, fm_hash_of(key), <PyObject*>key, &e):
+        return missing
+    return <object>e.value
 
 
-class _ItemsView(_abc.ItemsView):
-    """(key, value) pairs of one immutable version."""
-    __slots__ = ()
-
-    isdisjoint = _isdisjoint
-
-    @property
-    def mapping(self):
-        """A read-only proxy of the version the view reads."""
-        return _MappingProxyType(self._mapping)
-
-    def __iter__(self):
-        return _make_iter(self._mapping, 2)
-
-    def __reversed__(self):
-        return iter(list(self)[::-1])
-
-    def __contains__(self, item):
-        if not isinstance(item, tuple) or len(item) != 2:
-            return False                    # as dict: only a 2-tuple can be an item
-        key, value = item
-        m = self._mapping
-        v = m.get(key, _MISSING)
-        return v is not _MISSING and (v is value or v == value)
-
-    def __len__(self):
-        return len(self._mapping)
-
-    def __repr__(self):
-        return f"snapshot_items({list(self)!r})"
+cdef view_ops _VIEW_OPS
+_VIEW_OPS.length = _view_len
+_VIEW_OPS.iterate = _view_iter
+_VIEW_OPS.contains = _view_contains
+_VIEW_OPS.lookup = _view_lookup
 
 
 cdef object _MISSING = object()     # a C global: no module-dict lookup per use
@@ -952,7 +905,7 @@ cdef class SnapshotMap:
         >>> k, list(m.keys())
         (snapshot_keys(['a']), ['a', 'b'])
         """
-        return _KeysView(_load(self))
+        return make_view(VIEW_KEYS, _load(self), &_VIEW_OPS)
 
     def values(self):
         """A view of the values of the version current now (it never changes).
@@ -966,7 +919,7 @@ cdef class SnapshotMap:
         >>> list(v), list(m.values())
         ([1, 2], [10, 2])
         """
-        return _ValuesView(_load(self))
+        return make_view(VIEW_VALUES, _load(self), &_VIEW_OPS)
 
     def items(self):
         """A set-like view of the (key, value) pairs of the version current now (it never
@@ -981,7 +934,7 @@ cdef class SnapshotMap:
         >>> list(items), ("a", 1) in items, list(m.items())
         ([('a', 1)], True, [])
         """
-        return _ItemsView(_load(self))
+        return make_view(VIEW_ITEMS, _load(self), &_VIEW_OPS)
 
     def snapshot(self):
         """The current version as an immutable Snapshot.
@@ -1031,16 +984,10 @@ cdef class SnapshotMap:
         return _repr(type(self).__name__, self)
 
     def __reduce_ex__(self, protocol):
-        # As for a dict subclass: recreate with cls.__new__ (no __init__ call), restore a
-        # subclass's instance state, then set the items one by one.  pickle and copy
-        # record the new map in their memo before its items are built, so a map that
-        # contains itself round-trips.
-        cls = type(self)
-        state = None
-        if cls is not SnapshotMap:
-            getstate = getattr(self, "__getstate__", None)      # 3.11+: object's
-            state = getstate() if getstate is not None else getattr(self, "__dict__", None)
-        return (_copyreg.__newobj__, (cls,), state or None, None, iter(_load(self).items()))
+        # as for a dict subclass (fastmaps._mapping.reduce_map): pickle and copy record the
+        # new map in their memo before its items are set, so a map that contains itself
+        # round-trips
+        return _reduce_map(self, iter(_load(self).items()))
 
     def __or__(self, other):
         """self | other: a new SnapshotMap with self's items updated by other's (as dict's
@@ -1107,8 +1054,7 @@ cdef class SnapshotMap:
     def __copy__(self):
         if type(self) is SnapshotMap:
             return self.copy()
-        import copy         # a subclass: through __reduce_ex__, keeping type and state
-        return copy._reconstruct(self, None, *self.__reduce_ex__(4))
+        return _copy_via_reduce(self)   # a subclass: keeps its type and state
 
     __class_getitem__ = classmethod(_GenericAlias)
 
