@@ -18,8 +18,8 @@ persistent by cutting each into fixed-size pages held in a shallow 32-way tree:
   position + 1 in the low bits given by the index's position field ``idmask`` (sized
   when the index is made, ``fm_idmask_for``: twice the slots or twice the log,
   whichever is larger), the tag in the bits above, up to bit 30 (mixed high bits of the
-  hash, ``fm_tag``; 9 bits at 10^6 entries, more below).  After the EMPTY test, one XOR
-  and one compare tell whether a live slot's tag matches, and the record is
+  hash, ``fm_tag``; 9 bits at 10^6 entries, more below).  One XOR, one subtraction and
+  one compare tell whether a slot is live with a matching tag, and the record is
   read only then: a miss usually reads no record and a hit reads only its own (dict
   reads the entry of every occupied slot it probes), with no second array to touch
   (tag bytes kept beside the slots cost a second cache line per probe; measured).  A

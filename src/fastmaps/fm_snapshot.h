@@ -69,10 +69,10 @@ static inline int32_t *fm_slots(fm_node *n) { return (int32_t *)(n + 1); }
 /* Index slots are fm_common.h's, as HashMap's: FM_SLOT_EMPTY (0), FM_SLOT_DUMMY (-1),
    or fm_slot(h, idmask, pos) = fm_tag(h, idmask) | (pos + 1) for the live record at log
    position pos (int hashes are the identity, so their high bits are often zero and
-   their low bits chose the slot: the tag mixes them).  A probe tests EMPTY first, then
-   computes x = slot ^ fm_tag(h, idmask): x <= idmask exactly when the slot is live and
-   its tag matches (DUMMY has bit 31 set, so x > idmask for it), and then x - 1 is the
-   position.  The record is read only then: a miss usually reads no record and a hit
+   their low bits chose the slot: the tag mixes them).  A probe computes
+   x = (slot ^ fm_tag(h, idmask)) - 1: x < idmask exactly when the slot is live and its
+   tag matches, and x is then the position (EMPTY, DUMMY and other tags give
+   x >= idmask: see fm_probe).  The record is read only then: a miss usually reads no record and a hit
    only its own, with no second array to read (the tag travels in the slot).  Index
    pages start zero-filled: all EMPTY. */
 
@@ -294,14 +294,12 @@ static Py_NO_INLINE int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key
     FM_ASSERT(v->old_idx != NULL);
     for (;;) {
         ix = *fm_islot_at(v->old_idx, v->old_depth, i);
-        if (ix == FM_SLOT_EMPTY) return 0;
-        x = (uint32_t)ix ^ tag;
-        if (x <= idmask) {
-            FM_ASSERT(x >= 1);
-            p = (Py_ssize_t)x - 1;
+        x = ((uint32_t)ix ^ tag) - 1u;          /* see fm_probe */
+        if (x < idmask) {
+            p = (Py_ssize_t)x;
             if (p >= v->mig_r && p < v->old_end) {
                 fm_entry *e = fm_entry_at(v, p);
-                FM_ASSERT(e->key != NULL);
+                FM_ASSERT(ix > 0 && e->key != NULL);
                 if (e->key == key) goto found;
                 if (e->hash == h) {
                     int r = PyObject_RichCompareBool(e->key, key, Py_EQ);
@@ -309,7 +307,7 @@ static Py_NO_INLINE int fm_probe_old(const fm_ver *v, Py_hash_t h, PyObject *key
                     if (r > 0) goto found;
                 }
             }
-        }
+        } else if (ix == FM_SLOT_EMPTY) return 0;
         perturb >>= 5;
         i = (i * 5 + perturb + 1) & mask;
         continue;
@@ -335,20 +333,20 @@ FM_HOT int fm_probe(const fm_ver *v, Py_hash_t h, PyObject *key, Py_ssize_t *pos
     mask = v->mask; perturb = (size_t)h; i = (size_t)h & mask;
     idmask = v->idmask; tag = fm_tag(h, idmask);
     for (;;) {
+        /* the slot's tag first: a live slot whose tag differs is skipped without
+           reading its log record (a miss usually reads no record at all).  With
+           x = (slot ^ tag) - 1, x < idmask exactly when the slot is live and its tag
+           matches, and x is then the position: a live slot holds tag' | (pos + 1)
+           with 1 <= pos + 1 <= idmask, so x >= idmask when tag' != tag; DUMMY gives
+           slot ^ tag >= 2^31 > idmask; EMPTY gives slot ^ tag = tag, whose bits are
+           all above idmask (x >= idmask) or none (x wraps to 2^32 - 1).  So EMPTY
+           need not be tested before the tag (one compare less on a hit). */
         ix = *fm_islot_at(v->idx, v->idx_depth, i);
-        if (ix == FM_SLOT_EMPTY) {
-            if (freeslot) *freeslot = fs >= 0 ? fs : (Py_ssize_t)i;
-            if (v->old_idx != NULL) return fm_probe_old(v, h, key, pos, slot);
-            return 0;
-        }
-        /* then the slot's tag: a live slot whose tag differs is skipped without
-           reading its log record (a miss usually reads no record at all) */
-        x = (uint32_t)ix ^ tag;
-        if (x <= idmask) {
+        x = ((uint32_t)ix ^ tag) - 1u;
+        if (x < idmask) {
             fm_entry *e;
-            FM_ASSERT(x >= 1);
-            p = (Py_ssize_t)x - 1;
-            FM_ASSERT(p < v->n && !fm_in_old(v, p));
+            p = (Py_ssize_t)x;
+            FM_ASSERT(ix > 0 && p < v->n && !fm_in_old(v, p));
             e = fm_entry_at(v, p);
             FM_ASSERT(e->key != NULL);
             if (e->key == key) goto found;
@@ -357,6 +355,10 @@ FM_HOT int fm_probe(const fm_ver *v, Py_hash_t h, PyObject *key, Py_ssize_t *pos
                 if (r < 0) return -1;
                 if (r > 0) goto found;
             }
+        } else if (ix == FM_SLOT_EMPTY) {
+            if (freeslot) *freeslot = fs >= 0 ? fs : (Py_ssize_t)i;
+            if (v->old_idx != NULL) return fm_probe_old(v, h, key, pos, slot);
+            return 0;
         } else if (ix == FM_SLOT_DUMMY && fs < 0) fs = (Py_ssize_t)i;
         perturb >>= 5;
         i = (i * 5 + perturb + 1) & mask;
@@ -570,7 +572,7 @@ static int32_t *fm_slot_writable(fm_ver *v, Py_ssize_t slot, fm_pending *pend) {
    slot (EMPTY or DUMMY) for a record it does not index yet, or the record's own slot
    when a migration moves it. */
 FM_HOT void fm_index_put(fm_ver *v, int32_t *s, Py_hash_t h, Py_ssize_t pos) {
-    FM_ASSERT(pos >= 0 && pos < v->n && (size_t)pos < v->idmask);
+    FM_ASSERT(pos >= 0 && pos <= v->n && (size_t)pos < v->idmask);
     if (*s == FM_SLOT_EMPTY) v->fill++;
     *s = fm_slot(h, v->idmask, pos);
 }
@@ -580,12 +582,13 @@ FM_HOT void fm_index_put(fm_ver *v, int32_t *s, Py_hash_t h, Py_ssize_t pos) {
    on its path are the caller's (fm_live_add, at once or for a page of appends). */
 FM_HOT void fm_append(fm_ver *v, fm_entry *e, int32_t *s, Py_hash_t h, PyObject *key,
                       PyObject *value) {
+    Py_ssize_t pos = v->n;
     FM_ASSERT(e->key == NULL && e->value == NULL);
     FM_ASSERT(*s == FM_SLOT_EMPTY || *s == FM_SLOT_DUMMY);
     e->hash = h; e->key = key; e->value = value;
-    v->n++;
+    fm_index_put(v, s, h, pos);
+    v->n = pos + 1;
     v->live++;
-    fm_index_put(v, s, h, v->n - 1);
 }
 
 /* ---- tuning (tests: _set_tuning) and counters ---- */
