@@ -722,7 +722,7 @@ cdef _SnapshotIterator _make_iter(Snapshot s, int kind):
 # these hooks are how they read it, with no lock (the version never changes).
 
 cdef Py_ssize_t _view_len(object s) except -1:
-    return (<Snapshot>s).v.count
+    return (<Snapshot>s).v.live
 
 
 cdef object _view_iter(object s, int kind, bint rev):
