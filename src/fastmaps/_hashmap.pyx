@@ -172,7 +172,8 @@ log growth / segments                  ``_ensure_log``, ``_store_hash``, ``_add_
 ``shrink_to_fit``                      ``_shrink_first_segment``
 ``==``                                 ``_mapping_equal``
 iteration, ``reversed``                ``_HashMapIterator`` (relocation: ``_find_key_id``)
-views                                  ``_KeysView``, ``_ValuesView``, ``_ItemsView``
+views (``_mapping``'s, over hooks)      ``_view_len``, ``_view_iter``, ``_view_contains``,
+                                       ``_view_lookup``
 pickle, ``copy.copy``                  ``__reduce_ex__``, ``__copy__``
 GC                                     ``_hashmap_traverse``, ``_hashmap_clear``
 invariants (debug builds: after calls)  ``_check``, ``_dbg_check``

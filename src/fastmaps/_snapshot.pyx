@@ -82,7 +82,7 @@ Memory: at rest (no migration) n <= 2*live + 32 log records and index load betwe
 it are compacted by the next one.
 Deleting the last record trims the run of holes before it (so that popitem stays LIFO)
 through the live counts: O(log n) even after a long stretch at the end of the log was
-emptied (500k trailing holes at 10^6: 0.009 ms, was 0.5-2 ms when it read every hole).
+emptied.
 
 **Who may write in place.**  A private version (a batch's, one being built by
 ``update``/``Snapshot(...)``, or the copy a writer makes of the published version) is
@@ -108,15 +108,8 @@ installed, (b) in place, when nothing but the map references the Snapshot, or (c
 empty, in the GC's ``tp_clear``; an iterator stops if its Snapshot's log root or length
 is not the one it started on, which covers (a) and (c).
 
-**Why this structure (chosen by measurement; details in docs/design.md).**  The previous
-version of this module was a CHAMP-style HAMT.  It iterated in hash order (1.6x dict at
-10^3, 7.5-9.4x at 10^6, keys and values touched in random memory order), its lookups in
-insertion order were 1.6-2.7x dict, and its writes were no faster than immutables.Map.set.
-An ordered log next to the trie would have fixed only iteration; a frozen base plus an
-overlay makes every read check the overlay and merges every O(n/8) writes.  Dict's own
-layout, paged, gives dict's memory access pattern for reads (0.6-1.36x dict, iteration
-about 1.0x at every size), O(1) pages per write (0.32-0.53x immutables.Map.set), and,
-with the incremental migration, none of dict's O(n) resize pauses.
+Why this structure and not a HAMT or a base plus an overlay, with the measurements
+behind it: docs/design.md ("SnapshotMap").
 
 Publication protocol (what is published, how readers load it, how versions are reclaimed)
 ------------------------------------------------------------------------------------------
@@ -174,6 +167,42 @@ Snapshot or a batch are the view types shared with HashMap (``fastmaps._mapping`
 view semantics, implemented once), over one Snapshot read through the C hooks
 ``_view_len``/``_view_iter``/``_view_contains``/``_view_lookup``; dict's generic update
 protocol and its pickle/copy rules for the maps come from that module as well.
+
+Operation -> function
+---------------------
+C engine: ``fm_snapshot.h`` (declared in ``fm_snapshot.pxd``); shared C (slot encoding,
+hash, GC slots, ``FM_ASSERT``): ``fm_common.h``; views, update and pickle rules:
+``_mapping.pyx``.
+
+======================================  =================================================
+read: ``m[k]``, ``get``, ``in``         ``_load`` (the reader handshake), ``fm_find`` ->
+                                        ``fm_probe`` (new index) -> ``fm_probe_old``
+write: ``m[k] = v``, ``setdefault``     ``_write_set`` -> ``_acquire``, ``fm_probe``,
+                                        ``_write_target``, ``fm_insert`` / ``fm_set_value``,
+                                        ``_commit`` -> ``_publish_locked``, ``_release``
+``del``, ``pop``                        ``_write_delete`` -> ``fm_delete``, ``fm_trim``
+``popitem``                             ``_write_popitem``
+atomics (``compare_and_swap`` ...)      ``_write_cas``, ``_write_set``, ``_write_delete``
+copy-on-write of a page and its path   ``fm_own``, ``fm_entry_writable``,
+                                        ``fm_islot_writable``
+a write's share of the migration        ``fm_maintain`` -> ``fm_mig_start`` /
+                                        ``fm_migrate``; old index pages: ``fm_sf_run``
+bulk: ``update``, ``Snapshot(...)``,    ``_collect_buf`` (before the lock),
+``SnapshotMap(x)``, ``|=``              ``_ver_update_buf`` -> ``fm_bulk_store`` or
+                                        ``fm_rebuild``
+``clear``, ``replace``                  ``SnapshotMap.clear`` / ``.replace`` (a new version
+                                        published whole)
+``batch()``                             ``Batch`` (a private version, published on exit)
+``snapshot()``, ``copy``                ``_load``, ``_snap_share``, ``_fam_join``
+iteration                               ``_SnapshotIterator`` (``fm_next_live``)
+views                                   ``_view_len``, ``_view_iter``, ``_view_contains``,
+                                        ``_view_lookup`` (hooks for ``_mapping``'s views)
+``==``                                  ``_snap_eq``
+GC                                      ``_snap_traverse``, ``_snap_clear``,
+                                        ``_fam_traverse``, ``_map_traverse``, ``_map_clear``
+invariants (debug builds: after calls)  ``_check_ver`` (``Snapshot._check``,
+                                        ``SnapshotMap._check``), ``_dbg_check_map``
+======================================  =================================================
 """
 
 cimport cython
@@ -227,7 +256,7 @@ cdef class Snapshot:
     cdef bint _frozen
     cdef _Family _fam          # the versions this one may share pages with (see "Cyclic GC")
     cdef fm_member _member     # its link in the family's member list
-    cdef object _gc   # present so that the type takes part in cyclic GC (see _install_gc_slots)
+    cdef object _gc   # present so that the type takes part in cyclic GC (see "Cyclic GC" at the end of the module)
 
     def __init__(self, mapping=(), /, **kwargs):
         cdef fm_pending pend
@@ -1061,13 +1090,13 @@ cdef class SnapshotMap:
     # -- single-key writes ---------------------------------------------------------------
     def __setitem__(self, key, value):
         cdef Py_hash_t h = fm_hash_of(key)
-        _write_assoc(self, h, key, value, False)
+        _write_set(self, h, key, value, False)
         if FM_DEBUG:
             _dbg_check_map(self)
 
     def __delitem__(self, key):
         cdef Py_hash_t h = fm_hash_of(key)
-        cdef object value = _write_without(self, h, key, None, False)
+        cdef object value = _write_delete(self, h, key, None, False)
         if value is _MISSING:
             raise KeyError(key)
         if FM_DEBUG:
@@ -1095,7 +1124,7 @@ cdef class SnapshotMap:
                 raise KeyError(key)
             return default
         h = fm_hash_of(key)
-        value = _write_without(self, h, key, None, False)
+        value = _write_delete(self, h, key, None, False)
         if value is _MISSING:
             if default is _MISSING:
                 raise KeyError(key)
@@ -1134,7 +1163,7 @@ cdef class SnapshotMap:
         (1, 1, SnapshotMap({'a': 1}))
         """
         # (not through self.load_or_store: as dict's, a subclass's methods are not called)
-        r = _write_assoc(self, fm_hash_of(key), key, default, True)
+        r = _write_set(self, fm_hash_of(key), key, default, True)
         if FM_DEBUG:
             _dbg_check_map(self)
         return default if r is _MISSING else r
@@ -1309,7 +1338,7 @@ cdef class SnapshotMap:
         ((1, False), (1, True))
         """
         cdef Py_hash_t h = fm_hash_of(key)
-        r = _write_assoc(self, h, key, value, True)
+        r = _write_set(self, h, key, value, True)
         if FM_DEBUG:
             _dbg_check_map(self)
         if r is _MISSING:
@@ -1326,7 +1355,7 @@ cdef class SnapshotMap:
         ((1, True), (None, False))
         """
         cdef Py_hash_t h = fm_hash_of(key)
-        value = _write_without(self, h, key, None, False)
+        value = _write_delete(self, h, key, None, False)
         if value is _MISSING:
             return (None, False)
         if FM_DEBUG:
@@ -1345,7 +1374,7 @@ cdef class SnapshotMap:
         ((1, True), (None, False), SnapshotMap({'a': 2, 'b': 3}))
         """
         cdef Py_hash_t h = fm_hash_of(key)
-        r = _write_assoc(self, h, key, value, False)
+        r = _write_set(self, h, key, value, False)
         if FM_DEBUG:
             _dbg_check_map(self)
         if r is _MISSING:
@@ -1382,7 +1411,7 @@ cdef class SnapshotMap:
         (False, True, SnapshotMap({'b': 2}))
         """
         cdef Py_hash_t h = fm_hash_of(key)
-        ok = _write_without(self, h, key, old, True) is not _MISSING
+        ok = _write_delete(self, h, key, old, True) is not _MISSING
         if FM_DEBUG:
             _dbg_check_map(self)
         return ok
@@ -1452,7 +1481,7 @@ cdef inline Snapshot _load(SnapshotMap m):
 
 
 cdef int _acquire(SnapshotMap m) except -1:
-    """Take the writer lock (see "Writer lock" in the module docstring)."""
+    """Take the writer lock (see "Publication protocol" in the module docstring)."""
     cdef uintptr_t me = <uintptr_t>PyThread_get_thread_ident()
     if fm_owner_load(&m._owner) == me:
         raise RuntimeError(
@@ -1569,7 +1598,7 @@ cdef inline int _commit(SnapshotMap m, Snapshot cur, Snapshot s, fm_ver* tmp,
     return 0
 
 
-cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
+cdef object _write_set(SnapshotMap m, Py_hash_t h, object key, object value,
                          bint only_if_absent):
     """Single-key store.  Returns the previous value, or _MISSING if key was absent."""
     cdef Snapshot s = _maybe_prealloc(m)
@@ -1607,7 +1636,7 @@ cdef object _write_assoc(SnapshotMap m, Py_hash_t h, object key, object value,
     return result
 
 
-cdef object _write_without(SnapshotMap m, Py_hash_t h, object key, object old,
+cdef object _write_delete(SnapshotMap m, Py_hash_t h, object key, object old,
                            bint compare):
     """Single-key delete (if compare: only when the value is old, identity then ==).
     Returns the removed value, or _MISSING."""
@@ -1870,7 +1899,7 @@ cdef class Batch:
             self._leave()
         return result
 
-    cdef object _without(self, object key):
+    cdef object _delete(self, object key):
         cdef Py_hash_t h
         cdef Py_ssize_t pos, slot
         cdef fm_entry* e = NULL
@@ -1905,7 +1934,7 @@ cdef class Batch:
             _dbg_check_ver(&self._v, len(self))
 
     def __delitem__(self, key):
-        if self._without(key) is _MISSING:
+        if self._delete(key) is _MISSING:
             raise KeyError(key)
         if FM_DEBUG:
             _dbg_check_ver(&self._v, len(self))
@@ -2044,7 +2073,7 @@ cdef class Batch:
             if default is _MISSING:
                 raise KeyError(key)
             return default
-        value = self._without(key)
+        value = self._delete(key)
         if value is _MISSING:
             if default is _MISSING:
                 raise KeyError(key)

@@ -21,8 +21,10 @@
                           low bits chose the slot.
    A probe computes x = slot ^ fm_tag(h, posmask): for a live slot whose tag matches,
    1 <= x <= posmask and x - 1 is the position; DUMMY (bit 31 set) gives x > posmask;
-   EMPTY must be tested first (x would be the tag). The entry is read only on a match: a
-   miss rarely reads any entry, a hit reads only its own. */
+   EMPTY gives x = the tag, so either EMPTY is tested first (HashMap's _probe) or the
+   test is (x - 1) < posmask in unsigned arithmetic, which EMPTY, DUMMY and other tags
+   all fail (SnapshotMap's fm_probe: one compare per slot). The entry is read only on a
+   match: a miss rarely reads any entry, a hit reads only its own. */
 #ifndef FM_COMMON_H
 #define FM_COMMON_H
 
