@@ -34,17 +34,23 @@ BATCH = 1_000
 
 
 def run_one(threads: int, seconds: float) -> dict:
-    """One configuration, in this process: returns the measured row."""
+    """One configuration, in this process: returns the measured row. Besides wall-clock
+    throughput it records each thread's CPU time (time.thread_time()): pairs per
+    CPU-second is the cost of a pair, which threads that contend for shared cache lines
+    or a lock raise, and which other load on the machine does not change (it only takes
+    CPU time away: see cpu_share, the fraction of the window the threads got)."""
     from fastmaps import ObjectPool
     pool = ObjectPool(object)
     start = threading.Barrier(threads + 1)
     stop = threading.Event()
     pairs = [0] * threads
+    cpu = [0.0] * threads
 
     def work(j):
         get, put = pool.get, pool.put
         put(get())  # warm this thread's slot
         start.wait()
+        c0 = time.thread_time()
         n = 0
         r = range(BATCH)
         while not stop.is_set():
@@ -52,6 +58,7 @@ def run_one(threads: int, seconds: float) -> dict:
                 x = get()
                 put(x)
             n += BATCH
+        cpu[j] = time.thread_time() - c0
         pairs[j] = n
 
     ts = [threading.Thread(target=work, args=(j,)) for j in range(threads)]
@@ -70,6 +77,8 @@ def run_one(threads: int, seconds: float) -> dict:
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
     return {"threads": threads, "seconds": elapsed, "pairs_per_s": sum(pairs) / elapsed,
             "per_thread": [p / elapsed for p in pairs], "gil_enabled": gil,
+            "pairs_per_cpu_s": sum(pairs) / max(sum(cpu), 1e-9),
+            "cpu_share": sum(cpu) / (elapsed * threads),
             "created": s["created"]}
 
 
@@ -116,23 +125,32 @@ def main(argv=None) -> int:
                      gil_disabled_build=ft_build)
     for c in counts:
         vals = [r["pairs_per_s"] for r in runs[c]]
+        cvals = [r["pairs_per_cpu_s"] for r in runs[c]]
         row = {"threads": c, "repeats": len(vals),
                "pairs_per_s": statistics.median(vals), "pairs_per_s_min": min(vals),
                "pairs_per_s_max": max(vals), "all": vals,
+               "pairs_per_cpu_s": statistics.median(cvals),
+               "pairs_per_cpu_s_min": min(cvals), "pairs_per_cpu_s_max": max(cvals),
+               "cpu_share": statistics.median(r["cpu_share"] for r in runs[c]),
                "gil_enabled": any(r["gil_enabled"] for r in runs[c])}
         res.add(**row)
         progress(f"[pool_threads] {c} thread(s): median {row['pairs_per_s'] / 1e6:5.2f} M "
                  f"pairs/s (min {row['pairs_per_s_min'] / 1e6:5.2f}, max "
-                 f"{row['pairs_per_s_max'] / 1e6:5.2f}), GIL "
+                 f"{row['pairs_per_s_max'] / 1e6:5.2f}); per CPU-second "
+                 f"{row['pairs_per_cpu_s'] / 1e6:5.2f} M (min "
+                 f"{row['pairs_per_cpu_s_min'] / 1e6:5.2f}), CPU share "
+                 f"{row['cpu_share']:.2f}, GIL "
                  f"{'on' if row['gil_enabled'] else 'off'}")
     if not args.no_write:
         progress(f"[pool_threads] wrote {res.write(args.out)}")
-    print("| threads | pairs/s (median) | min | max | GIL |")
-    print("|---|---|---|---|---|")
+    print("| threads | pairs/s (median) | min | max | pairs per CPU-s (median) | min | "
+          "CPU share | GIL |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in res.rows:
         print(f"| {r['threads']} | {r['pairs_per_s'] / 1e6:.2f} M | "
               f"{r['pairs_per_s_min'] / 1e6:.2f} M | {r['pairs_per_s_max'] / 1e6:.2f} M | "
-              f"{'on' if r['gil_enabled'] else 'off'} |")
+              f"{r['pairs_per_cpu_s'] / 1e6:.2f} M | {r['pairs_per_cpu_s_min'] / 1e6:.2f} M | "
+              f"{r['cpu_share']:.2f} | {'on' if r['gil_enabled'] else 'off'} |")
     return 0
 
 
