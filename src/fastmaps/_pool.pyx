@@ -101,16 +101,52 @@ Locking
   no Python code, so the GIL makes it atomic. The common ``get()``/``put()`` pair touches
   the caller's slot, the idle set and some counters and takes **no lock at all**; the
   condition's lock is only used when a bounded pool has waiters.
-* Free-threaded builds (3.13t+): every state transition runs inside
-  ``cython.critical_section(self)`` (the pool object's own per-object mutex; the macro is a
-  no-op on GIL builds, so it costs nothing there), including the read of ``_waiters`` that
-  decides whether to notify. That is correct but not scalable: the per-thread slots keep
-  objects thread-affine (good for biased reference counting), but the fast path still
-  takes the pool's one mutex, so two threads doing get+put on their own slots do not go
-  faster than one (measured on 3.13t: see docs/design.md). A lock-free fast path would
-  need per-slot mutexes, per-slot counters and a sharded or lock-free idle set; it is not
-  implemented. The module is declared ``freethreading_compatible`` (setup.py), so
-  importing it on 3.13t leaves the GIL off; the suite runs there.
+* Free-threaded builds (3.13t+): the ``get()``/``put()`` fast path takes **no pool-wide
+  lock** and writes no pool-wide field, so threads on different cache slots share no
+  cache line in the common case:
+
+  - each cache slot has a state (``_SlotState``, 128 bytes of its own: a spin lock, the
+    fill level ``n``, ``out`` = fast gets minus fast puts through the slot, and the slot's
+    fast hit / put counts), and its item storage is 128-byte aligned and strided;
+  - the idle set is split into 64 shards by object address (``_Shard``: a spin lock and
+    a ``_PtrSet``, 128 bytes each), so a double put -- even two threads racing to put the
+    same object -- is decided by the object's shard: one insert wins;
+  - the fast get pops the caller's slot under the slot's lock and removes the address
+    from its shard; the fast put pushes under the slot's lock if the slot has room and
+    ``out > 0`` (an object was checked out through this slot; units are fungible, as the
+    pool counts loans without tracking them), after inserting into the shard (which keeps
+    one free entry below its load bound for the slow path, below).
+
+  Every other transition (the slow paths, GC rotation, clear, close, prefill) still runs
+  inside ``cython.critical_section(self)`` (the pool's own mutex; a no-op on GIL builds)
+  and takes slot and shard locks *inside* it (order: critical section, slot, shard). The
+  slot and shard locks are spin locks (``fm_spin_lock``, yielding after 64 tries) held
+  for a few dozen instructions that run no Python code, allocate nothing and never block:
+  a ``PyMutex`` that has to wait detaches the thread state, which would suspend the
+  critical section held around it. Pool-wide counters the slow paths keep under the
+  critical section: ``_in_use`` (loans not counted in any slot's ``out``), ``_slot_live``
+  (the sum of ``n + out`` over the slots, which the fast paths never change, so
+  ``max_size`` is checked exactly: live = shared + victim + ``_slot_live`` + ``_in_use``
+  + checking + creating) and ``_hw_gen``. A slow ``put()``/``discard()`` that finds no loan in
+  ``_in_use`` moves one unit from a slot's ``out`` (its own slot first; none anywhere: no
+  object is checked out, ``ValueError``). Readers sum the slots: ``len()`` (the shards'
+  counts), ``stats()`` (gets, puts, hits, in_use) -- exact when no ``get()``/``put()``
+  runs meanwhile, otherwise each sum is a value between its values at the start and the
+  end of the call. ``high_water``: a fast get that raises its slot's ``out`` past a
+  ceiling, or after ``_hw_gen`` changed (in_use grew outside the slots), enters the
+  critical section to recompute in_use and raise the peak (``_st_high_water``), so a pool
+  used by one thread at a time has the exact peak; fast gets on different slots at once
+  use headroom computed without each other and may miss a peak they reach together, and
+  ``stats()`` raises ``high_water`` to the in_use it reports. Gates: the fast paths read
+  ``_fast_get_ok``/``_put_room`` under their slot's lock; a ``get()`` registering as a
+  waiter closes ``_put_room`` and then takes and releases every slot's lock before it
+  looks for idle objects, and ``close()`` closes both gates before sweeping the slots, so a
+  fast put either finished before (its object is found) or sees the gate closed and
+  takes the slow path (which notifies / drops): no lost wake-up, nothing cached after
+  close. A pool with ``max_idle`` puts through the slow path (the bound needs the
+  pool-wide idle count; its gets stay fast); so does a pool with ``reset``.
+  The module is declared ``freethreading_compatible`` (setup.py), so importing it on 3.13t
+  leaves the GIL off; the suite runs there.
 * A state transition allocates no garbage-collected object: on 3.10/3.11 such an
   allocation can start a collection, and the pool's victim rotation (a GC callback) would
   run on a half-changed pool and count objects twice. The lists that ``clear()``,
@@ -137,7 +173,8 @@ No callback error is ever swallowed; none leaves the pool inconsistent.
 Invariants (checked by ``_check()``)
 -----------------------------------
 * idle set size == ``len(pool)`` == shared + sum(slots) + victim; every idle object appears
-  once, in exactly one tier; each slot holds <= ``local_cache`` objects;
+  once, in exactly one tier; each slot holds <= ``local_cache`` objects; free-threaded:
+  each address is in its own shard, every ``out`` >= 0, ``_slot_live`` == sum(n + out);
 * in use, checking, creating, waiters >= 0; ``high_water`` >= in use; objects being
   returned <= in use;
 * ``idle <= max_idle``; ``idle + in_use + checking + creating <= max_size``;
@@ -158,6 +195,8 @@ then moved between the slot and the caller without touching its refcount on ``ge
 and the idle set is updated. Everything else (callbacks, bounds, waiting, double-put
 errors, set growth) goes to the slow paths. The number of objects in the cache slots is
 not counted separately: it is ``idle - shared - victim``, needed only when stealing.
+This paragraph describes GIL builds; the free-threaded fast path (``_fast_get_ft`` /
+``_fast_put_ft``) is described under "Locking".
 
 Call overhead. CPython 3.11 specialises a call of a ``METH_FASTCALL|METH_KEYWORDS`` method
 descriptor (``PRECALL_METHOD_DESCRIPTOR_FAST_WITH_KEYWORDS``), so ``get(timeout=None)`` is
@@ -1789,7 +1828,15 @@ cdef class ObjectPool:
         ``in_use``, ``high_water`` (peak in use), ``waiting`` (blocked ``get()`` calls),
         ``max_idle`` and ``max_size``.
 
-        Complexity: O(1) (a fixed set of counters).
+        On free-threaded builds the fast paths count per cache slot and this sums the
+        slots: exact when no ``get()``/``put()`` runs meanwhile, otherwise each counter is
+        a value it had during the call (not necessarily all at the same moment);
+        ``high_water`` is exact for a pool used by one thread at a time, and otherwise at
+        least the ``in_use`` reported (a peak reached by several threads' fast gets at
+        once may be missed).
+
+        Complexity: O(1) (a fixed set of counters; on free-threaded builds a sum over the
+        64 cache slots).
 
         >>> pool = ObjectPool(list, gc_release=False)
         >>> a = pool.get(); pool.put(a); a = pool.get()
