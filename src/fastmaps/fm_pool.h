@@ -146,6 +146,7 @@ static int fm_install_entry(PyObject* descr, fm_fastcall_kw entry,
     def->ml_meth = (PyCFunction)(void(*)(void))entry;
     return 1;
 #else
+    (void)descr; (void)entry; (void)full; (void)fast_slot; (void)fast;
     return 0;
 #endif
 }
