@@ -43,7 +43,9 @@ Data structures
   an idle object is kept alive by its tier, so its address cannot be reused while it
   is in the set. It makes the double-put check O(1) (``put`` of an object that is already
   idle raises ``ValueError``), and it is what guarantees that the pool never holds the same
-  object twice and therefore never hands one object to two borrowers.
+  object twice and therefore never hands one object to two borrowers. On free-threaded
+  builds it is split into 64 shards by address, each under its own lock (``_shards``;
+  ``_idle`` is then unused): see "Locking".
 
 The cache slots are raw C storage for speed (no list indirection, no ``None`` placeholders
 to reference-count), so the module patches the type's ``tp_traverse`` (Cython's generated
