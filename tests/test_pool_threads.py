@@ -443,7 +443,7 @@ def test_high_water_is_exact_for_one_thread():
 def test_fast_put_wakes_a_waiter():
     """A bounded pool whose only object is out through a thread's cache slot: a get()
     waiting for it is woken by the put (no lost wake-up, whichever path the put takes)."""
-    rounds = 200
+    rounds = 60
     pool = ObjectPool(Obj, max_size=1, gc_release=False)
     pool.put(pool.get())
     got_it = threading.Event()
@@ -451,7 +451,12 @@ def test_fast_put_wakes_a_waiter():
 
     def holder(i):
         for _ in range(rounds):
-            o = pool.get()               # from this thread's slot
+            try:
+                o = pool.get(timeout=30)  # from this thread's slot, or waits
+            except TimeoutError:  # pragma: no cover - the failure this test looks for
+                errors.append(f"lost wake-up (holder): {pool.stats()}")
+                got_it.set()
+                return
             got_it.set()
             time.sleep(0.0005)           # let the waiter register
             pool.put(o)
