@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import sys
+import sysconfig
 import time
 
 from . import harness, report
@@ -26,7 +27,11 @@ SUITES = {
     "snapshot": "benchmarks.bench_snapshot",
     "snapshot_cost": "benchmarks.bench_snapshot_cost",
     "pool": "benchmarks.bench_pool",
+    "pool_threads": "benchmarks.bench_pool_threads",
+    "freethreaded": "benchmarks.bench_freethreaded",
 }
+# Suites that only mean something with the GIL off: skipped, with a message, on GIL builds.
+FREE_THREADED_ONLY = {"freethreaded"}
 
 
 def main(argv=None) -> int:
@@ -54,8 +59,14 @@ def main(argv=None) -> int:
         harness.progress(f"  {peer}: {ver or 'not installed'}")
     durations = {}
     t_all = time.perf_counter()
+    ft_build = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     for i, name in enumerate(names, 1):
         harness.progress(f"\n=== [{i}/{len(names)}] {name} ===")
+        if name in FREE_THREADED_ONLY and not ft_build:
+            harness.progress(f"{name} skipped: it measures threads running at once, and "
+                             f"this is a GIL build (run it on a free-threaded CPython, "
+                             f"e.g. 3.13t)")
+            continue
         t0 = time.perf_counter()
         mod = importlib.import_module(SUITES[name])
         rc = mod.main((["--quick"] if quick else []) + ["--out", args.out])

@@ -11,7 +11,8 @@ import os
 from types import SimpleNamespace
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-SUITES = ("hashmap", "latency", "snapshot", "snapshot_cost", "pool")
+SUITES = ("hashmap", "latency", "snapshot", "snapshot_cost", "pool", "pool_threads",
+          "freethreaded")
 
 
 def load(name: str, directory: str = RESULTS):
@@ -138,6 +139,34 @@ def render_pool(directory: str = RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_pool_threads(directory: str = RESULTS) -> str:
+    data = load("pool_threads", directory)
+    if data is None:
+        return "_No ObjectPool thread-scaling results yet._\n"
+    py = data["machine"].get("python", "?")
+    lines = [f"Python {py}; each thread loops `x = pool.get(); pool.put(x)` on one shared "
+             "pool; pairs per second summed over the threads.", "",
+             "| threads | pairs/s (median) | min | max | GIL |", "|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['threads']} | {r['pairs_per_s'] / 1e6:.2f} M | "
+                     f"{r['pairs_per_s_min'] / 1e6:.2f} M | {r['pairs_per_s_max'] / 1e6:.2f} M"
+                     f" | {'on' if r['gil_enabled'] else 'off'} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_freethreaded(directory: str = RESULTS) -> str:
+    data = load("freethreaded", directory)
+    if data is None:
+        return "_No free-threaded reader/writer results yet (a free-threaded build runs them)._\n"
+    lines = ["| readers | contender | reads/s (median) | writes/s | slowest 1,000 reads | GIL |",
+             "|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['readers']} | {r['contender']} | {r['reads_per_s'] / 1e6:.2f} M | "
+                     f"{r['writes_per_s'] / 1e6:.2f} M | {r['worst_batch_ms']:.2f} ms | "
+                     f"{'on' if r['gil_enabled'] else 'off'} |")
+    return "\n".join(lines) + "\n"
+
+
 SECTIONS = {
     "machine": render_machine,
     "hashmap": render_hashmap,
@@ -145,6 +174,8 @@ SECTIONS = {
     "snapshot": render_snapshot,
     "snapshot_cost": render_snapshot_cost,
     "pool": render_pool,
+    "pool_threads": render_pool_threads,
+    "freethreaded": render_freethreaded,
 }
 
 
@@ -160,5 +191,9 @@ def render_all(directory: str = RESULTS) -> str:
              render_snapshot(directory),
              "## Snapshot cost against size", "", render_snapshot_cost(directory),
              "## ObjectPool vs a list, queue pools and plain allocation", "",
-             render_pool(directory)]
+             render_pool(directory),
+             "## ObjectPool get+put pairs with 1 and 2 threads", "",
+             render_pool_threads(directory),
+             "## Free-threaded readers while a writer writes", "",
+             render_freethreaded(directory)]
     return "\n".join(parts)

@@ -295,3 +295,170 @@ def test_timeouts_under_contention_are_counted():
     assert s["timeouts"] == 4 and s["waits"] == 4 and s["waiting"] == 0
     pool.put(held)
     pool._check()
+
+
+# --- the per-thread fast path (free-threaded builds: no pool-wide lock on it) ---------
+
+def test_racing_double_put_of_one_object_is_accepted_once():
+    """Threads that each hold an object of their own (so their puts may take the fast
+    path) all put one shared object at once: exactly one put is accepted, the others
+    raise ValueError, and the pool holds it once."""
+    nthreads, rounds = 4, 300
+    pool = ObjectPool(Obj, gc_release=False)
+    start = threading.Barrier(nthreads)
+    done = threading.Barrier(nthreads)
+    shared = [None]
+    wins = [0] * rounds
+    lock = threading.Lock()
+
+    def worker(i):
+        mine = pool.get()  # this thread's own loan, through its own cache slot
+        for r in range(rounds):
+            if i == 0:
+                shared[0] = pool.get()
+            start.wait()
+            try:
+                pool.put(shared[0])
+            except ValueError:
+                pass
+            else:
+                with lock:
+                    wins[r] += 1
+            done.wait()
+            if i == 0:
+                assert pool._check()
+                assert pool.stats()["in_use"] == nthreads
+            done.wait()
+        pool.put(mine)
+
+    run_workers(nthreads, worker)
+    assert wins == [1] * rounds
+    pool._check()
+    s = pool.stats()
+    assert s["in_use"] == 0 and s["gets"] == s["puts"] == nthreads + rounds
+    assert len(pool) == s["created"] == s["idle"]
+
+
+def test_pairs_on_own_slots_keep_every_counter_exact():
+    """Threads doing get/put pairs (and runs of gets then puts) on their own objects:
+    nothing is handed out twice, and afterwards gets, puts, hits, in_use, idle and
+    high_water are exact."""
+    nthreads, rounds = 4, 4000
+    pool = ObjectPool(Obj, gc_release=False)
+    tracker = Tracker()
+    start = threading.Barrier(nthreads)
+
+    def worker(i):
+        rnd = random.Random(i)
+        start.wait()
+        for _ in range(rounds):
+            k = 1 if rnd.random() < 0.8 else rnd.randrange(2, 6)
+            objs = [pool.get() for _ in range(k)]
+            for o in objs:
+                tracker.acquired(o)
+                o.n += 1
+            for o in objs:
+                tracker.released(o)
+                pool.put(o)
+
+    run_workers(nthreads, worker)
+    assert tracker.errors == []
+    pool._check()
+    s = pool.stats()
+    assert s["in_use"] == 0 and s["gets"] == s["puts"]
+    assert s["hits"] + s["misses"] == s["gets"]
+    assert s["created"] == s["misses"] == s["idle"] == len(pool)
+    assert sum(o.n for o in [pool.get() for _ in range(len(pool))]) == s["gets"]
+    assert tracker.max_concurrent <= s["high_water"] <= s["created"]
+
+
+def test_objects_passed_between_threads():
+    """One thread gets, another puts (the put finds no loan through its own slot):
+    counters stay exact and nothing is idle twice."""
+    n = 3000
+    pool = ObjectPool(Obj, gc_release=False)
+    import queue
+    q = queue.SimpleQueue()
+
+    def producer(i):
+        for _ in range(n):
+            q.put(pool.get())
+        q.put(None)
+
+    def consumer(i):
+        while (o := q.get()) is not None:
+            pool.put(o)
+
+    run_workers(2, lambda i: (producer if i == 0 else consumer)(i))
+    pool._check()
+    s = pool.stats()
+    assert s["gets"] == s["puts"] == n and s["in_use"] == 0
+    assert s["created"] == s["idle"] == len(pool)
+    with pytest.raises(ValueError, match="no object is checked out"):
+        pool.put(Obj())
+
+
+def test_high_water_is_exact_for_one_thread():
+    """The free-threaded fast path keeps high_water without a pool-wide counter; for a
+    pool used by one thread it must still be the exact peak (checked against a model
+    over a random mix of gets, puts and discards)."""
+    rnd = random.Random(5)
+    for local_cache in (1, 4):
+        pool = ObjectPool(Obj, gc_release=False, local_cache=local_cache)
+        held, peak = [], 0
+        for step in range(3000):
+            r = rnd.random()
+            if r < 0.5 or not held:
+                held.append(pool.get())
+            elif r < 0.95:
+                pool.put(held.pop(rnd.randrange(len(held))))
+            else:
+                pool.discard(held.pop())
+            peak = max(peak, len(held))
+            if step % 97 == 0:
+                assert pool.stats()["high_water"] == peak
+                assert pool.stats()["in_use"] == len(held)
+        assert pool.stats()["high_water"] == peak
+        pool._check()
+
+
+def test_fast_put_wakes_a_waiter():
+    """A bounded pool whose only object is out through a thread's cache slot: a get()
+    waiting for it is woken by the put (no lost wake-up, whichever path the put takes)."""
+    rounds = 60
+    pool = ObjectPool(Obj, max_size=1, gc_release=False)
+    pool.put(pool.get())
+    got_it = threading.Event()
+    errors = []
+
+    def holder(i):
+        for _ in range(rounds):
+            try:
+                o = pool.get(timeout=30)  # from this thread's slot, or waits
+            except TimeoutError:  # pragma: no cover - the failure this test looks for
+                errors.append(f"lost wake-up (holder): {pool.stats()}")
+                got_it.set()
+                return
+            got_it.set()
+            time.sleep(0.0005)           # let the waiter register
+            pool.put(o)
+            got_it.clear()
+            time.sleep(0)
+
+    def waiter(i):
+        for _ in range(rounds):
+            got_it.wait(5)
+            try:
+                # (a generous bound: a lost wake-up waits forever, while a loaded machine
+                # or a sanitizer build can stall the holder for seconds)
+                o = pool.get(timeout=30)
+            except TimeoutError:  # pragma: no cover - the failure this test looks for
+                errors.append(f"lost wake-up: {pool.stats()}")
+                return
+            pool.put(o)
+
+    run_workers(2, lambda i: (holder if i == 0 else waiter)(i))
+    assert errors == []
+    pool._check()
+    s = pool.stats()
+    assert s["in_use"] == 0 and s["created"] == 1 and s["timeouts"] == 0, s

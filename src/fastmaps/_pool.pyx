@@ -43,7 +43,9 @@ Data structures
   an idle object is kept alive by its tier, so its address cannot be reused while it
   is in the set. It makes the double-put check O(1) (``put`` of an object that is already
   idle raises ``ValueError``), and it is what guarantees that the pool never holds the same
-  object twice and therefore never hands one object to two borrowers.
+  object twice and therefore never hands one object to two borrowers. On free-threaded
+  builds it is split into 64 shards by address, each under its own lock (``_shards``;
+  ``_idle`` is then unused): see "Locking".
 
 The cache slots are raw C storage for speed (no list indirection, no ``None`` placeholders
 to reference-count), so the module patches the type's ``tp_traverse`` (Cython's generated
@@ -101,16 +103,52 @@ Locking
   no Python code, so the GIL makes it atomic. The common ``get()``/``put()`` pair touches
   the caller's slot, the idle set and some counters and takes **no lock at all**; the
   condition's lock is only used when a bounded pool has waiters.
-* Free-threaded builds (3.13t+): every state transition runs inside
-  ``cython.critical_section(self)`` (the pool object's own per-object mutex; the macro is a
-  no-op on GIL builds, so it costs nothing there), including the read of ``_waiters`` that
-  decides whether to notify. That is correct but not scalable: the per-thread slots keep
-  objects thread-affine (good for biased reference counting), but the fast path still
-  takes the pool's one mutex, so two threads doing get+put on their own slots do not go
-  faster than one (measured on 3.13t: see docs/design.md). A lock-free fast path would
-  need per-slot mutexes, per-slot counters and a sharded or lock-free idle set; it is not
-  implemented. The module is declared ``freethreading_compatible`` (setup.py), so
-  importing it on 3.13t leaves the GIL off; the suite runs there.
+* Free-threaded builds (3.13t+): the ``get()``/``put()`` fast path takes **no pool-wide
+  lock** and writes no pool-wide field, so threads on different cache slots share no
+  cache line in the common case:
+
+  - each cache slot has a state (``_SlotState``, 128 bytes of its own: a spin lock, the
+    fill level ``n``, ``out`` = fast gets minus fast puts through the slot, and the slot's
+    fast hit / put counts), and its item storage is 128-byte aligned and strided;
+  - the idle set is split into 64 shards by object address (``_Shard``: a spin lock and
+    a ``_PtrSet``, 128 bytes each), so a double put -- even two threads racing to put the
+    same object -- is decided by the object's shard: one insert wins;
+  - the fast get pops the caller's slot under the slot's lock and removes the address
+    from its shard; the fast put pushes under the slot's lock if the slot has room and
+    ``out > 0`` (an object was checked out through this slot; units are fungible, as the
+    pool counts loans without tracking them), after inserting into the shard (which keeps
+    one free entry below its load bound for the slow path, below).
+
+  Every other transition (the slow paths, GC rotation, clear, close, prefill) still runs
+  inside ``cython.critical_section(self)`` (the pool's own mutex; a no-op on GIL builds)
+  and takes slot and shard locks *inside* it (order: critical section, slot, shard). The
+  slot and shard locks are spin locks (``fm_spin_lock``, yielding after 64 tries) held
+  for a few dozen instructions that run no Python code, allocate nothing and never block:
+  a ``PyMutex`` that has to wait detaches the thread state, which would suspend the
+  critical section held around it. Pool-wide counters the slow paths keep under the
+  critical section: ``_in_use`` (loans not counted in any slot's ``out``), ``_slot_live``
+  (the sum of ``n + out`` over the slots, which the fast paths never change, so
+  ``max_size`` is checked exactly: live = shared + victim + ``_slot_live`` + ``_in_use``
+  + checking + creating) and ``_hw_gen``. A slow ``put()``/``discard()`` that finds no loan in
+  ``_in_use`` moves one unit from a slot's ``out`` (its own slot first; none anywhere: no
+  object is checked out, ``ValueError``). Readers sum the slots: ``len()`` (the shards'
+  counts), ``stats()`` (gets, puts, hits, in_use) -- exact when no ``get()``/``put()``
+  runs meanwhile, otherwise each sum is a value between its values at the start and the
+  end of the call. ``high_water``: a fast get that raises its slot's ``out`` past a
+  ceiling, or after ``_hw_gen`` changed (in_use grew outside the slots), enters the
+  critical section to recompute in_use and raise the peak (``_st_high_water``), so a pool
+  used by one thread at a time has the exact peak; fast gets on different slots at once
+  use headroom computed without each other and may miss a peak they reach together, and
+  ``stats()`` raises ``high_water`` to the in_use it reports. Gates: the fast paths read
+  ``_fast_get_ok``/``_put_room`` under their slot's lock; a ``get()`` registering as a
+  waiter closes ``_put_room`` and then takes and releases every slot's lock before it
+  looks for idle objects, and ``close()`` closes both gates before sweeping the slots, so a
+  fast put either finished before (its object is found) or sees the gate closed and
+  takes the slow path (which notifies / drops): no lost wake-up, nothing cached after
+  close. A pool with ``max_idle`` puts through the slow path (the bound needs the
+  pool-wide idle count; its gets stay fast); so does a pool with ``reset``.
+  The module is declared ``freethreading_compatible`` (setup.py), so importing it on 3.13t
+  leaves the GIL off; the suite runs there.
 * A state transition allocates no garbage-collected object: on 3.10/3.11 such an
   allocation can start a collection, and the pool's victim rotation (a GC callback) would
   run on a half-changed pool and count objects twice. The lists that ``clear()``,
@@ -137,7 +175,8 @@ No callback error is ever swallowed; none leaves the pool inconsistent.
 Invariants (checked by ``_check()``)
 -----------------------------------
 * idle set size == ``len(pool)`` == shared + sum(slots) + victim; every idle object appears
-  once, in exactly one tier; each slot holds <= ``local_cache`` objects;
+  once, in exactly one tier; each slot holds <= ``local_cache`` objects; free-threaded:
+  each address is in its own shard, every ``out`` >= 0, ``_slot_live`` == sum(n + out);
 * in use, checking, creating, waiters >= 0; ``high_water`` >= in use; objects being
   returned <= in use;
 * ``idle <= max_idle``; ``idle + in_use + checking + creating <= max_size``;
@@ -164,6 +203,8 @@ then moved between the slot and the caller without touching its refcount on ``ge
 and the idle set is updated. Everything else (callbacks, bounds, waiting, double-put
 errors, set growth) goes to the slow paths. The number of objects in the cache slots is
 not counted separately: it is ``idle - shared - victim``, needed only when stealing.
+This paragraph describes GIL builds; the free-threaded fast path (``_fast_get_ft`` /
+``_fast_put_ft``) is described under "Locking".
 
 Call overhead. CPython 3.11 specialises a call of a ``METH_FASTCALL|METH_KEYWORDS`` method
 descriptor (``PRECALL_METHOD_DESCRIPTOR_FAST_WITH_KEYWORDS``), so ``get(timeout=None)`` is
@@ -263,7 +304,7 @@ cdef int _ps_init(_PtrSet* s, int bits) except -1:
     PyMem_Free(s.slots)
     s.slots = slots
     s.mask = cap - 1
-    s.used = 0
+    fm_st(&s.used, 0)
     s.shift = 64 - bits
     return 0
 
@@ -283,7 +324,7 @@ cdef void _ps_clear(_PtrSet* s) noexcept:
         s.slots = slots
         s.mask = cap - 1
         s.shift = 64 - _PS_MIN_BITS
-    s.used = 0
+    fm_st(&s.used, 0)
 
 
 cdef inline Py_ssize_t _ps_find(_PtrSet* s, uintptr_t p) noexcept:
@@ -345,7 +386,7 @@ cdef inline int _ps_add(_PtrSet* s, uintptr_t p) except -1:
             break
         i = (i + 1) & s.mask
     s.slots[i] = p
-    s.used += 1
+    fm_st(&s.used, s.used + 1)
     return 1
 
 
@@ -361,7 +402,7 @@ cdef inline bint _ps_add_nogrow(_PtrSet* s, uintptr_t p) noexcept:
             break
         i = (i + 1) & s.mask
     s.slots[i] = p
-    s.used += 1
+    fm_st(&s.used, s.used + 1)
     return True
 
 
@@ -382,12 +423,33 @@ cdef inline bint _ps_remove(_PtrSet* s, uintptr_t p) noexcept:
             s.slots[i] = v
             i = j
     s.slots[i] = 0
-    s.used -= 1
+    fm_st(&s.used, s.used - 1)
     return True
 
 
 cdef inline uintptr_t _addr(object o) noexcept:
     return <uintptr_t><void*>o
+
+
+# Free-threaded builds only (see "Locking" in the module docstring): one shard of the
+# idle set, and one cache slot's state, each on its own 128 bytes so that threads on
+# different slots / shards share no cache line.
+cdef struct _Shard:
+    int lock                # fm_spin_lock
+    _PtrSet set
+    char pad[88]
+
+cdef struct _SlotState:
+    int lock                # fm_spin_lock: guards this struct and the slot's items
+    Py_ssize_t n            # idle objects in the slot
+    Py_ssize_t out          # fast gets minus fast puts through this slot (>= 0)
+    Py_ssize_t ceiling      # fast gets may raise `out` up to this without a high_water
+    Py_ssize_t gen          # update while gen == the pool's _hw_gen (_st_high_water)
+    Py_ssize_t hits         # fast gets (each one a get and a hit)
+    Py_ssize_t puts         # fast puts
+    char pad[72]
+
+cdef str _DOUBLE_PUT = "put() of an object that is already idle in this pool (double put)"
 
 
 # ---------------------------------------------------------------------------------------
@@ -563,8 +625,21 @@ cdef class ObjectPool:
     cdef bint _closed
     cdef bint _initialized
     cdef Py_ssize_t _idle_cap       # max_idle, or PY_SSIZE_T_MAX when unbounded
+    cdef void* _slot_items_raw      # what to free (_slot_items is aligned on 3.13t)
+    # Free-threaded builds only (NULL / unused on GIL builds): the idle set's shards (the
+    # addresses live there, not in _idle), the per-slot states, and two counters kept
+    # under the critical section: _slot_live is the sum over slots of (n + out), which
+    # the fast paths never change; _hw_gen is bumped whenever in_use grows outside the
+    # slots' out counts (see _st_high_water).
+    cdef _Shard* _shards
+    cdef void* _shards_raw
+    cdef _SlotState* _fslots
+    cdef void* _fslots_raw
+    cdef Py_ssize_t _slot_live
+    cdef Py_ssize_t _hw_gen
 
     def __cinit__(self, *args, **kwargs):
+        cdef Py_ssize_t i
         self._shared = []
         self._victim = []
         self._slot_items = NULL
@@ -575,21 +650,64 @@ cdef class ObjectPool:
         _ps_init(&self._returning, _PS_MIN_BITS)
         self._max_idle = -1
         self._max_size = -1
+        if FM_FREE_THREADED:
+            self._shards = <_Shard*>fm_alloc_lines(FM_NSHARDS * sizeof(_Shard),
+                                                   &self._shards_raw)
+            if self._shards == NULL:
+                raise MemoryError()
+            for i in range(FM_NSHARDS):
+                _ps_init(&self._shards[i].set, _PS_MIN_BITS)
+            self._fslots = <_SlotState*>fm_alloc_lines(FM_NSLOTS * sizeof(_SlotState),
+                                                      &self._fslots_raw)
+            if self._fslots == NULL:
+                raise MemoryError()
 
     def __dealloc__(self):
+        cdef Py_ssize_t i
         self._drop_slot_items()
-        PyMem_Free(self._slot_items)
+        PyMem_Free(self._slot_items_raw)
         self._slot_items = NULL
+        self._slot_items_raw = NULL
         PyMem_Free(self._idle.slots)
         self._idle.slots = NULL
         PyMem_Free(self._returning.slots)
         self._returning.slots = NULL
+        if self._shards != NULL:
+            for i in range(FM_NSHARDS):
+                PyMem_Free(self._shards[i].set.slots)
+            self._shards = NULL
+        PyMem_Free(self._shards_raw)
+        self._shards_raw = NULL
+        self._fslots = NULL
+        PyMem_Free(self._fslots_raw)
+        self._fslots_raw = NULL
 
     cdef void _drop_slot_items(self) noexcept:
         """Release every cached object (dealloc / tp_clear only)."""
         cdef Py_ssize_t i, j, lc = self._local_cache
         cdef PyObject* o
+        cdef _SlotState* st
         if self._slot_items == NULL:
+            return
+        if FM_FREE_THREADED:
+            if self._fslots == NULL:
+                return
+            for i in range(FM_NSLOTS):
+                st = &self._fslots[i]
+                while fm_ld(&st.n):
+                    fm_spin_lock(&st.lock)
+                    j = st.n - 1
+                    if j < 0:
+                        fm_spin_unlock(&st.lock)
+                        break
+                    o = self._slot_items[(i << self._slot_shift) + j]
+                    self._slot_items[(i << self._slot_shift) + j] = NULL
+                    fm_st(&st.n, j)
+                    self._slot_live -= 1
+                    self._idle_del(<uintptr_t>o)
+                    fm_spin_unlock(&st.lock)
+                    self._discarded += 1
+                    Py_XDECREF(o)
             return
         for i in range(FM_NSLOTS):
             while self._slot_n[i]:
@@ -631,14 +749,17 @@ cdef class ObjectPool:
         self._local_cache = lc
         if lc:
             sh = 0
-            while (1 << sh) < lc:
+            # slot stride: a power of two >= local_cache; on free-threaded builds at
+            # least 16 pointers (128 bytes, the allocation aligned to that), so that two
+            # threads' slots never share a cache line
+            while (1 << sh) < lc or (FM_FREE_THREADED and sh < 4):
                 sh += 1
-            self._slot_shift = sh  # slot stride: a power of two >= local_cache
-            PyMem_Free(self._slot_items)  # (an earlier __init__ that failed later on)
-            self._slot_items = <PyObject**>PyMem_Malloc((FM_NSLOTS << sh) * sizeof(PyObject*))
+            self._slot_shift = sh
+            PyMem_Free(self._slot_items_raw)  # (an earlier __init__ that failed later on)
+            self._slot_items = <PyObject**>fm_alloc_lines(
+                (FM_NSLOTS << sh) * sizeof(PyObject*), &self._slot_items_raw)
             if self._slot_items == NULL:
                 raise MemoryError()
-            memset(self._slot_items, 0, (FM_NSLOTS << sh) * sizeof(PyObject*))
         self._gc_release = gc_release
         self._gc_generation = gc_generation
         if self._max_size >= 0:
@@ -661,22 +782,170 @@ cdef class ObjectPool:
         """Recompute the fast-path gates. Call after any change of: closed, waiters, the
         idle set's capacity (it grows in the slow put()/prefill(), shrinks in clear())."""
         cdef Py_ssize_t room
-        self._fast_get_ok = (not self._closed and self._validate is None and
-                             self._local_cache > 0)
+        # (atomic stores on free-threaded builds: the fast paths read these under their
+        # slot's lock, not under the critical section)
+        fm_st_int(<int*>&self._fast_get_ok, not self._closed and self._validate is None and
+                  self._local_cache > 0)
         if (self._closed or self._reset is not None or self._waiters != 0 or
                 self._local_cache == 0):
             room = 0
+        elif FM_FREE_THREADED:
+            # a flag there: each shard checks its own load bound; a max_idle pool puts
+            # through the slow path (the bound needs the pool-wide idle count)
+            room = self._max_idle < 0
         else:
             # below both max_idle and half the idle set's capacity (its load bound), so
             # the fast path can insert without growing the set
             room = (self._idle.mask + 1) >> 1
             if self._idle_cap < room:
                 room = self._idle_cap
-        self._put_room = room
+        fm_st(&self._put_room, room)
+
+    # The idle set: one _PtrSet (_idle) on GIL builds; on free-threaded builds FM_NSHARDS
+    # shards chosen by address, each under its own spin lock. These helpers compile to the
+    # plain _ps_* calls on GIL builds (FM_FREE_THREADED is a C constant).
+    cdef inline bint _idle_has(self, uintptr_t p) noexcept:
+        cdef _Shard* sh
+        cdef bint r
+        if FM_FREE_THREADED:
+            sh = &self._shards[fm_ptr_shard(p)]
+            fm_spin_lock(&sh.lock)
+            r = _ps_find(&sh.set, p) >= 0
+            fm_spin_unlock(&sh.lock)
+            return r
+        return _ps_find(&self._idle, p) >= 0
+
+    cdef inline void _idle_del(self, uintptr_t p) noexcept:
+        cdef _Shard* sh
+        if FM_FREE_THREADED:
+            sh = &self._shards[fm_ptr_shard(p)]
+            fm_spin_lock(&sh.lock)
+            _ps_remove(&sh.set, p)
+            fm_spin_unlock(&sh.lock)
+        else:
+            _ps_remove(&self._idle, p)
+
+    cdef inline int _idle_reserve(self, uintptr_t p) except -1:
+        """Make room so that the next _idle_add_reserved(p) cannot fail. (Free-threaded:
+        the fast put always leaves one free entry below a shard's load bound, and the
+        critical section admits one slow path at a time.)"""
+        cdef _Shard* sh
+        if FM_FREE_THREADED:
+            sh = &self._shards[fm_ptr_shard(p)]
+            fm_spin_lock(&sh.lock)
+            try:
+                _ps_reserve(&sh.set)
+            finally:
+                fm_spin_unlock(&sh.lock)
+            return 0
+        return _ps_reserve(&self._idle)
+
+    cdef inline bint _idle_add_reserved(self, uintptr_t p) noexcept:
+        """Insert p after _idle_reserve(p); False if it was already there (free-threaded:
+        another thread's fast put of the same object got there first)."""
+        cdef _Shard* sh
+        cdef bint r
+        if FM_FREE_THREADED:
+            sh = &self._shards[fm_ptr_shard(p)]
+            fm_spin_lock(&sh.lock)
+            r = _ps_add_nogrow(&sh.set, p)
+            fm_spin_unlock(&sh.lock)
+            return r
+        return _ps_add_nogrow(&self._idle, p)
+
+    cdef inline Py_ssize_t _idle_n(self) noexcept:
+        """The number of idle objects (free-threaded: a sum over the shards, exact when
+        no fast path runs meanwhile)."""
+        cdef Py_ssize_t i, n = 0
+        if FM_FREE_THREADED:
+            for i in range(FM_NSHARDS):
+                n += fm_ld(&self._shards[i].set.used)
+            return n
+        return self._idle.used
+
+    cdef void _idle_clear(self) noexcept:
+        cdef Py_ssize_t i
+        if FM_FREE_THREADED:
+            for i in range(FM_NSHARDS):
+                fm_spin_lock(&self._shards[i].lock)
+                _ps_clear(&self._shards[i].set)
+                fm_spin_unlock(&self._shards[i].lock)
+        else:
+            _ps_clear(&self._idle)
+
+    cdef inline Py_ssize_t _slot_count(self, Py_ssize_t i) noexcept:
+        if FM_FREE_THREADED:
+            return fm_ld(&self._fslots[i].n)
+        return self._slot_n[i]
+
+    cdef void _fast_totals(self, Py_ssize_t* hits, Py_ssize_t* puts,
+                           Py_ssize_t* out) noexcept:
+        """Free-threaded: the per-slot fast-path counters summed (relaxed loads, so
+        exact when no fast path runs meanwhile); zeros on GIL builds."""
+        cdef Py_ssize_t i
+        cdef _SlotState* st
+        hits[0] = puts[0] = out[0] = 0
+        if FM_FREE_THREADED:
+            for i in range(FM_NSLOTS):
+                st = &self._fslots[i]
+                hits[0] += fm_ld(&st.hits)
+                puts[0] += fm_ld(&st.puts)
+                out[0] += fm_ld(&st.out)
+
+    cdef void _st_high_water(self, Py_ssize_t slot) noexcept:
+        """Free-threaded: raise high_water to in_use (the pool-wide _in_use plus every
+        slot's out count) and, for the caller's slot, let fast gets raise its out count
+        by the headroom left (high_water - in_use) without coming back here. A fast get
+        comes back when it would pass its slot's ceiling or when _hw_gen changed (in_use
+        grew outside the slots' out counts), so a pool used by one thread at a time gets
+        the exact peak; concurrent fast gets on different slots can each use headroom
+        computed without the other's, so a peak they reach together may be missed."""
+        cdef Py_ssize_t t = self._in_use, i
+        cdef _SlotState* st
+        for i in range(FM_NSLOTS):
+            t += fm_ld(&self._fslots[i].out)
+        if t > self._high_water:
+            self._high_water = t
+        if slot >= 0:
+            st = &self._fslots[slot]
+            fm_spin_lock(&st.lock)
+            st.ceiling = st.out + (self._high_water - t)
+            st.gen = self._hw_gen
+            fm_spin_unlock(&st.lock)
+
+    cdef void _st_pull_unit(self) noexcept:
+        """Free-threaded: make sure the pool-wide _in_use counts one more object than are
+        being returned, moving one unit from a slot's out count (the caller's slot first)
+        if needed; in_use as a whole is unchanged. A put() or discard() that still finds
+        none is rejected: no object is checked out."""
+        cdef Py_ssize_t own, k, i
+        cdef _SlotState* st
+        cdef bint got
+        if self._in_use - self._returning.used > 0:
+            return
+        own = fm_thread_slot()
+        for k in range(FM_NSLOTS):
+            i = (own + k) & (FM_NSLOTS - 1)
+            st = &self._fslots[i]
+            if fm_ld(&st.out) <= 0:
+                continue
+            fm_spin_lock(&st.lock)
+            got = st.out > 0
+            if got:
+                fm_st(&st.out, st.out - 1)
+            fm_spin_unlock(&st.lock)
+            if got:
+                self._in_use += 1
+                self._slot_live -= 1
+                fm_st(&self._hw_gen, self._hw_gen + 1)
+                return
 
     cdef inline void _st_handed_out(self) noexcept:
         self._in_use += 1
-        if self._in_use > self._high_water:
+        if FM_FREE_THREADED:
+            fm_st(&self._hw_gen, self._hw_gen + 1)
+            self._st_high_water(-1)
+        elif self._in_use > self._high_water:
             self._high_water = self._in_use
 
     cdef inline object _st_slot_pop(self, Py_ssize_t slot):
@@ -697,11 +966,65 @@ cdef class ObjectPool:
         self._slot_items[(slot << self._slot_shift) + n] = <PyObject*>obj
         self._slot_n[slot] = n + 1
 
+    cdef object _st_slot_pop_ft(self, Py_ssize_t slot):
+        """Free-threaded: pop from a cache slot under its lock; _EMPTY if it is empty."""
+        cdef _SlotState* st = &self._fslots[slot]
+        cdef Py_ssize_t n, k
+        cdef PyObject* p
+        fm_spin_lock(&st.lock)
+        n = st.n - 1
+        if n < 0:
+            fm_spin_unlock(&st.lock)
+            return _EMPTY
+        k = (slot << self._slot_shift) + n
+        p = self._slot_items[k]
+        self._slot_items[k] = NULL
+        fm_st(&st.n, n)
+        self._idle_del(<uintptr_t>p)
+        fm_spin_unlock(&st.lock)
+        self._slot_live -= 1
+        return fm_steal(p)
+
+    cdef object _st_slot_pop_ft_keep(self, Py_ssize_t slot):
+        """Free-threaded: like _st_slot_pop_ft, but the object stays in the idle set."""
+        cdef _SlotState* st = &self._fslots[slot]
+        cdef Py_ssize_t n, k
+        cdef PyObject* p
+        fm_spin_lock(&st.lock)
+        n = st.n - 1
+        if n < 0:
+            fm_spin_unlock(&st.lock)
+            return _EMPTY
+        k = (slot << self._slot_shift) + n
+        p = self._slot_items[k]
+        self._slot_items[k] = NULL
+        fm_st(&st.n, n)
+        fm_spin_unlock(&st.lock)
+        self._slot_live -= 1
+        return fm_steal(p)
+
+    cdef bint _st_slot_push_ft(self, Py_ssize_t slot, object obj) noexcept:
+        """Free-threaded: push onto a cache slot if it has room (the caller has added obj
+        to the idle set). False: the slot is full."""
+        cdef _SlotState* st = &self._fslots[slot]
+        cdef Py_ssize_t n
+        fm_spin_lock(&st.lock)
+        n = st.n
+        if n >= self._local_cache:
+            fm_spin_unlock(&st.lock)
+            return False
+        Py_INCREF(obj)
+        self._slot_items[(slot << self._slot_shift) + n] = <PyObject*>obj
+        fm_st(&st.n, n + 1)
+        fm_spin_unlock(&st.lock)
+        self._slot_live += 1
+        return True
+
     cdef inline object _st_shared_pop(self):
         cdef Py_ssize_t n = self._n_shared - 1
         obj = fm_list_take(self._shared, n)
         self._n_shared = n
-        _ps_remove(&self._idle, _addr(obj))
+        self._idle_del(_addr(obj))
         return obj
 
     cdef inline int _st_shared_push(self, object obj) except -1:
@@ -720,10 +1043,20 @@ cdef class ObjectPool:
         would then run on a half-changed pool (and count objects twice)."""
         cdef Py_ssize_t i, j, n
         cdef PyObject* p
+        cdef _SlotState* st
         cdef list out = self._shared
         del out[self._n_shared:]
         self._shared = fresh
         self._n_shared = 0
+        if FM_FREE_THREADED:
+            if self._local_cache:
+                for i in range(FM_NSLOTS):
+                    while fm_ld(&self._fslots[i].n):
+                        obj = self._st_slot_pop_ft_keep(i)
+                        if obj is _EMPTY:
+                            break
+                        out.append(obj)
+            return out
         for i in range(FM_NSLOTS):
             n = self._slot_n[i]
             for j in range(n):
@@ -737,6 +1070,8 @@ cdef class ObjectPool:
     cdef object _st_take_idle(self):
         """Remove and return one idle object, or _EMPTY."""
         cdef Py_ssize_t i
+        if FM_FREE_THREADED:
+            return self._st_take_idle_ft()
         if self._local_cache:
             i = fm_thread_slot()
             if self._slot_n[i]:
@@ -753,9 +1088,51 @@ cdef class ObjectPool:
             return obj
         return _EMPTY
 
+    cdef object _st_take_idle_ft(self):
+        cdef Py_ssize_t i
+        if self._local_cache:
+            obj = self._st_slot_pop_ft(fm_thread_slot())
+            if obj is not _EMPTY:
+                return obj
+        if self._n_shared:
+            return self._st_shared_pop()
+        if self._local_cache:  # steal from another slot
+            for i in range(FM_NSLOTS):
+                if fm_ld(&self._fslots[i].n):
+                    obj = self._st_slot_pop_ft(i)
+                    if obj is not _EMPTY:
+                        return obj
+        if len(self._victim):
+            obj = self._victim.pop()
+            self._idle_del(_addr(obj))
+            return obj
+        return _EMPTY
+
     cdef inline bint _st_has_capacity(self) noexcept:
+        if FM_FREE_THREADED:
+            # exact although fast paths run meanwhile: they keep each slot's n + out
+            return self._max_size < 0 or (
+                self._n_shared + len(self._victim) + self._slot_live + self._in_use +
+                self._checking + self._creating < self._max_size)
         return self._max_size < 0 or (
             self._idle.used + self._in_use + self._checking + self._creating < self._max_size)
+
+    cdef bint _st_any_idle(self) noexcept:
+        """Is any object idle? Free-threaded: takes and releases every slot's lock after
+        the caller set _put_room to 0 (registering a waiter), so that a fast put either
+        finished before (its object is seen here) or sees the gate closed and takes the
+        slow path, which notifies: no lost wake-up."""
+        cdef Py_ssize_t i
+        cdef bint found = False
+        if FM_FREE_THREADED:
+            found = self._n_shared > 0 or len(self._victim) > 0
+            for i in range(FM_NSLOTS):
+                fm_spin_lock(&self._fslots[i].lock)
+                if self._fslots[i].n:
+                    found = True
+                fm_spin_unlock(&self._fslots[i].lock)
+            return found
+        return self._idle.used > 0
 
     cdef object _st_detach_all(self, list fresh_shared, list fresh_victim):
         """Empty every idle tier; return the detached objects (caller drops them later).
@@ -763,7 +1140,13 @@ cdef class ObjectPool:
         cdef list out = self._st_detach_primary(fresh_shared)
         out.extend(self._victim)
         self._victim = fresh_victim
-        _ps_clear(&self._idle)
+        if FM_FREE_THREADED:
+            # one by one: a fast put may have pushed to a slot after the sweep above,
+            # and its object stays idle (in its slot and in the set)
+            for o in out:
+                self._idle_del(_addr(o))
+        else:
+            _ps_clear(&self._idle)
         self._update_fast_flags()  # the idle set may have shrunk
         self._discarded += len(out)
         return out
@@ -785,6 +1168,35 @@ cdef class ObjectPool:
                     self._cond.notify()
 
     # ----------------------------------------------------------------------- get
+    cdef inline PyObject* _fast_get_ft(self, bint* hw) noexcept:
+        """Free-threaded fast get: pop from the calling thread's slot under the slot's
+        lock (and the object's shard lock for the idle set); no pool-wide lock, and the
+        counters it updates are the slot's own. *hw is set when high_water must be
+        brought up to date (see _st_high_water). A new reference, or NULL."""
+        cdef Py_ssize_t slot = fm_thread_slot(), n, k, out
+        cdef _SlotState* st = &self._fslots[slot]
+        cdef _Shard* sh
+        cdef PyObject* p
+        fm_spin_lock(&st.lock)
+        n = st.n - 1
+        if n < 0 or not fm_ld_int(<int*>&self._fast_get_ok):
+            fm_spin_unlock(&st.lock)
+            return NULL
+        k = (slot << self._slot_shift) + n
+        p = self._slot_items[k]
+        self._slot_items[k] = NULL
+        fm_st(&st.n, n)
+        out = st.out + 1
+        fm_st(&st.out, out)
+        fm_st(&st.hits, st.hits + 1)
+        hw[0] = out > st.ceiling or st.gen != fm_ld(&self._hw_gen)
+        sh = &self._shards[fm_ptr_shard(<uintptr_t>p)]
+        fm_spin_lock(&sh.lock)
+        _ps_remove(&sh.set, <uintptr_t>p)
+        fm_spin_unlock(&sh.lock)
+        fm_spin_unlock(&st.lock)
+        return p
+
     cdef inline PyObject* _fast_get(self) noexcept:
         """The get() fast path: pop from the calling thread's cache slot. Returns a new
         reference, moved out of the slot without touching the refcount, or NULL."""
@@ -840,15 +1252,22 @@ cdef class ObjectPool:
 
     cdef inline object _get_impl(self, object timeout):
         cdef PyObject* p
+        cdef bint hw = False
         if timeout is None:
-            # GIL builds: no lock at all (the C constant folds the branch away).
+            # GIL builds: no lock at all; free-threaded builds: the slot's own lock (the
+            # C constant folds the branch away).
             if FM_FREE_THREADED:
-                with cython.critical_section(self):
-                    p = self._fast_get()
+                p = self._fast_get_ft(&hw)
+                if p != NULL:
+                    obj = fm_steal(p)
+                    if hw:
+                        with cython.critical_section(self):
+                            self._st_high_water(fm_thread_slot())
+                    return obj
             else:
                 p = self._fast_get()
-            if p != NULL:
-                return fm_steal(p)
+                if p != NULL:
+                    return fm_steal(p)
         return self._get_slow(timeout)
 
     cdef int _check_initialized(self) except -1:
@@ -948,7 +1367,7 @@ cdef class ObjectPool:
             with cython.critical_section(self):
                 self._waiters += 1
                 self._update_fast_flags()
-                ready = (self._closed or self._idle.used > 0 or self._st_has_capacity())
+                ready = (self._closed or self._st_any_idle() or self._st_has_capacity())
             try:
                 if ready:
                     return True
@@ -972,6 +1391,37 @@ cdef class ObjectPool:
                     self._update_fast_flags()
 
     # ----------------------------------------------------------------------- put
+    cdef inline int _fast_put_ft(self, PyObject* o) noexcept:
+        """Free-threaded fast put: push onto the calling thread's slot under the slot's
+        lock, if the slot has room and its out count shows an object checked out through
+        it; the object's shard of the idle set (its own lock) detects a double put, also
+        one racing with another thread's. The gate (_put_room) is read under the slot's
+        lock: see _st_any_idle. 1: done; 0: take the slow path."""
+        cdef Py_ssize_t slot = fm_thread_slot(), n
+        cdef _SlotState* st = &self._fslots[slot]
+        cdef _Shard* sh
+        cdef uintptr_t a = <uintptr_t>o
+        fm_spin_lock(&st.lock)
+        n = st.n
+        if not fm_ld(&self._put_room) or st.out <= 0 or n >= self._local_cache:
+            fm_spin_unlock(&st.lock)
+            return 0
+        sh = &self._shards[fm_ptr_shard(a)]
+        fm_spin_lock(&sh.lock)
+        # one free entry stays below the load bound for the slow path's reservation
+        if (sh.set.used + 2) * 2 > sh.set.mask + 1 or not _ps_add_nogrow(&sh.set, a):
+            fm_spin_unlock(&sh.lock)
+            fm_spin_unlock(&st.lock)
+            return 0  # (already idle: the slow path raises ValueError)
+        fm_spin_unlock(&sh.lock)
+        fm_incref(o)
+        self._slot_items[(slot << self._slot_shift) + n] = o
+        fm_st(&st.n, n + 1)
+        fm_st(&st.out, st.out - 1)
+        fm_st(&st.puts, st.puts + 1)
+        fm_spin_unlock(&st.lock)
+        return 1
+
     cdef inline int _fast_put(self, PyObject* o) noexcept:
         """The put() fast path: push onto the calling thread's cache slot.
         1: done; 0: take the slow path (which also reports a double put)."""
@@ -1024,8 +1474,7 @@ cdef class ObjectPool:
     cdef inline int _put_impl(self, object obj) except -1:
         cdef int done
         if FM_FREE_THREADED:
-            with cython.critical_section(self):
-                done = self._fast_put(<PyObject*>obj)
+            done = self._fast_put_ft(<PyObject*>obj)
         else:
             done = self._fast_put(<PyObject*>obj)
         if not done:
@@ -1033,12 +1482,13 @@ cdef class ObjectPool:
         return 0
 
     cdef int _st_check_returnable(self, object obj) except -1:
-        if _ps_find(&self._idle, _addr(obj)) >= 0:
-            raise ValueError("put() of an object that is already idle in this pool "
-                             "(double put)")
+        if self._idle_has(_addr(obj)):
+            raise ValueError(_DOUBLE_PUT)
         if self._returning.used and _ps_find(&self._returning, _addr(obj)) >= 0:
             raise ValueError("put() of an object whose put() is running reset() "
                              "(double put)")
+        if FM_FREE_THREADED:
+            self._st_pull_unit()
         if self._in_use - self._returning.used <= 0:  # (those are being returned)
             raise ValueError("put() of an object this pool did not hand out "
                              "(no object is checked out)")
@@ -1079,14 +1529,28 @@ cdef class ObjectPool:
             self._puts += 1
             if not keep or self._closed:
                 keep = False
-            elif self._max_idle >= 0 and self._idle.used >= self._max_idle:
+            elif self._max_idle >= 0 and self._idle_n() >= self._max_idle:
                 if len(self._victim) and self._max_idle > 0:
                     evicted = self._victim.pop()  # older than obj: drop it instead
-                    _ps_remove(&self._idle, _addr(evicted))
+                    self._idle_del(_addr(evicted))
                     self._discarded += 1
                 else:
                     keep = False
-            if keep:
+            if keep and FM_FREE_THREADED:
+                self._idle_reserve(_addr(obj))
+                if not self._idle_add_reserved(_addr(obj)):
+                    # another thread's fast put of this same object came first
+                    self._in_use += 1
+                    self._puts -= 1
+                    raise ValueError(_DOUBLE_PUT)
+                if not (self._waiters == 0 and self._local_cache and
+                        self._st_slot_push_ft(fm_thread_slot(), obj)):
+                    try:
+                        self._st_shared_push(obj)
+                    except BaseException:
+                        self._idle_del(_addr(obj))
+                        raise
+            elif keep:
                 if self._waiters == 0 and self._local_cache:
                     slot = fm_thread_slot()
                     if self._slot_n[slot] >= self._local_cache:
@@ -1124,11 +1588,13 @@ cdef class ObjectPool:
 
     cdef int _discard_impl(self, object obj) except -1:
         with cython.critical_section(self):
-            if _ps_find(&self._idle, _addr(obj)) >= 0:
+            if self._idle_has(_addr(obj)):
                 raise ValueError("discard() of an object that is idle in this pool "
                                  "(use clear() to drop idle objects)")
             if self._returning.used and _ps_find(&self._returning, _addr(obj)) >= 0:
                 raise ValueError("discard() of an object whose put() is running reset()")
+            if FM_FREE_THREADED:
+                self._st_pull_unit()
             if self._in_use - self._returning.used <= 0:
                 raise ValueError("discard() of an object this pool did not hand out "
                                  "(no object is checked out)")
@@ -1193,7 +1659,7 @@ cdef class ObjectPool:
         >>> pool.prefill(2)               # 2 are already idle
         0
         """
-        cdef Py_ssize_t target = _opt_count(n, "n", 0), made = 0, i
+        cdef Py_ssize_t target = _opt_count(n, "n", 0), made = 0, i, idle
         cdef bint go, keep
         if target < 0:
             raise TypeError("n must be an int")
@@ -1202,9 +1668,9 @@ cdef class ObjectPool:
             with cython.critical_section(self):
                 if self._closed:
                     raise PoolClosedError("prefill() on a closed ObjectPool")
-                go = (self._idle.used + self._creating < target and
-                      (self._max_idle < 0 or
-                       self._idle.used + self._creating < self._max_idle) and
+                idle = self._idle_n()
+                go = (idle + self._creating < target and
+                      (self._max_idle < 0 or idle + self._creating < self._max_idle) and
                       self._st_has_capacity())
                 if go:
                     self._creating += 1
@@ -1222,12 +1688,17 @@ cdef class ObjectPool:
                 self._creating -= 1
                 self._created += 1
                 # re-check: factory() may have run puts (or other threads) meanwhile
-                keep = (not self._closed and _ps_find(&self._idle, _addr(obj)) < 0 and
-                        (self._max_idle < 0 or self._idle.used < self._max_idle))
+                keep = (not self._closed and not self._idle_has(_addr(obj)) and
+                        (self._max_idle < 0 or self._idle_n() < self._max_idle))
                 if keep:
-                    _ps_reserve(&self._idle)
+                    self._idle_reserve(_addr(obj))
                     self._st_shared_push(obj)
-                    _ps_add(&self._idle, _addr(obj))
+                    if not self._idle_add_reserved(_addr(obj)):
+                        # (free-threaded: another thread put it meanwhile: drop our copy)
+                        self._n_shared -= 1
+                        obj = fm_list_take(self._shared, self._n_shared)
+                        keep = False
+                        self._discarded += 1
                     self._update_fast_flags()  # the idle set may have grown
                 else:
                     self._discarded += 1
@@ -1344,10 +1815,12 @@ cdef class ObjectPool:
 
     def __len__(self):
         with cython.critical_section(self):
-            return self._idle.used
+            return self._idle_n()
 
     def __repr__(self):
-        return (f"<{type(self).__name__} idle={self._idle.used} in_use={self._in_use} "
+        cdef Py_ssize_t hits, puts, out
+        self._fast_totals(&hits, &puts, &out)
+        return (f"<{type(self).__name__} idle={self._idle_n()} in_use={self._in_use + out} "
                 f"max_size={self.max_size} max_idle={self.max_idle}"
                 f"{' closed' if self._closed else ''}>")
 
@@ -1363,10 +1836,10 @@ cdef class ObjectPool:
         with cython.critical_section(self):
             if self._closed:
                 return
-            if self._idle.used:
+            if self._idle_n():
                 dropped = self._victim
                 for o in dropped:
-                    _ps_remove(&self._idle, _addr(o))
+                    self._idle_del(_addr(o))
                 self._gc_released += len(dropped)
                 self._discarded += len(dropped)
                 self._victim = self._st_detach_primary(fresh)
@@ -1390,7 +1863,15 @@ cdef class ObjectPool:
         ``in_use``, ``high_water`` (peak in use), ``waiting`` (blocked ``get()`` calls),
         ``max_idle`` and ``max_size``.
 
-        Complexity: O(1) (a fixed set of counters).
+        On free-threaded builds the fast paths count per cache slot and this sums the
+        slots: exact when no ``get()``/``put()`` runs meanwhile, otherwise each counter is
+        a value it had during the call (not necessarily all at the same moment);
+        ``high_water`` is exact for a pool used by one thread at a time, and otherwise at
+        least the ``in_use`` reported (a peak reached by several threads' fast gets at
+        once may be missed).
+
+        Complexity: O(1) (a fixed set of counters; on free-threaded builds a sum over the
+        64 cache slots).
 
         >>> pool = ObjectPool(list, gc_release=False)
         >>> a = pool.get(); pool.put(a); a = pool.get()
@@ -1398,15 +1879,22 @@ cdef class ObjectPool:
         >>> s["gets"], s["hits"], s["misses"], s["created"], s["in_use"], s["idle"]
         (2, 1, 1, 1, 1, 0)
         """
+        cdef Py_ssize_t hits, puts, out
         with cython.critical_section(self):
+            # free-threaded: plus the per-slot fast-path counters (each summed with
+            # relaxed loads: exact when no get()/put() runs meanwhile); high_water is
+            # brought up to the in_use reported (see _st_high_water)
+            self._fast_totals(&hits, &puts, &out)
+            if self._in_use + out > self._high_water:
+                self._high_water = self._in_use + out
             return {
-                "gets": self._gets + self._fast_hits, "puts": self._puts,
-                "hits": self._hits + self._fast_hits, "misses": self._misses,
+                "gets": self._gets + self._fast_hits + hits, "puts": self._puts + puts,
+                "hits": self._hits + self._fast_hits + hits, "misses": self._misses,
                 "created": self._created, "discarded": self._discarded,
                 "invalid": self._invalid, "gc_released": self._gc_released,
                 "callback_errors": self._cb_errors,
                 "waits": self._waits, "timeouts": self._timeouts,
-                "idle": self._idle.used, "in_use": self._in_use,
+                "idle": self._idle_n(), "in_use": self._in_use + out,
                 "high_water": self._high_water, "waiting": self._waiters,
                 "max_idle": None if self._max_idle < 0 else self._max_idle,
                 "max_size": None if self._max_size < 0 else self._max_size,
@@ -1414,8 +1902,9 @@ cdef class ObjectPool:
 
     def _check(self):
         """Verify the internal invariants (see the module docstring); raise AssertionError
-        on the first violation. For tests (debug builds also run it after mutating calls,
-        see _dbg_check); O(idle objects + idle set capacity + cache slots)."""
+        on the first violation. For tests, on a quiescent pool (free-threaded builds: no
+        get()/put() running); debug builds also run it after mutating calls (see
+        _dbg_check). O(idle objects + idle set capacity + cache slots)."""
         with cython.critical_section(self):
             self._verify()
         return True
@@ -1423,9 +1912,14 @@ cdef class ObjectPool:
     cdef int _dbg_check(self) except -1:
         """Debug builds, at the end of a mutating call (the pool consistent, outside every
         callback): _verify when fm_dbg_due says so for its cost."""
+        cdef Py_ssize_t cost
         with cython.critical_section(self):
-            if fm_dbg_due(self._idle.mask + 1 + (FM_NSLOTS << self._slot_shift)
-                          + len(self._shared) + len(self._victim)):
+            cost = (FM_NSLOTS << self._slot_shift) + len(self._shared) + len(self._victim)
+            if FM_FREE_THREADED:
+                cost += 4 * self._idle_n() + (FM_NSHARDS << _PS_MIN_BITS)
+            else:
+                cost += self._idle.mask + 1
+            if fm_dbg_due(cost):
                 self._verify()
         return 0
 
@@ -1440,7 +1934,9 @@ cdef class ObjectPool:
         allocates no garbage-collected object before it finds a violation: an allocation
         could start a collection, whose victim rotation would change the pool mid-check
         (the objects seen are recorded in a C address set)."""
-        cdef Py_ssize_t n, cap, i, j, base, lc = self._local_cache, live
+        cdef Py_ssize_t n, cap, i, j, base, lc = self._local_cache, live, idle, in_use
+        cdef Py_ssize_t hits, puts, out, live_slots = 0, nsets
+        cdef _PtrSet* ps
         cdef list shared = self._shared
         cdef list victim = self._victim
         cdef PyObject* o
@@ -1460,9 +1956,15 @@ cdef class ObjectPool:
             for i in range(len(victim)):
                 self._verify_idle(<PyObject*>victim[i], &seen, "victim")
             for i in range(FM_NSLOTS):
-                n = self._slot_n[i]
+                n = self._slot_count(i)
                 if not 0 <= n <= lc:
                     raise AssertionError(f"slot {i} holds {n} objects, local_cache={lc}")
+                if FM_FREE_THREADED:
+                    if self._fslots[i].out < 0:
+                        raise AssertionError(f"slot {i}: out = {self._fslots[i].out} < 0")
+                    live_slots += n + self._fslots[i].out
+                if n == 0 and lc == 0:
+                    continue
                 base = i << self._slot_shift
                 for j in range(lc):
                     o = self._slot_items[base + j]
@@ -1472,39 +1974,58 @@ cdef class ObjectPool:
                         if o == NULL:
                             raise AssertionError(f"slot {i}: NULL below its fill level")
                         self._verify_idle(o, &seen, "a cache slot")
+            if FM_FREE_THREADED and live_slots != self._slot_live:
+                raise AssertionError(f"slots hold n + out = {live_slots}, _slot_live = "
+                                     f"{self._slot_live}")
+            idle = self._idle_n()
             n = 0
-            cap = self._idle.mask + 1
-            for i in range(cap):
-                if self._idle.slots[i] != 0:
-                    n += 1
-                    if _ps_find(&self._idle, self._idle.slots[i]) != i:
-                        raise AssertionError("idle set: entry not reachable from its home")
-            if n != self._idle.used or n != seen.used:
-                raise AssertionError(f"idle set holds {n} (used={self._idle.used}) but "
+            nsets = FM_NSHARDS if FM_FREE_THREADED else 1
+            for j in range(nsets):
+                ps = &self._shards[j].set if FM_FREE_THREADED else &self._idle
+                cap = ps.mask + 1
+                base = 0
+                for i in range(cap):
+                    if ps.slots[i] != 0:
+                        base += 1
+                        if _ps_find(ps, ps.slots[i]) != i:
+                            raise AssertionError("idle set: entry not reachable from its home")
+                        if FM_FREE_THREADED and fm_ptr_shard(ps.slots[i]) != j:
+                            raise AssertionError(f"idle set: entry in shard {j}, not in "
+                                                 f"its own")
+                if base != ps.used:
+                    raise AssertionError(f"idle set (shard {j}) holds {base}, used={ps.used}")
+                if ps.used * 2 > cap:
+                    raise AssertionError("idle set over its load factor")
+                n += base
+            if n != idle or n != seen.used:
+                raise AssertionError(f"idle set holds {n} (used={idle}) but "
                                      f"tiers hold {seen.used}")
-            if self._idle.used * 2 > cap:
-                raise AssertionError("idle set over its load factor")
-            if self._returning.used > self._in_use:
+            self._fast_totals(&hits, &puts, &out)
+            in_use = self._in_use + out
+            if FM_FREE_THREADED and in_use > self._high_water:
+                # concurrent fast gets may have missed a joint peak (_st_high_water);
+                # stats() folds in_use in the same way
+                self._high_water = in_use
+            if self._returning.used > in_use:
                 raise AssertionError(f"{self._returning.used} objects being returned but "
-                                     f"in_use = {self._in_use}")
-            if self._in_use < 0 or self._checking < 0 or self._creating < 0 or self._waiters < 0:
-                raise AssertionError(f"negative count: in_use {self._in_use}, checking "
+                                     f"in_use = {in_use}")
+            if in_use < 0 or self._checking < 0 or self._creating < 0 or self._waiters < 0:
+                raise AssertionError(f"negative count: in_use {in_use}, checking "
                                      f"{self._checking}, creating {self._creating}, "
                                      f"waiters {self._waiters}")
-            if self._high_water < self._in_use:
+            if self._high_water < in_use:
                 raise AssertionError("high_water < in_use")
-            if self._max_idle >= 0 and self._idle.used > self._max_idle:
-                raise AssertionError(f"idle {self._idle.used} > max_idle {self._max_idle}")
-            live = self._idle.used + self._in_use + self._checking + self._creating
+            if self._max_idle >= 0 and idle > self._max_idle:
+                raise AssertionError(f"idle {idle} > max_idle {self._max_idle}")
+            live = idle + in_use + self._checking + self._creating
             if self._max_size >= 0 and live > self._max_size:
                 raise AssertionError(f"live {live} > max_size {self._max_size}")
-            if self._created != <unsigned long long>(self._idle.used + self._in_use +
-                                                     self._checking) + self._discarded:
+            if self._created != <unsigned long long>(idle + in_use + self._checking) + self._discarded:
                 raise AssertionError(
-                    f"created {self._created} != idle {self._idle.used} + in_use "
-                    f"{self._in_use} + checking {self._checking} + discarded "
+                    f"created {self._created} != idle {idle} + in_use "
+                    f"{in_use} + checking {self._checking} + discarded "
                     f"{self._discarded}")
-            if self._closed and self._idle.used:
+            if self._closed and idle:
                 raise AssertionError("closed pool holds idle objects")
             if self._hits + self._misses > self._gets:  # (fast hits count in neither)
                 raise AssertionError("hits + misses > gets")
@@ -1518,7 +2039,7 @@ cdef class ObjectPool:
             raise AssertionError(f"idle object in {tier} is NULL or freed")
         if not _ps_add(seen, _addr(<object>o)):
             raise AssertionError(f"object {<object>o!r} is idle twice ({tier})")
-        if _ps_find(&self._idle, _addr(<object>o)) < 0:
+        if not self._idle_has(_addr(<object>o)):
             raise AssertionError(f"idle object {<object>o!r} ({tier}) not in idle set")
         return 0
 
@@ -1543,7 +2064,9 @@ cdef int _pool_traverse(PyObject* o, fm_visitproc visit, void* arg) noexcept:
     lc = self._local_cache
     if self._slot_items != NULL:
         for i in range(FM_NSLOTS):
-            for j in range(self._slot_n[i]):
+            # (free-threaded: a collection runs with the world stopped, and no thread
+            # stops while it holds a slot's lock)
+            for j in range(self._slot_count(i)):
                 r = visit(self._slot_items[(i << self._slot_shift) + j], arg)
                 if r:
                     return r

@@ -6,6 +6,7 @@
 
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 #include "fm_common.h"
 #include "pythread.h"
 #define __Pyx_NewRef_Steal(p) (p)
@@ -38,6 +39,70 @@ static inline Py_ssize_t fm_ptr_home(uintptr_t p, int shift) {
 #endif
 static inline Py_ssize_t fm_thread_slot(void) {
     return (Py_ssize_t)((FM_THREAD_KEY() * 0x9E3779B97F4A7C15ULL) >> (64 - FM_SLOT_BITS));
+}
+
+/* Free-threaded fast path (see "Locking" in _pool.pyx's docstring).
+   The idle set is split into FM_NSHARDS shards by object address (one shard on GIL
+   builds); the shard is chosen by a second mix of the address, independent of the
+   bits that choose the home slot inside the shard's table. */
+#if FM_FREE_THREADED
+#define FM_SHARD_BITS 6
+#else
+#define FM_SHARD_BITS 0
+#endif
+#define FM_NSHARDS (1 << FM_SHARD_BITS)
+static inline Py_ssize_t fm_ptr_shard(uintptr_t p) {
+#if FM_SHARD_BITS
+    return (Py_ssize_t)((((uint64_t)p >> 4) * 0xC2B2AE3D27D4EB4FULL) >> (64 - FM_SHARD_BITS));
+#else
+    (void)p;
+    return 0;
+#endif
+}
+/* A tiny spin lock for the per-slot and per-shard locks: held only for a few dozen
+   instructions that call no Python code, allocate nothing and never block, so that it
+   can be taken inside the pool's critical section without suspending it (a PyMutex that
+   has to wait detaches the thread state, which suspends the thread's critical sections).
+   After 64 failed tries it yields the CPU (the holder may have been preempted).
+   No-ops on GIL builds. */
+#if FM_FREE_THREADED
+#include <sched.h>
+static inline void fm_spin_lock(int* l) {
+    int spins = 0;
+    for (;;) {
+        int expected = 0;
+        if (_Py_atomic_load_int_relaxed(l) == 0 &&
+                _Py_atomic_compare_exchange_int(l, &expected, 1))
+            return;
+        if (++spins >= 64) {
+            spins = 0;
+            sched_yield();
+        }
+    }
+}
+static inline void fm_spin_unlock(int* l) { _Py_atomic_store_int_release(l, 0); }
+#define fm_ld(p) _Py_atomic_load_ssize_relaxed(p)
+#define fm_st(p, v) _Py_atomic_store_ssize_relaxed((p), (v))
+#define fm_ld_int(p) _Py_atomic_load_int_relaxed(p)
+#define fm_st_int(p, v) _Py_atomic_store_int_relaxed((p), (v))
+#else
+static inline void fm_spin_lock(int* l) { (void)l; }
+static inline void fm_spin_unlock(int* l) { (void)l; }
+#define fm_ld(p) (*(p))
+#define fm_st(p, v) (*(p) = (v))
+#define fm_ld_int(p) (*(p))
+#define fm_st_int(p, v) (*(p) = (v))
+#endif
+/* n bytes aligned to 128 (two cache lines: adjacent-line prefetch), zeroed; *raw gets
+   the pointer to free. NULL on failure. */
+static inline void* fm_alloc_lines(size_t n, void** raw) {
+    char* r = (char*)PyMem_Malloc(n + 127);
+    char* a;
+    *raw = r;
+    if (r == NULL) return NULL;
+    a = (char*)(((uintptr_t)r + 127) & ~(uintptr_t)127);
+    memset(a, 0, n);
+    return a;
 }
 /* Fast entries for hot METH_FASTCALL|METH_KEYWORDS methods (GIL builds only).
    fm_install_entry() points the method's PyMethodDef at an entry function that

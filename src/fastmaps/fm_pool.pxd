@@ -13,3 +13,13 @@ cdef extern from "fm_pool.h":
     int fm_pool_borrow_install(object descr, void* fast)
     int fm_lease_exit_install(object descr, void* fast)
     void fm_list_store(list lst, Py_ssize_t i, object o)
+    # free-threaded fast path (no-ops / one shard on GIL builds)
+    const int FM_NSHARDS
+    Py_ssize_t fm_ptr_shard(uintptr_t p) noexcept nogil
+    void fm_spin_lock(int* l) noexcept nogil
+    void fm_spin_unlock(int* l) noexcept nogil
+    Py_ssize_t fm_ld(Py_ssize_t* p) noexcept nogil
+    void fm_st(Py_ssize_t* p, Py_ssize_t v) noexcept nogil
+    int fm_ld_int(int* p) noexcept nogil
+    void fm_st_int(int* p, int v) noexcept nogil
+    void* fm_alloc_lines(size_t n, void** raw) noexcept nogil
