@@ -235,6 +235,31 @@ cycles). That floor is why ``with pool.borrow()`` stays ~3x the pool pair.
 Limits: the pool counts checked-out objects but does not track them (that would need a
 reference or a weakref per loan), so a ``put()`` of an object someone else currently holds
 cannot be detected; a ``put()`` when nothing is checked out is rejected.
+
+Operation -> function
+---------------------
+C helpers: ``fm_pool.h`` (declared in ``fm_pool.pxd``); shared C: ``fm_common.h``.
+
+=====================================  ==================================================
+``get()`` (fast entry: ``_pool_get0``)  ``_get_impl``: own slot (``_st_slot_pop_ft`` on
+                                       free-threaded builds), then ``_get_slow``:
+                                       ``_st_take_idle`` (shared, steal, victim),
+                                       ``_create_for_get``, ``_validated``, ``_wait``
+``put(obj)``                           ``_fast_put`` / ``_fast_put_ft``, else ``_put_slow``
+                                       (``_st_check_returnable``, reset, tiers)
+``borrow()``, ``with``                 ``Lease.__enter__`` / ``Lease.__exit__``
+``discard``                            ``_discard_impl``
+``prefill``, ``clear``, ``close``      ``prefill``, ``clear``, ``close``
+                                       (``_st_detach_all``)
+waking waiters                         ``_notify``
+GC victim tier                         ``_gc_callback`` -> ``_gc_rotate``
+                                       (``_st_detach_primary``)
+idle set (double-put detection)        ``_ps_*``; ``_idle_has``/``_idle_del``/
+                                       ``_idle_add_reserved`` (sharded on free-threaded)
+``stats()``, ``len()``                 ``stats``, ``_fast_totals``, ``_idle_n``
+GC of cached objects                   ``_pool_traverse``, ``_pool_clear``
+invariants (debug builds: after calls)  ``_check`` -> ``_verify``, ``_dbg_check``
+=====================================  ==================================================
 """
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
