@@ -991,8 +991,10 @@ cdef class ObjectPool:
         self._slot_items[(slot << self._slot_shift) + n] = <PyObject*>obj
         self._slot_n[slot] = n + 1
 
-    cdef object _st_slot_pop_ft(self, Py_ssize_t slot):
-        """Free-threaded: pop from a cache slot under its lock; _EMPTY if it is empty."""
+    cdef object _st_slot_pop_ft(self, Py_ssize_t slot, bint keep_idle=False):
+        """Free-threaded: pop from a cache slot under its lock; _EMPTY if it is empty. The
+        object leaves the idle set too, unless `keep_idle` (the caller moves it to another
+        idle tier)."""
         cdef _SlotState* st = &self._fslots[slot]
         cdef Py_ssize_t n, k
         cdef PyObject* p
@@ -1005,25 +1007,8 @@ cdef class ObjectPool:
         p = self._slot_items[k]
         self._slot_items[k] = NULL
         fm_st(&st.n, n)
-        self._idle_del(<uintptr_t>p)
-        fm_spin_unlock(&st.lock)
-        self._slot_live -= 1
-        return fm_steal(p)
-
-    cdef object _st_slot_pop_ft_keep(self, Py_ssize_t slot):
-        """Free-threaded: like _st_slot_pop_ft, but the object stays in the idle set."""
-        cdef _SlotState* st = &self._fslots[slot]
-        cdef Py_ssize_t n, k
-        cdef PyObject* p
-        fm_spin_lock(&st.lock)
-        n = st.n - 1
-        if n < 0:
-            fm_spin_unlock(&st.lock)
-            return _EMPTY
-        k = (slot << self._slot_shift) + n
-        p = self._slot_items[k]
-        self._slot_items[k] = NULL
-        fm_st(&st.n, n)
+        if not keep_idle:
+            self._idle_del(<uintptr_t>p)
         fm_spin_unlock(&st.lock)
         self._slot_live -= 1
         return fm_steal(p)
@@ -1077,7 +1062,7 @@ cdef class ObjectPool:
             if self._local_cache:
                 for i in range(FM_NSLOTS):
                     while fm_ld(&self._fslots[i].n):
-                        obj = self._st_slot_pop_ft_keep(i)
+                        obj = self._st_slot_pop_ft(i, True)
                         if obj is _EMPTY:
                             break
                         out.append(obj)

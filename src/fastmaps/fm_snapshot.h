@@ -1008,6 +1008,18 @@ static PyObject *fm_item_tuple(PyObject **cache, PyObject *k, PyObject *v) {
 /* Py_TPFLAGS_MAPPING, so that `match` mapping patterns accept the types (registering
    with collections.abc.Mapping cannot set it on a static type). */
 /* ---- cyclic GC (see "Cyclic GC" at the end of the module) ---- */
+/* Visit the key and value of every live record of one log page. */
+static int fm_visit_records(fm_node *n, visitproc visit, void *arg) {
+    fm_entry *e = fm_ents(n);
+    uint32_t i;
+    int r;
+    for (i = 0; i < n->cap; i++)
+        if (e[i].key != NULL) {
+            if ((r = visit(e[i].key, arg)) != 0) return r;
+            if ((r = visit(e[i].value, arg)) != 0) return r;
+        }
+    return 0;
+}
 /* Records a version alone holds: those of the log pages reached from its root through
    nodes of reference count 1 (only this version can reach them). */
 static int fm_visit_own(fm_node *n, visitproc visit, void *arg) {
@@ -1015,12 +1027,7 @@ static int fm_visit_own(fm_node *n, visitproc visit, void *arg) {
     int r;
     if (n == NULL || n == fm_hole_page || fm_node_refcnt(n) != 1) return 0;
     if (n->kind == FM_ELEAF) {
-        fm_entry *e = fm_ents(n);
-        for (i = 0; i < n->cap; i++)
-            if (e[i].key != NULL) {
-                if ((r = visit(e[i].key, arg)) != 0) return r;
-                if ((r = visit(e[i].value, arg)) != 0) return r;
-            }
+        return fm_visit_records(n, visit, arg);
     } else if (n->kind == FM_INNER) {
         for (i = 0; i < n->cap; i++)
             if ((r = fm_visit_own(fm_kids(n)[i], visit, arg)) != 0) return r;
@@ -1041,13 +1048,7 @@ static int fm_visit_shared(fm_node *n, int shared, visitproc visit, void *arg) {
         n->_pad = 1;
     }
     if (n->kind == FM_ELEAF) {
-        fm_entry *e = fm_ents(n);
-        if (!shared) return 0;
-        for (i = 0; i < n->cap; i++)
-            if (e[i].key != NULL) {
-                if ((r = visit(e[i].key, arg)) != 0) return r;
-                if ((r = visit(e[i].value, arg)) != 0) return r;
-            }
+        return shared ? fm_visit_records(n, visit, arg) : 0;
     } else if (n->kind == FM_INNER) {
         for (i = 0; i < n->cap; i++)
             if ((r = fm_visit_shared(fm_kids(n)[i], shared, visit, arg)) != 0) return r;
