@@ -221,16 +221,8 @@ unchanged; GIL builds only (the free-threaded build keeps the wrappers and their
 sections), and an entry is skipped, never an error, if a method has another shape
 (``_FAST_ENTRIES`` lists the installed ones; a test checks all three are there).
 
-Measured on CPython 3.11, x86-64 (``perf stat``, per loop iteration, loop cost
-subtracted; instruction counts are exact, cycles +-5%): a list pop+append pair 309
-instructions / ~52 cycles; an empty ``get(timeout=None)``/``put(obj)`` method pair 354;
-the pool pair 424 / ~78 (450 / ~84 before the entries and the single put gate).
-``with pool.borrow()`` is 1519 / ~290 (1628 / ~330 before); the same lease work with
-``__enter__``/``__exit__`` called as methods is 794, so the ``with`` statement itself adds
-~725 instructions: on 3.10-3.13 it looks both special methods up and *binds* them, i.e.
-allocates, GC-tracks, untracks and frees two bound-method objects per block (a ``with``
-on a no-op, reused Cython context manager already costs ~1140 instructions / ~220
-cycles). That floor is why ``with pool.borrow()`` stays ~3x the pool pair.
+The measured cost of the pair and of ``with pool.borrow()`` is in docs/design.md
+("ObjectPool", Performance).
 
 Limits: the pool counts checked-out objects but does not track them (that would need a
 reference or a weakref per loan), so a ``put()`` of an object someone else currently holds
