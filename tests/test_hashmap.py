@@ -185,7 +185,7 @@ def test_inserts_during_a_shrink_from_a_long_log_fit_the_new_index():
     # A shrinking migration starts with a small index while ids up to the old log length
     # are still in use; inserts made while it runs append ids past that length. Every slot
     # must hold its id (and tag) exactly, with no forced finish.
-    with tuned("default", hashmap=dict(sync_below=0)):
+    with tuned("default", hashmap=dict(sync_below=0, step=8)):
         m = HashMap.fromkeys(range(20000), 0)
         k = 0
         while True:

@@ -2,6 +2,7 @@
 dict's semantics exactly: same items and order, independent copies, hostile keys, dict
 subclasses, errors half-way."""
 import sys
+import sysconfig
 
 import pytest
 
@@ -103,6 +104,12 @@ class HashHook:
         return isinstance(other, HashHook) and self.v == other.v
 
 
+# Where the C API gives a dict's stored hashes (3.10-3.12, GIL builds) HashMap reads them,
+# as dict.update does: no key's __hash__ runs while a dict is merged. Elsewhere each key
+# is hashed, and the tests below check what user code in that __hash__ may do.
+STORED_HASHES = sys.version_info < (3, 13) and not sysconfig.get_config_var("Py_GIL_DISABLED")
+
+
 def test_update_from_dict_when_a_hash_inserts_into_the_target():
     keys = [HashHook(i) for i in range(50)]
     src = {k: k.v for k in keys}
@@ -129,6 +136,10 @@ def test_update_from_dict_when_a_hash_inserts_into_the_target():
     finally:
         HashHook.__hash__ = orig
     target._check()
+    if STORED_HASHES:
+        assert count[0] == 0
+        assert [k.v for k in target] == list(range(50))
+        return
     assert len(target) == 50
     assert target[HashHook(40)] == 40
     assert [k.v for k in target] == list(range(19)) + [40] + [i for i in range(19, 50) if i != 40]
@@ -149,11 +160,18 @@ def test_update_from_dict_that_a_hash_mutates_raises_and_keeps_earlier_items():
     HashHook.__hash__ = mutating_hash
     try:
         target = HashMap()
-        with pytest.raises(RuntimeError):
+        if STORED_HASHES:
             target.update(src)
+        else:
+            with pytest.raises(RuntimeError):
+                target.update(src)
     finally:
         HashHook.__hash__ = orig
     target._check()
+    if STORED_HASHES:
+        assert count[0] == 0
+        assert [k.v for k in target] == list(range(10))
+        return
     assert [k.v for k in target] == [0, 1, 2, 3]
 
 

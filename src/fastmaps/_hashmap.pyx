@@ -60,7 +60,7 @@ is kept. The entry log is then compacted *in place* by a cursor, a few entries p
 A migration step looks at the entry at ``r``: a hole is skipped; a live entry is copied
 down to ``w`` (if w < r) and its slot in the new index is written (inserted if it came
 from the old region, re-pointed if it was appended during the migration). Every write
-(insert, delete, value update) does ``step`` (8) such steps; lookups do none. When ``r``
+(insert, delete, value update) does ``step`` (4) such steps; lookups do none. When ``r``
 reaches ``n`` the old index is freed, the log ends at ``w`` and trailing segments are
 released. The entire protocol lives in ``_start_migration``/``_migrate``/``_finish``.
 
@@ -154,6 +154,25 @@ Invariants (checked by ``_check()``)
 * ``live`` = number of live entries; ``fill`` = non-EMPTY slots of the new/current index;
 * no migration: ``w = r = 0`` and ``old_idx`` is NULL.
 
+Debug builds (``FASTMAPS_DEBUG=1``, ``DEBUG_BUILD``): ``FM_ASSERT`` (a C assert; nothing
+at all in release builds) guards the hot paths: ids read from a slot lie in the log and
+name a live entry whose key is alive, ``_ent`` stays inside the segments, the cursors keep
+``w <= r <= n`` and ``old_end <= n``, ``fill <= usable`` and ``n < idmask`` after an
+insert, counts stay >= 0, a migration starts only when none runs. And every public
+mutating method ends with ``_dbg_check``: ``_check()``'s body, in the critical section,
+after the removed objects were released, on the schedule of ``fm_dbg_due``
+(fm_common.h): after every call while ``n + index slots`` (its cost) is at most 2048,
+otherwise after a sample of calls that keeps the checking to 32-64 positions per call on
+average, and always after a call in which a migration started or finished. The checker
+reads storage only (no ``__hash__``/``__eq__``/attribute lookup), so it is also right
+when another call on the map is suspended in user code further up the stack.
+
+Operation -> function
+---------------------
+Shared C (slot encoding ``fm_slot``/``fm_tag``, ``fm_hash_of``, GC-slot patching, the
+mapping flag, ``FM_ASSERT``) is in ``fm_common.h``; mapped indexes in ``fm_memory.h``.
+
+=====================================  ==================================================
 ``m[k]``, ``get``, ``in``              ``_lookup`` -> ``_probe`` (new index, then old)
 ``m[k] = v``                           ``_set`` -> ``_lookup_for_insert``, ``_insert_new``
                                        (``_make_room`` may call ``_start_migration``)
@@ -177,27 +196,7 @@ views (``_mapping``'s, over hooks)      ``_view_len``, ``_view_iter``, ``_view_c
 pickle, ``copy.copy``                  ``__reduce_ex__``, ``__copy__``
 GC                                     ``_hashmap_traverse``, ``_hashmap_clear``
 invariants (debug builds: after calls)  ``_check``, ``_dbg_check``
-=====================================  ==================================================
-=======
-Debug builds (``FASTMAPS_DEBUG=1``, ``DEBUG_BUILD``): ``FM_ASSERT`` (a C assert; nothing
-at all in release builds) guards the hot paths: ids read from a slot lie in the log and
-name a live entry whose key is alive, ``_ent`` stays inside the segments, the cursors keep
-``w <= r <= n`` and ``old_end <= n``, ``fill <= usable`` and ``n < idmask`` after an
-insert, counts stay >= 0, a migration starts only when none runs. And every public
-mutating method ends with ``_dbg_check``: ``_check()``'s body, in the critical section,
-after the removed objects were released, on the schedule of ``fm_dbg_due``
-(fm_common.h): after every call while ``n + index slots`` (its cost) is at most 2048,
-otherwise after a sample of calls that keeps the checking to 32-64 positions per call on
-average, and always after a call in which a migration started or finished. The checker
-reads storage only (no ``__hash__``/``__eq__``/attribute lookup), so it is also right
-when another call on the map is suspended in user code further up the stack.
-
-Operation -> function
----------------------
-Shared C (slot encoding ``fm_slot``/``fm_tag``, ``fm_hash_of``, GC-slot patching, the
-mapping flag, ``FM_ASSERT``) is in ``fm_common.h``; mapped indexes in ``fm_memory.h``.
-
-=====================================  ==========================================="""
+=====================================  =================================================="""
 
 cimport cython
 from cpython.object cimport PyObject, PyTypeObject, Py_EQ, traverseproc, inquiry
@@ -313,7 +312,7 @@ cdef Py_ssize_t RESTART = -3
 # 21x the mean insert over any 10,000 consecutive inserts after a growth to 2M. With 8 it
 # is 4.6x (bench_latency), for migrations 8x as long (lookups of not yet moved keys probe
 # both indexes meanwhile, and the old index is held longer).
-cdef Py_ssize_t T_STEP = 8
+cdef Py_ssize_t T_STEP = 4
 cdef Py_ssize_t T_SYNC_BELOW = 4096    # migrations visiting <= this many positions run at once
 cdef int T_SEG_SHIFT = 11              # log segment = 2**11 entries (new maps only)
 cdef size_t T_PF_MIN = 1 << 21         # a migration into an index this large populates it first
@@ -1600,9 +1599,12 @@ cdef class HashMap:
     @cython.final
     cdef int _update_from_dict_locked(self, dict other) except -1:
         """Merge a dict (or a subclass whose iteration is dict's) by reading its storage,
-        as dict.update does. Into an empty map its keys are known to be distinct, so they
-        are appended without lookups, until user code (a key's __hash__) inserts into or
-        deletes from this map; then every key is looked up."""
+        as dict.update does. Into an empty map its keys are known to be distinct: while
+        no user code has run (the hash comes from the dict or from an exact str/int key,
+        ``fm_dict_next``) they are appended straight into the presized storage
+        (``_append_known``); a key whose ``__hash__`` must run goes through
+        ``_insert_new``, and once user code inserts into or deletes from this map every
+        key is looked up."""
         cdef Py_ssize_t pos = 0, size = PyDict_GET_SIZE(other)
         cdef PyObject* kp
         cdef PyObject* vp
@@ -1611,10 +1613,17 @@ cdef class HashMap:
         cdef uint64_t ins, dels
         self._presize_for(size)
         ins, dels = self.n_ins, self.n_dels
-        while PyDict_Next(other, &pos, &kp, &vp):
+        while fm_dict_next(other, &pos, &kp, &vp, &h):
+            if (h != -1 and fast and self.n_ins == ins and self.n_dels == dels
+                    and self.old_idx == NULL and self.fill < self.usable
+                    and self.n < self.room_at and self.n < self.log_cap):
+                self._append_known(kp, vp, h)     # no user code since the last check
+                ins = self.n_ins
+                continue
             k = <object>kp          # owned references: user code below may drop the dict's
             v = <object>vp
-            h = fm_hash_of(k)
+            if h == -1:
+                h = fm_hash_of(k)
             if PyDict_GET_SIZE(other) != size:
                 raise RuntimeError("dictionary changed size during iteration")
             if fast and self.n_ins == ins and self.n_dels == dels:
@@ -1766,9 +1775,6 @@ cdef class HashMap:
         cdef HashMap new = self
         cdef Py_ssize_t pos = 0
         cdef Entry* ep
-        cdef Entry* dst
-        cdef int32_t* slot
-        cdef Py_hash_t h
         new._reserve(src.live)
         while True:
             pos = src._next_pos(pos)
@@ -1779,22 +1785,33 @@ cdef class HashMap:
             if ep.key == NULL:
                 continue
             # a copy holds distinct keys: append without lookups; no user code runs here
-            h = src._ehash(pos - 1)
-            if new._store_hash(new.n, ep.key, h) < 0:
-                raise MemoryError()
-            dst = new._ent(new.n)
-            Py_INCREF(<object>ep.key)
-            Py_INCREF(<object>ep.value)
-            dst.key = ep.key
-            dst.value = ep.value
-            slot = _find_free(new.idx, new.mask, h)
-            if slot[0] == 0:
-                new.fill += 1
-            slot[0] = fm_slot(h, new.idmask, new.n)
-            new.segs[new.n >> new.seg_shift].live += 1
-            new.n += 1
-            new.live += 1
-            new.n_ins += 1
+            new._append_known(ep.key, ep.value, src._ehash(pos - 1))
+        return 0
+
+    @cython.final
+    cdef inline int _append_known(self, PyObject* key, PyObject* value, Py_hash_t h) except -1:
+        """Append key (known absent, hash h) with value, taking new references, into a
+        map with room for it (no migration running, fill < usable, n < room_at and
+        n < log_cap). No user code runs and no background step is taken."""
+        cdef Entry* dst
+        cdef int32_t* slot
+        cdef Py_ssize_t i = self.n
+        FM_ASSERT(self.old_idx == NULL and self.fill < self.usable and i < self.log_cap)
+        if self._store_hash(i, key, h) < 0:
+            raise MemoryError()
+        dst = self._ent(i)
+        Py_INCREF(<object>key)
+        Py_INCREF(<object>value)
+        dst.key = key
+        dst.value = value
+        slot = _find_free(self.idx, self.mask, h)
+        if slot[0] == 0:
+            self.fill += 1
+        slot[0] = fm_slot(h, self.idmask, i)
+        self.segs[i >> self.seg_shift].live += 1
+        self.n = i + 1
+        self.live += 1
+        self.n_ins += 1
         return 0
 
     def __copy__(self):

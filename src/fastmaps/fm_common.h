@@ -116,6 +116,24 @@ static inline Py_hash_t fm_hash_of(PyObject *k) {
     return PyObject_Hash(k);
 }
 
+/* The next item of a dict (borrowed references, as PyDict_Next) and its key's hash when
+   that is known without running user code: the dict's stored hash where the C API gives
+   it (3.10-3.12, GIL builds), else an exact str's cached hash or an exact int's hash;
+   *h = -1 when only the key's __hash__ can tell.  On free-threaded builds the caller holds
+   the dict's critical section, as for PyDict_Next. */
+static inline int fm_dict_next(PyObject *d, Py_ssize_t *pos, PyObject **k, PyObject **v,
+                               Py_hash_t *h) {
+#if PY_VERSION_HEX < 0x030D0000 && !FM_FREE_THREADED
+    return _PyDict_Next(d, pos, k, v, h);
+#else
+    if (!PyDict_Next(d, pos, k, v)) return 0;
+    if (FM_IS_STR(*k)) *h = FM_STR_HASH(*k);
+    else if (PyLong_CheckExact(*k)) *h = PyObject_Hash(*k);   /* never user code, never -1 */
+    else *h = -1;
+    return 1;
+#endif
+}
+
 #define FM_SLOT_EMPTY 0
 #define FM_SLOT_DUMMY (-1)
 

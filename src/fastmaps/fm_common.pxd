@@ -10,6 +10,8 @@ cdef extern from "fm_common.h":
     Py_hash_t FM_STR_HASH(PyObject* o) noexcept nogil
     bint FM_TYPE_IS_GC(PyObject* o) noexcept nogil
     Py_hash_t fm_hash_of(object o) except -1   # hash() never returns -1
+    bint fm_dict_next(object d, Py_ssize_t* pos, PyObject** k, PyObject** v,
+                      Py_hash_t* h) noexcept
 
     const int32_t FM_SLOT_EMPTY
     const int32_t FM_SLOT_DUMMY
