@@ -156,6 +156,7 @@ def bulk_benchmarks(n, kind, repeats, target_ops):
     m_other = HashMap(d_other)
     reps = max(1, target_ops // n)
     d_copy, m_copy = dict(d), HashMap(d)
+    d_rev, m_rev = dict(pairs[::-1]), HashMap(pairs[::-1])     # equal, other order
 
     def loop(fn):
         def f():
@@ -204,6 +205,7 @@ def bulk_benchmarks(n, kind, repeats, target_ops):
         "a | b (half new)": (lambda: d | d_other, lambda: m | m_other),
         "a |= b (all present)": (lambda: d_copy.__ior__(d), lambda: m_copy.__ior__(m)),
         "a == b (equal copies)": (lambda: d == d_copy, lambda: m == m_copy),
+        "a == b (same items, other order)": (lambda: d == d_rev, lambda: m == m_rev),
         "for k, v in items()": (lambda: it_items(d), lambda: it_items(m)),
         "for k in keys()": (lambda: it_keys(d), lambda: it_keys(m)),
         "for v in values()": (lambda: it_values(d), lambda: it_values(m)),

@@ -211,3 +211,56 @@ def test_reused_items_tuple_is_tracked_when_it_holds_a_container():
     next(it)
     gc.collect()
     assert next(it) == (3, 4)
+
+
+class _EqCounter:
+    """A value equal to every other _EqCounter, counting the comparisons."""
+    calls = 0
+
+    def __eq__(self, other):
+        _EqCounter.calls += 1
+        return isinstance(other, _EqCounter)
+
+    __hash__ = None
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 3000])
+def test_equality_of_a_map_and_its_copy_matches_dict(n):
+    # == between a map and a copy holding the same objects at the same positions takes a
+    # pointer-only shortcut; every way of breaking that must fall back to dict's answer
+    nan = float("nan")
+    base = {i: (nan if i % 5 == 0 else [i]) for i in range(n)}
+    m, d = HashMap(base), dict(base)
+    for step in range(6):
+        c, dc = m.copy(), d.copy()
+        if n:
+            k = n // 2
+            if step == 1:                  # an equal value that is another object
+                c[k] = dc[k] = list(d[k]) if isinstance(d[k], list) else d[k]
+            elif step == 2:                # a different value
+                c[k] = dc[k] = "other"
+            elif step == 3:                # same items, another position for one key
+                v = c.pop(k)
+                c[k] = v
+                v = dc.pop(k)
+                dc[k] = v
+            elif step == 4:                # one key fewer, one key more
+                del c[k], dc[k]
+                c[-1] = dc[-1] = 0
+            elif step == 5:                # a NaN that is not the same object: unequal
+                c[0] = dc[0] = float("nan")
+        assert (m == c) == (d == dc), step
+        assert (c == m) == (dc == d), step
+        assert (m != c) == (d != dc), step
+
+
+def test_equality_shortcut_runs_no_user_code_and_general_path_still_compares():
+    vals = [_EqCounter() for _ in range(50)]
+    m = HashMap(zip(range(50), vals))
+    _EqCounter.calls = 0
+    assert m == m.copy()
+    assert _EqCounter.calls == 0           # identical objects: no __eq__, as dict
+    other = HashMap(zip(range(50), [_EqCounter() for _ in range(50)]))
+    assert m == other
+    assert _EqCounter.calls == 50          # equal, not identical: each value compared
+    assert dict(m) == dict(other)

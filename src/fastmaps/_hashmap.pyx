@@ -611,18 +611,36 @@ cdef class HashMap:
             self.log_cap -= self.seg_mask + 1
 
     @cython.final
+    cdef void _decref_range(self, Py_ssize_t lo, Py_ssize_t hi) noexcept:
+        """Release the references of the live entries at ids [lo, hi), segment by segment
+        (the pointers are locals: a DECREF may run a finalizer, so fields would be
+        reloaded after each). Only for a map nothing else can reach (dealloc)."""
+        cdef Py_ssize_t seg_size = self.seg_mask + 1, j, end
+        cdef Seg* segs = self.segs
+        cdef int shift = self.seg_shift
+        cdef Entry* p
+        while lo < hi:
+            p = segs[lo >> shift].p
+            j = lo & self.seg_mask
+            end = min(seg_size, j + (hi - lo))
+            lo += end - j
+            while j < end:
+                if p[j].key != NULL:
+                    fm_decref(p[j].key)
+                    fm_decref(p[j].value)
+                j += 1
+
+    @cython.final
     cdef void _release_storage(self, bint decref) noexcept:
         """Drop all storage (dealloc). With decref, release every live reference."""
         cdef Py_ssize_t i
-        cdef Entry* ep
         if decref and self.segs != NULL:
-            for i in range(self.n):
-                if self.old_idx != NULL and self.mig_w <= i < self.mig_r:
-                    continue
-                ep = self._ent(i)
-                if ep.key != NULL:
-                    Py_DECREF(<object>ep.key)
-                    Py_DECREF(<object>ep.value)
+            # the gap [w, r) of a running migration holds stale copies: skip it
+            if self.old_idx != NULL:
+                self._decref_range(0, self.mig_w)
+                self._decref_range(self.mig_r, self.n)
+            else:
+                self._decref_range(0, self.n)
         for i in range(self.nsegs):
             PyMem_RawFree(self.segs[i].p)
             PyMem_RawFree(self.segs[i].h)
@@ -1757,11 +1775,12 @@ cdef class HashMap:
         self.usable = src.usable
         self.fill = src.fill
         self.idmask = src.idmask
-        for pos in range(src.n):
-            ep = src._ent(pos)
-            if ep.key != NULL:
-                Py_INCREF(<object>ep.key)
-                Py_INCREF(<object>ep.value)
+        for i in range(self.nsegs):
+            ep = d[i].p
+            for pos in range(min(self._seg_cap(i), src.n - (i << src.seg_shift))):
+                if ep[pos].key != NULL:
+                    fm_incref(ep[pos].key)
+                    fm_incref(ep[pos].value)
         self.n = src.n
         self.live = src.live
         self.n_ins += src.live
@@ -2234,6 +2253,29 @@ def _tolerant_items(HashMap m):
         yield k, v, last_hash
 
 
+cdef bint _same_entries(HashMap a, HashMap b) noexcept:
+    """Do a and b (neither migrating) hold the same key and value objects at every log
+    position? Then a == b with no lookup and no user code (an identical value compares
+    equal, as PyObject_RichCompareBool says): the case of a map and its copy. Pointer
+    comparisons only; False just means "compare the general way"."""
+    cdef Py_ssize_t base, j, cnt
+    cdef Entry* pa
+    cdef Entry* pb
+    if (a.old_idx != NULL or b.old_idx != NULL or a.n != b.n
+            or a.seg_shift != b.seg_shift or a.nsegs == 0 or b.nsegs == 0):
+        return False
+    base = 0
+    while base < a.n:
+        pa = a._ent(base)
+        pb = b._ent(base)
+        cnt = min(a.seg_mask + 1, a.n - base)
+        for j in range(cnt):
+            if pa[j].key != pb[j].key or (pa[j].key != NULL and pa[j].value != pb[j].value):
+                return False
+        base += cnt
+    return True
+
+
 cdef bint _mapping_equal(HashMap a, object b) except -1:
     """a == b for b a HashMap or a dict: same length, and every key of a is in b (looked
     up without __missing__, with a's stored hash when b is a HashMap) with an equal value
@@ -2262,6 +2304,11 @@ cdef bint _mapping_equal(HashMap a, object b) except -1:
         lb = PyDict_GET_SIZE(b)
     if la != lb:
         return False
+    if hb is not None and hb is not a:
+        with cython.critical_section(a, hb):
+            same = _same_entries(a, hb)
+        if same:
+            return True
     while True:
         # _tolerant_items, inlined (no generator per comparison); one step per critical
         # section, the lookup in b and the value comparison outside it
