@@ -1571,23 +1571,35 @@ cdef class HashMap:
         is merged directly (a HashMap's stored hashes are reused: no __hash__ calls);
         anything with a ``keys`` attribute is read as ``other[k] for k in
         list(other.keys())``; anything else is an iterable of pairs."""
-        cdef Py_ssize_t i
         cdef _HashMapIterator it
+        cdef Entry* ep
+        cdef Py_hash_t h
         if isinstance(other, HashMap) and type(other).__iter__ is HashMap.__iter__:
-            if other is not self:
-                with cython.critical_section(self, other):
-                    filled = self.live == 0
-                    if filled:
-                        self._fill_from(<HashMap>other)       # no user code at all
+            if other is self:
+                return 0            # m.update(m): nothing changes (dict's shortcut too)
+            with cython.critical_section(self, other):
+                filled = self.live == 0
                 if filled:
-                    return 0
+                    self._fill_from(<HashMap>other)       # no user code at all
+            if filled:
+                return 0
             with cython.critical_section(other):
                 incoming = (<HashMap>other).live
             self._presize_cs(incoming)
-            it = _make_iter(<HashMap>other, ITER_ITEMS, False)
-            for k, v in it:
-                self._set_cs(k, it._last_hash(), v)     # (k keeps the key alive)
-            return 0
+            # other's entries read by an iterator's rules (a change of size or keys made
+            # by user code in a lookup below raises as in dict), with their stored hashes;
+            # k and v keep the objects alive while this map's __eq__ calls run
+            it = _make_iter(<HashMap>other, ITER_KEYS, False)
+            while True:
+                with cython.critical_section(other):
+                    ep = it._next_entry()
+                    if ep != NULL:
+                        k = <object>ep.key
+                        v = <object>ep.value
+                        h = it._last_hash()
+                if ep == NULL:
+                    return 0
+                self._set_cs(k, h, v)
         if PyDict_CheckExact(other) or (isinstance(other, dict)
                                         and type(other).__iter__ is dict.__iter__):
             return self._update_from_dict(<dict>other)
@@ -2457,25 +2469,33 @@ cdef class _HashMapIterator:
             with cython.critical_section(m):
                 return self._step()
 
-    cdef inline object _step(self):
-        """The next item, or _STOP."""
+    cdef inline Entry* _next_entry(self) except? NULL:
+        """Advance to the next live entry and return it (NULL: the iteration is over), or
+        raise as dict's iterators do when the map changed size or keys."""
         cdef Entry* ep
         if self.m is None:
-            return _STOP
+            return NULL
         # self.m is read through the typed attribute (no reference counting per item)
         if self.m.live != self.used:
-            return self._size_changed()
+            self._size_changed()
         if self.m.layout != self.layout:
             self._relocate(self.m)
         ep = self._bwd() if self.rev else self._fwd()
         if ep == NULL:
             self.m = None
-            return _STOP
+            return NULL
         if self.remaining <= 0:
-            return self._keys_changed()
+            self._keys_changed()
         self.remaining -= 1
         self.last_key = ep.key
         self.n_dels = self.m.n_dels
+        return ep
+
+    cdef inline object _step(self):
+        """The next item, or _STOP."""
+        cdef Entry* ep = self._next_entry()
+        if ep == NULL:
+            return _STOP
         if self.kind == ITER_KEYS:
             return <object>ep.key
         if self.kind == ITER_VALUES:
