@@ -164,6 +164,13 @@ static inline void fm_set_gc_slots(PyTypeObject *t, traverseproc tr, inquiry cl,
     PyType_Modified(t);
 }
 
+/* Install an iterator type's tp_iternext (Cython's PyTypeObject declaration has no field
+   for it) */
+static inline void fm_set_iternext(PyTypeObject *t, iternextfunc f) {
+    t->tp_iternext = f;
+    PyType_Modified(t);
+}
+
 /* Py_TPFLAGS_MAPPING: registering a static type with collections.abc.Mapping cannot set
    it, and the match statement reads it */
 static inline void fm_set_mapping_flag(PyTypeObject *t) {
