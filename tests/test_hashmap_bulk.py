@@ -264,3 +264,31 @@ def test_equality_shortcut_runs_no_user_code_and_general_path_still_compares():
     assert m == other
     assert _EqCounter.calls == 50          # equal, not identical: each value compared
     assert dict(m) == dict(other)
+
+
+@pytest.mark.parametrize("build", [
+    lambda keys: HashMap([(k, 1) for k in keys]),
+    lambda keys: HashMap.fromkeys(keys),
+    lambda keys: HashMap.fromkeys(iter(keys)),
+    lambda keys: HashMap(zip(keys, keys)),
+])
+def test_a_bulk_build_leaves_no_migration_it_started_running(build):
+    # 100,000 inserts start a growth at 87,381 keys that single writes would still be
+    # migrating at the end; the constructor gives it the rest of its steps (O(its input))
+    m = build(list(range(100_000)))
+    assert not m.stats()["migrating"]
+    m._check()
+
+
+def test_a_small_update_does_not_finish_a_large_migration_at_once():
+    m = HashMap.fromkeys(range(87_000))
+    k = 10**9
+    while not m.stats()["migrating"]:
+        m[k] = 1
+        k += 1
+    left = m.stats()["migration_remaining"]
+    assert left > 1000
+    m.update([(-1, 1)])                    # one insert: at most one extra step's worth
+    assert m.stats()["migrating"]
+    assert m.stats()["migration_remaining"] >= left - 2 * 4 - 1
+    m._check()

@@ -184,8 +184,9 @@ old index given back                   ``_retire_index``, ``_release_chunk``
 log growth / segments                  ``_ensure_log``, ``_store_hash``, ``_add_hashes``,
                                        ``_trim_segments``
 ``clear`` (and GC ``tp_clear``)        ``_clear``
-``update``, ``|=``, ``HashMap(x)``     ``_update_from`` -> ``_update_from_dict``,
-                                       ``_update_from_seq``, ``_presize_for``
+``update``, ``|=``, ``HashMap(x)``     ``_update_from`` -> ``_merge`` ->
+                                       ``_update_from_dict``, ``_update_from_seq``,
+                                       ``_presize_for``; then ``_settle``
 ``copy``, ``HashMap(a_hashmap)``       ``_fill_from`` -> ``_copy_layout`` / ``_append_all``
 ``reserve``, ``with_capacity``,        ``_reserve``, ``_rebuild``, ``_complete_migration``,
 ``shrink_to_fit``                      ``_shrink_first_segment``
@@ -1579,6 +1580,27 @@ cdef class HashMap:
 
     @cython.final
     cdef int _update_from(self, object other, bint presize) except -1:
+        """dict's update/merge rules (``_merge``), then ``_settle`` for what it inserted."""
+        cdef uint64_t ins0
+        with cython.critical_section(self):
+            ins0 = self.n_ins
+        self._merge(other)
+        with cython.critical_section(self):
+            self._settle(<Py_ssize_t>(self.n_ins - ins0))
+        return 0
+
+    @cython.final
+    cdef void _settle(self, Py_ssize_t k) noexcept:
+        """After a call that inserted k items: give the running migration up to k more
+        positions (O(k), so the call stays O(its input)). A migration that the call's own
+        inserts started then usually ends inside it, instead of leaving the map probing
+        two indexes until later writes finish it (a map built by ``HashMap(pairs)`` and
+        then only read)."""
+        if self.old_idx != NULL and k > 0:
+            self._migrate(k)
+
+    @cython.final
+    cdef int _merge(self, object other) except -1:
         """dict's update/merge rules: a HashMap or dict whose iteration is not overridden
         is merged directly (a HashMap's stored hashes are reused: no __hash__ calls);
         anything with a ``keys`` attribute is read as ``other[k] for k in
@@ -1709,6 +1731,7 @@ cdef class HashMap:
                 (<HashMap>d)._reserve(len(iterable))     # exact types: a true length
             for k in iterable:
                 (<HashMap>d)._set(k, fm_hash_of(k), value)
+            (<HashMap>d)._settle(<Py_ssize_t>(<HashMap>d).n_ins)
         else:
             for k in iterable:
                 d[k] = value
