@@ -292,3 +292,37 @@ def test_a_small_update_does_not_finish_a_large_migration_at_once():
     assert m.stats()["migrating"]
     assert m.stats()["migration_remaining"] >= left - 2 * 4 - 1
     m._check()
+
+
+def test_equality_shortcut_respects_a_key_whose_hash_changed():
+    # the same key object at the same position, stored under two different hashes: dict
+    # looks it up in the other map with the stored hash and does not find it
+    class K:
+        h = 1
+
+        def __hash__(self):
+            return K.h
+
+    k = K()
+    results = []
+    for cls in (dict, HashMap):
+        K.h = 1
+        a = cls({k: 1})
+        K.h = 2
+        b = cls()
+        b[k] = 1
+        results.append((a == b, b == a))
+    assert results[1] == results[0]
+
+
+def test_exhausted_iterators_end_cleanly():
+    # the C tp_iternext ends with NULL and no exception set, again and again
+    m = HashMap(a=1, b=2)
+    for make in (iter, lambda c: iter(c.keys()), lambda c: iter(c.values()),
+                 lambda c: iter(c.items()), reversed):
+        it = make(m)
+        list(it)
+        assert list(it) == []
+        with pytest.raises(StopIteration):
+            next(it)
+    assert sys.exc_info() == (None, None, None)

@@ -313,9 +313,9 @@ cdef Py_ssize_t RESTART = -3
 # Tuning (module-wide; tests shrink these to keep migrations running constantly).
 # Log positions visited per write during a migration. A step costs ~36 ns at 1e6 entries
 # (a cache and TLB miss in the new index), so 64 made every write of a migration ~2.5 µs:
-# 21x the mean insert over any 10,000 consecutive inserts after a growth to 2M. With 8 it
-# is 4.6x (bench_latency), for migrations 8x as long (lookups of not yet moved keys probe
-# both indexes meanwhile, and the old index is held longer).
+# 21x the mean insert over any 10,000 consecutive inserts after a growth to 2M. With 4 it
+# is 2.2-2.6x (8: 3.3x; bench_latency), for migrations 16x as long (lookups of not yet
+# moved keys probe both indexes meanwhile, and the old index is held longer).
 cdef Py_ssize_t T_STEP = 4
 cdef Py_ssize_t T_SYNC_BELOW = 4096    # migrations visiting <= this many positions run at once
 cdef int T_SEG_SHIFT = 11              # log segment = 2**11 entries (new maps only)
@@ -1684,8 +1684,9 @@ cdef class HashMap:
                 self._append_known(kp, vp, h)     # no user code since the last check
                 ins = self.n_ins
                 continue
-            k = <object>kp          # owned references: user code below may drop the dict's
-            v = <object>vp
+            # owned references (user code below may drop the dict's), both taken before
+            # the previous item's are released (whose __del__ could change the dict)
+            k, v = <object>kp, <object>vp
             if h == -1:
                 h = fm_hash_of(k)
             if PyDict_GET_SIZE(other) != size:
@@ -2317,7 +2318,12 @@ cdef bint _same_entries(HashMap a, HashMap b) noexcept:
         pb = b._ent(base)
         cnt = min(a.seg_mask + 1, a.n - base)
         for j in range(cnt):
-            if pa[j].key != pb[j].key or (pa[j].key != NULL and pa[j].value != pb[j].value):
+            if pa[j].key != pb[j].key:
+                return False
+            # dict looks each key up with the other map's stored hash: a key whose hash
+            # changed between the two insertions is not found there
+            if pa[j].key != NULL and (pa[j].value != pb[j].value
+                                      or a._ehash(base + j) != b._ehash(base + j)):
                 return False
         base += cnt
     return True
@@ -2650,7 +2656,7 @@ cdef class _HashMapIterator:
         return result
 
 
-cdef PyObject* _iternext(_HashMapIterator it) except NULL:
+cdef PyObject* _iternext(_HashMapIterator it) except? NULL:
     """_HashMapIterator's tp_iternext on GIL builds (installed at import, in place of the
     generated ``__next__`` wrapper): the common step inline, which is a step while the
     map's size and layout are what the iterator last saw and no migration runs; the rest
@@ -2706,7 +2712,7 @@ cdef PyObject* _iternext(_HashMapIterator it) except NULL:
     return r
 
 
-cdef PyObject* _iternext_general(_HashMapIterator it) except NULL:
+cdef PyObject* _iternext_general(_HashMapIterator it) except? NULL:
     out = it._step()
     if out is _STOP:
         return NULL

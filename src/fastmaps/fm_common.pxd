@@ -25,7 +25,7 @@ cdef extern from "fm_common.h":
     void fm_set_gc_slots(PyTypeObject* t, fm_traverseproc tr, fm_inquiry cl,
                          fm_traverseproc* old_tr, fm_inquiry* old_cl) noexcept
     void fm_set_mapping_flag(PyTypeObject* t) noexcept
-    ctypedef PyObject* (*fm_iternextfunc "iternextfunc")(PyObject*) except NULL
+    ctypedef PyObject* (*fm_iternextfunc "iternextfunc")(PyObject*) except? NULL
     void fm_set_iternext(PyTypeObject* t, fm_iternextfunc f) noexcept
 
     # debug builds: the checker schedule (see the header); 0 / no-ops otherwise
