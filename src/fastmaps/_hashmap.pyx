@@ -2659,61 +2659,29 @@ cdef class _HashMapIterator:
 cdef PyObject* _iternext(_HashMapIterator it) except? NULL:
     """_HashMapIterator's tp_iternext on GIL builds (installed at import, in place of the
     generated ``__next__`` wrapper): the common step inline, which is a step while the
-    map's size and layout are what the iterator last saw and no migration runs; the rest
-    (the first step after a change, the end, errors) goes through ``_step``. NULL with no
-    exception set ends the iteration. (``it`` is borrowed: the slot's one argument.)"""
-    cdef Py_ssize_t pos, n
-    cdef Seg* segs
-    cdef Seg* sg
-    cdef Entry* ep = NULL
+    map's size and layout are what the iterator last saw and no migration runs (so
+    ``_next_entry``'s checks pass and only ``_fwd``/``_bwd`` remain); the rest (the end,
+    the first step after a change, errors) goes through ``_step``. NULL with no exception
+    set ends the iteration. (``it`` is borrowed: the slot's one argument.)"""
+    cdef Entry* ep
     cdef PyObject* r
-    cdef int shift
-    cdef Py_ssize_t smask
-    cdef uint64_t dels
-    if (it.m is None or it.m.live != it.used or it.m.layout != it.layout
-            or it.m.old_idx != NULL or it.remaining <= 0):
-        return _iternext_general(it)
-    # the map's fields are read before the iterator's are written (no reloads)
-    segs, shift, smask, n, dels = it.m.segs, it.m.seg_shift, it.m.seg_mask, it.m.n, it.m.n_dels
-    pos = it.pos
-    if not it.rev:
-        while pos < n:
-            ep = segs[pos >> shift].p + (pos & smask)
-            if ep.key != NULL:
-                break
-            pos += 1
-        else:
-            return _iternext_general(it)
-        it.pos = pos + 1
-    else:
-        if pos >= n:
-            return _iternext_general(it)
-        while pos >= 0:
-            ep = segs[pos >> shift].p + (pos & smask)
-            if ep.key != NULL:
-                break
-            pos -= 1
-        else:
-            return _iternext_general(it)
-        it.pos = pos - 1
-    sg = segs + (pos >> shift)
-    it.last_hash = sg.h[pos & smask] if sg.h != NULL else -1
-    it.remaining -= 1
-    it.last_key = ep.key
-    it.n_dels = dels
-    if it.kind == ITER_KEYS:
-        r = ep.key
-    elif it.kind == ITER_VALUES:
-        r = ep.value
-    else:
-        item = it._item(ep.key, ep.value)
-        r = <PyObject*>item
-    fm_incref(r)
-    return r
-
-
-cdef PyObject* _iternext_general(_HashMapIterator it) except? NULL:
-    out = it._step()
+    if (it.m is not None and it.m.live == it.used and it.m.layout == it.layout
+            and it.m.old_idx == NULL and it.remaining > 0):
+        ep = it._bwd() if it.rev else it._fwd()
+        if ep != NULL:
+            it.remaining -= 1
+            it.last_key = ep.key
+            it.n_dels = it.m.n_dels
+            if it.kind == ITER_KEYS:
+                r = ep.key
+            elif it.kind == ITER_VALUES:
+                r = ep.value
+            else:
+                item = it._item(ep.key, ep.value)
+                r = <PyObject*>item
+            fm_incref(r)
+            return r
+    out = it._step()        # (after _fwd/_bwd found the end, they find it again)
     if out is _STOP:
         return NULL
     fm_incref(<PyObject*>out)
