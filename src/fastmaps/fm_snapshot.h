@@ -117,9 +117,6 @@ static inline int fm_flag_load_acquire(int *p) { return *p; }
 static inline void fm_flag_store_release(int *p, int v) { *p = v; }
 #endif
 
-static inline int fm_exact_str_or_int(PyObject *k) {
-    return PyUnicode_CheckExact(k) || PyLong_CheckExact(k);
-}
 
 /* ---- node allocation and release ---- */
 static size_t fm_payload(int kind, uint32_t cap) {
@@ -1155,32 +1152,29 @@ static void fm_buf_clear(fm_buf *b) {
     PyMem_Free(items);
 }
 /* Append a dict's items (a dict, or a subclass whose iteration is dict's) to b, read
-   from its storage as dict.update reads it.  Where the C API gives the dict's stored
-   hashes (3.10-3.12) they are used, as dict.update uses them: no __hash__ runs, so the
-   dict cannot change while it is read.  Elsewhere each key is hashed (a key's
-   __hash__ may change the dict: a size change raises RuntimeError, like dict
+   from its storage as dict.update reads it.  Each key's hash comes from fm_dict_next
+   (fm_common.h: the dict's stored hash on 3.10-3.12 GIL builds, as dict.update uses it,
+   or an exact str's or int's) when no user code is needed; otherwise the key is hashed
+   here (its __hash__ may change the dict: a size change raises RuntimeError, like dict
    iteration).  Returns 1 when no user code ran (the items are distinct keys), 0 when
    some did, -1 on error. */
 static int fm_buf_from_dict(fm_buf *b, PyObject *d) {
     Py_ssize_t pos = 0, size = PyDict_GET_SIZE(d);
     PyObject *k, *v;
+    Py_hash_t h;
     int r = 1;
     if (fm_buf_reserve(b, size) < 0) return -1;
-#if PY_VERSION_HEX < 0x030D0000 && !defined(Py_GIL_DISABLED)
-    {
-        Py_hash_t h;
-        while (_PyDict_Next(d, &pos, &k, &v, &h))
-            if (fm_buf_push(b, h, k, v) < 0) return -1;
-    }
-#else
 #ifdef Py_GIL_DISABLED
     Py_BEGIN_CRITICAL_SECTION(d);
 #endif
-    while (PyDict_Next(d, &pos, &k, &v)) {
-        Py_hash_t h;
-        if (!fm_exact_str_or_int(k)) r = 0;
+    while (fm_dict_next(d, &pos, &k, &v, &h)) {
+        if (h != -1) {                   /* no user code: the dict cannot change here */
+            if (fm_buf_push(b, h, k, v) < 0) { r = -1; break; }
+            continue;
+        }
+        r = 0;
         Py_INCREF(k); Py_INCREF(v);      /* a key's __hash__ may drop the dict's */
-        h = fm_hash_of(k);
+        h = PyObject_Hash(k);
         if (h == -1 || fm_buf_push(b, h, k, v) < 0) r = -1;
         Py_DECREF(k); Py_DECREF(v);
         if (r < 0) break;
@@ -1192,7 +1186,6 @@ static int fm_buf_from_dict(fm_buf *b, PyObject *d) {
     }
 #ifdef Py_GIL_DISABLED
     Py_END_CRITICAL_SECTION();
-#endif
 #endif
     return r;
 }

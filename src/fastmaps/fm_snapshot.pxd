@@ -123,6 +123,5 @@ cdef extern from "fm_snapshot.h":
     int fm_bulk_fits(const fm_ver*, Py_ssize_t) nogil
     int fm_buf_from_dict(fm_buf*, object) except -1
     int fm_bulk_store(fm_ver*, fm_entry*, Py_ssize_t, Py_ssize_t, fm_pending*, int*) except -1
-    bint fm_exact_str_or_int "fm_exact_str_or_int"(object) nogil
     PyObject* fm_tuple_item "PyTuple_GET_ITEM"(object, Py_ssize_t) nogil
     Py_ssize_t fm_tuple_size "PyTuple_GET_SIZE"(object) nogil
