@@ -91,6 +91,37 @@ def test_copies_between_hashmaps_reuse_stored_hashes():
     assert H.calls == 0
 
 
+def _kinds_at(n, every, kind):
+    """n keys, exact str except every `every`-th, which is of `kind` (an int, a tuple, or a
+    key whose hash is user code)."""
+    out = []
+    for i in range(n):
+        if every and i % every == every - 1:
+            out.append({"int": i * 7919, "tuple": ("t", i), "user": HashHook(i)}[kind])
+        else:
+            out.append(f"s{i}")
+    return out
+
+
+@pytest.mark.parametrize("kind", ["int", "tuple", "user"])
+@pytest.mark.parametrize("every", [0, 1, 5, 16, 17, 33])
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 40, 2100, 5000])
+def test_dict_merged_into_empty_map_by_batches(tuning, kind, every, n):
+    # a dict is appended into an empty map in batches: keys of other kinds (a segment's
+    # first non-str key gives it a hash array), keys whose hash is user code (a batch ends
+    # early) and segment boundaries (tiny tuning) at every position of a batch
+    d = {k: i for i, k in enumerate(_kinds_at(n, every, kind))}
+    for m, expect in ((HashMap(d), {}), (HashMap(), {}), (HashMap(x=1), {"x": 1})):
+        if len(m) != len(d) or expect:
+            m.update(d)
+        m._check()
+        expect.update(d)
+        assert list(m.items()) == list(expect.items())
+        for k, v in d.items():
+            assert m[k] == v
+    assert HashMap(d) == d and d == HashMap(d)
+
+
 class HashHook:
     """A key with value equality (tests replace its __hash__ to run user code)."""
 

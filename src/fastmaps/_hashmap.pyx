@@ -390,6 +390,10 @@ cdef inline Py_ssize_t _slots_for(Py_ssize_t entries) noexcept nogil:
 
 
 
+cdef enum:
+    _BATCH = 16    # items a bulk append reads and prefetches ahead (_append_batch)
+
+
 cdef inline int32_t* _find_free(int32_t* idx, size_t mask, Py_hash_t h) noexcept nogil:
     """First EMPTY or DUMMY slot on h's probe path (reusing DUMMY keeps churn bounded)."""
     cdef size_t perturb = <size_t>h
@@ -1665,8 +1669,8 @@ cdef class HashMap:
         """Merge a dict (or a subclass whose iteration is dict's) by reading its storage,
         as dict.update does. Into an empty map its keys are known to be distinct: while
         no user code has run (the hash comes from the dict or from an exact str/int key,
-        ``fm_dict_next``) they are appended straight into the presized storage
-        (``_append_known``); a key whose ``__hash__`` must run goes through
+        ``fm_dict_next``) they are appended straight into the presized storage, a batch
+        at a time (``_append_batch``); a key whose ``__hash__`` must run goes through
         ``_insert_new``, and once user code inserts into or deletes from this map every
         key is looked up."""
         cdef Py_ssize_t pos = 0, size = PyDict_GET_SIZE(other)
@@ -1675,15 +1679,22 @@ cdef class HashMap:
         cdef Py_hash_t h
         cdef bint fast = self.live == 0
         cdef uint64_t ins, dels
+        cdef int got
         self._presize_for(size)
         ins, dels = self.n_ins, self.n_dels
-        while fm_dict_next(other, &pos, &kp, &vp, &h):
-            if (h != -1 and fast and self.n_ins == ins and self.n_dels == dels
-                    and self.old_idx == NULL and self.fill < self.usable
-                    and self.n < self.room_at and self.n < self.log_cap):
-                self._append_known(kp, vp, h)     # no user code since the last check
+        while True:
+            if fast and self.n_ins == ins and self.n_dels == dels and self.old_idx == NULL:
+                # no user code since the last check: append what fits without a migration
+                got = self._append_batch(other, &pos, &kp, &vp, &h)
                 ins = self.n_ins
-                continue
+                if got == 0:
+                    return 0           # the dict is exhausted
+                if got == 1:
+                    continue           # a full batch went in; there may be room for more
+                # got == 2: (kp, vp, h) is the next item, not appended (its hash is
+                # unknown, or no room is left)
+            elif not fm_dict_next(other, &pos, &kp, &vp, &h):
+                return 0
             # owned references (user code below may drop the dict's), both taken before
             # the previous item's are released (whose __del__ could change the dict)
             k, v = <object>kp, <object>vp
@@ -1697,6 +1708,86 @@ cdef class HashMap:
             else:
                 fast = False
                 self._set(k, h, v)
+
+    @cython.final
+    cdef int _append_batch(self, dict other, Py_ssize_t* pos, PyObject** kp,
+                           PyObject** vp, Py_hash_t* h) except -1:
+        """The appending step of _update_from_dict_locked: read up to _BATCH items of
+        `other` from *pos whose hashes are known without user code and that fit without
+        a migration, prefetch their first index slots, then append them (keys known
+        distinct and absent; no user code runs). Returns 0 when the dict is exhausted,
+        1 after a full batch, 2 when the item left in (*kp, *vp, *h) was read but not
+        appended (unknown hash, or no room)."""
+        cdef PyObject* bk[_BATCH]
+        cdef PyObject* bv[_BATCH]
+        cdef Py_hash_t bh[_BATCH]
+        cdef Py_ssize_t room = min(self.usable - self.fill, self.room_at - self.n,
+                                   self.log_cap - self.n)
+        cdef int cnt = 0, j, res = 1
+        while cnt < _BATCH:
+            if not fm_dict_next(other, pos, kp, vp, h):
+                res = 0
+                break
+            if h[0] == -1 or cnt >= room:
+                res = 2
+                break
+            bk[cnt] = kp[0]
+            bv[cnt] = vp[0]
+            bh[cnt] = h[0]
+            FM_PREFETCH_W(&self.idx[<size_t>h[0] & self.mask])
+            cnt += 1
+        self._append_known_n(bk, bv, bh, cnt)
+        return res
+
+    @cython.final
+    cdef int _append_known_n(self, PyObject** keys, PyObject** values, Py_hash_t* hashes,
+                             int cnt) except -1:
+        """_append_known for cnt items at once (the same preconditions for all of them: room
+        for cnt more without a migration), with the map's fields kept in locals."""
+        cdef int j
+        cdef Py_ssize_t i = self.n, start = self.n, fill = self.fill
+        cdef Py_hash_t h
+        cdef PyObject* key
+        cdef PyObject* value
+        cdef Entry* dst
+        cdef Seg* sg
+        cdef int32_t* slot
+        cdef int32_t* idx = self.idx
+        cdef size_t mask = self.mask
+        cdef uint32_t idmask = self.idmask
+        cdef int shift = self.seg_shift
+        cdef Py_ssize_t smask = self.seg_mask
+        FM_ASSERT(self.old_idx == NULL and self.fill + cnt <= self.usable
+                  and i + cnt <= self.log_cap)
+        for j in range(cnt):
+            key = keys[j]
+            value = values[j]
+            h = hashes[j]
+            sg = &self.segs[i >> shift]
+            if sg.h != NULL:
+                sg.h[i & smask] = h
+            elif not FM_IS_STR(key):
+                # _add_hashes fills the positions below n: bring the fields up to date
+                self.n, self.fill = i, fill
+                self.live += i - start
+                self.n_ins += <uint64_t>(i - start)
+                start = i
+                if self._add_hashes(i >> shift) < 0:
+                    raise MemoryError()
+                sg.h[i & smask] = h
+            dst = sg.p + (i & smask)
+            Py_INCREF(<object>key)
+            Py_INCREF(<object>value)
+            dst.key = key
+            dst.value = value
+            slot = _find_free(idx, mask, h)
+            fill += slot[0] == 0
+            slot[0] = fm_slot(h, idmask, i)
+            sg.live += 1
+            i += 1
+        self.n, self.fill = i, fill
+        self.live += i - start
+        self.n_ins += <uint64_t>(i - start)
         return 0
 
     @cython.final

@@ -10,6 +10,9 @@
      fm_tag / fm_slot     the index slot encoding both maps use (below)
      fm_set_gc_slots      patch a type's tp_traverse / tp_clear at import
      fm_set_mapping_flag  flag a type as a mapping for the match statement
+     FM_PREFETCH_W(p)     hint that *p is about to be written (a bulk loop issues it a
+                          batch ahead, so the random index slots of one batch are
+                          fetched from memory together rather than one after another)
 
    Index slots (HashMap's index and SnapshotMap's index pages alike) are int32:
      FM_SLOT_EMPTY (0)    never used: a probe stops here (zeroed memory is an empty index)
@@ -45,6 +48,12 @@
 #else
 #define FM_DEBUG 0
 #define FM_ASSERT(cond) ((void)0)
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FM_PREFETCH_W(p) __builtin_prefetch((const void *)(p), 1, 3)
+#else
+#define FM_PREFETCH_W(p) ((void)(p))
 #endif
 
 /* The checker schedule of debug builds. Every public mutating call of HashMap,
