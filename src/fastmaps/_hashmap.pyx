@@ -2723,37 +2723,42 @@ cdef class _HashMapIterator:
         """(k, v), reusing the previous result tuple when the caller has dropped it (as
         dict's items iterator does): no allocation per item in `for k, v in m.items()`."""
         cdef PyObject* res = <PyObject*>self.result
-        cdef PyObject* old_k
-        cdef PyObject* old_v
         # (not on free-threaded builds, where a count of 1 does not prove that no other
         # thread holds the tuple: the count is split between owner and other threads)
         if not FM_FREE_THREADED and res != <PyObject*>None and fm_refcnt(res) == 1:
-            old_k = fm_tuple_get(res, 0)
-            old_v = fm_tuple_get(res, 1)
-            fm_incref(k)
-            fm_incref(v)
-            fm_tuple_set(res, 0, k)
-            fm_tuple_set(res, 1, v)
-            # the GC may have untracked it (it does so to tuples of untracked atoms); that
-            # matters only if it now holds an object of a GC type (str and int are not:
-            # a type-flag test spares the call for them)
-            if (FM_TYPE_IS_GC(k) or FM_TYPE_IS_GC(v)) and not fm_gc_is_tracked(res):
-                fm_gc_track(res)
-            fm_decref(old_k)                   # after the tuple is consistent again
-            fm_decref(old_v)
+            _reuse_pair(res, k, v)
             return self.result
         result = (<object>k, <object>v)
         self.result = result
         return result
 
 
+cdef inline void _reuse_pair(PyObject* res, PyObject* k, PyObject* v) noexcept:
+    """Make the 2-tuple res, which nobody else holds (a count of 1, GIL builds only),
+    hold (k, v) in place of its items: _item's reuse, as dict's items iterator does."""
+    cdef PyObject* old_k = fm_tuple_get(res, 0)
+    cdef PyObject* old_v = fm_tuple_get(res, 1)
+    fm_incref(k)
+    fm_incref(v)
+    fm_tuple_set(res, 0, k)
+    fm_tuple_set(res, 1, v)
+    # the GC may have untracked it (it does so to tuples of untracked atoms); that
+    # matters only if it now holds an object of a GC type (str and int are not: a
+    # type-flag test spares the call for them)
+    if (FM_TYPE_IS_GC(k) or FM_TYPE_IS_GC(v)) and not fm_gc_is_tracked(res):
+        fm_gc_track(res)
+    fm_decref(old_k)                   # after the tuple is consistent again
+    fm_decref(old_v)
+
+
 cdef PyObject* _iternext(_HashMapIterator it) except? NULL:
     """_HashMapIterator's tp_iternext on GIL builds (installed at import, in place of the
     generated ``__next__`` wrapper): the common step inline, which is a step while the
     map's size and layout are what the iterator last saw and no migration runs (so
-    ``_next_entry``'s checks pass and only ``_fwd``/``_bwd`` remain); the rest (the end,
-    the first step after a change, errors) goes through ``_step``. NULL with no exception
-    set ends the iteration. (``it`` is borrowed: the slot's one argument.)"""
+    ``_next_entry``'s checks pass and only ``_fwd``/``_bwd`` remain), and, for items, the
+    reuse of the previous result tuple; the rest (the end, the first step after a change,
+    a new tuple, errors) goes through ``_step``. NULL with no exception set ends the
+    iteration. (``it`` is borrowed: the slot's one argument.)"""
     cdef Entry* ep
     cdef PyObject* r
     if (it.m is not None and it.m.live == it.used and it.m.layout == it.layout
@@ -2768,8 +2773,12 @@ cdef PyObject* _iternext(_HashMapIterator it) except? NULL:
             elif it.kind == ITER_VALUES:
                 r = ep.value
             else:
-                item = it._item(ep.key, ep.value)
-                r = <PyObject*>item
+                r = <PyObject*>it.result
+                if not FM_FREE_THREADED and fm_refcnt(r) == 1 and r != <PyObject*>None:
+                    _reuse_pair(r, ep.key, ep.value)     # the common case, inline
+                else:
+                    item = it._item(ep.key, ep.value)
+                    r = <PyObject*>item
             fm_incref(r)
             return r
     out = it._step()        # (after _fwd/_bwd found the end, they find it again)
