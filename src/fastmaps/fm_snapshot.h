@@ -1207,6 +1207,7 @@ static inline int fm_bulk_fits(const fm_ver *v, Py_ssize_t k) {
    a valid version holding the items before the failing one.  *changed is set when
    anything was stored.  The references of the items stored move from the array to
    v (the array's slot is cleared: no incref now, no decref later). */
+#define FM_BULK_AHEAD 8
 static int fm_bulk_store(fm_ver *v, fm_entry *items, Py_ssize_t k,
                          Py_ssize_t distinct, fm_pending *pend, int *changed) {
     fm_entry *leaf = NULL;
@@ -1218,6 +1219,10 @@ static int fm_bulk_store(fm_ver *v, fm_entry *items, Py_ssize_t k,
         Py_ssize_t pos, slot, fs, p;
         fm_entry *e;
         int32_t *s;
+        /* an index of more than one page is read at random: the slot that the item
+           FM_BULK_AHEAD places later will probe first is fetched now */
+        if (v->idx_depth > 0 && i + FM_BULK_AHEAD < k)
+            FM_PREFETCH_W(fm_slot_at(v, (size_t)items[i + FM_BULK_AHEAD].hash & v->mask));
         if (i >= distinct) {
             int found = fm_probe(v, it->hash, it->key, &pos, &slot, &fs);
             if (found < 0) { r = -1; break; }
