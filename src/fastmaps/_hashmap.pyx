@@ -185,8 +185,9 @@ log growth / segments                  ``_ensure_log``, ``_store_hash``, ``_add_
                                        ``_trim_segments``
 ``clear`` (and GC ``tp_clear``)        ``_clear``
 ``update``, ``|=``, ``HashMap(x)``     ``_update_from`` -> ``_merge`` ->
-                                       ``_update_from_dict``, ``_update_from_seq``,
-                                       ``_presize_for``; then ``_settle``
+                                       ``_update_from_dict`` (``_append_batch``),
+                                       ``_update_from_seq``, ``_presize_for``; then
+                                       ``_settle``
 ``copy``, ``HashMap(a_hashmap)``       ``_fill_from`` -> ``_copy_layout`` / ``_append_all``
 ``reserve``, ``with_capacity``,        ``_reserve``, ``_rebuild``, ``_complete_migration``,
 ``shrink_to_fit``                      ``_shrink_first_segment``
