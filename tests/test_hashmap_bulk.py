@@ -285,6 +285,87 @@ def test_equality_of_a_map_and_its_copy_matches_dict(n):
         assert (m != c) == (d != dc), step
 
 
+@pytest.mark.parametrize("n", [1, 7, 300])
+@pytest.mark.parametrize("step", range(7))
+def test_equality_of_maps_in_other_orders_matches_dict(n, step):
+    # maps holding the same items in another order take the pass that settles, without
+    # user code, each key found by identity with the same value object, and hand the rest
+    # to the general comparison: every way of leaving that pass must give dict's answer
+    nan = float("nan")
+    items = [(i, nan if i % 5 == 0 else [i]) for i in range(n)]
+    m, d = HashMap(items), dict(items)
+    c, dc = HashMap(items[::-1]), dict(items[::-1])
+    k = n // 2
+    if step == 1:                          # an equal value that is another object
+        c[k] = dc[k] = list(d[k]) if isinstance(d[k], list) else d[k]
+    elif step == 2:                        # a different value
+        c[k] = dc[k] = "other"
+    elif step == 3:                        # an equal key that is another object
+        c.pop(k), dc.pop(k)
+        c[int(str(k))] = dc[int(str(k))] = d[k]
+    elif step == 4:                        # one key fewer, one key more
+        del c[k], dc[k]
+        c[-1] = dc[-1] = 0
+    elif step == 5:                        # a NaN that is not the same object: unequal
+        c[0] = dc[0] = float("nan")
+    elif step == 6:                        # the first and the last items differ
+        c[0] = dc[0] = "first"
+        c[n - 1] = dc[n - 1] = "last"
+    assert (m == c) == (d == dc), step
+    assert (c == m) == (dc == d), step
+    assert (m != c) == (d != dc), step
+
+
+class _Collide:
+    """All instances hash alike; __eq__ counts its calls."""
+    calls = 0
+
+    def __init__(self, v):
+        self.v = v
+
+    def __hash__(self):
+        return 7
+
+    def __eq__(self, other):
+        _Collide.calls += 1
+        return isinstance(other, _Collide) and self.v == other.v
+
+
+@pytest.mark.parametrize("n", [1, 2, 40])
+def test_equality_in_other_order_calls_eq_where_dict_does(n):
+    # a key reached only past other entries with its hash is left to the general path,
+    # which calls __eq__ on them as dict's lookup does
+    keys = [_Collide(i) for i in range(n)]
+    seen = []
+    for cls in (dict, HashMap):
+        a = cls((k, 1) for k in keys)
+        b = cls((k, 1) for k in reversed(keys))
+        _Collide.calls = 0
+        same = a == b
+        seen.append((same, _Collide.calls))
+    assert seen[1] == seen[0]
+
+
+def test_equality_in_other_order_with_a_key_whose_hash_changed():
+    class K:
+        h = 1
+
+        def __hash__(self):
+            return K.h
+
+    k = K()
+    results = []
+    for cls in (dict, HashMap):
+        K.h = 1
+        a = cls({k: 1, "x": 2})
+        K.h = 2
+        b = cls()
+        b["x"] = 2
+        b[k] = 1
+        results.append((a == b, b == a))
+    assert results[1] == results[0]
+
+
 def test_equality_shortcut_runs_no_user_code_and_general_path_still_compares():
     vals = [_EqCounter() for _ in range(50)]
     m = HashMap(zip(range(50), vals))

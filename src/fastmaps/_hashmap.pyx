@@ -1223,9 +1223,12 @@ cdef class HashMap:
         return pos
 
     @cython.final
-    cdef Py_ssize_t _find_key_id(self, PyObject* key, Py_hash_t h) noexcept:
+    cdef Py_ssize_t _find_key_id(self, PyObject* key, Py_hash_t h,
+                                 bint first=False) noexcept:
         """Id of the live entry whose key *is* `key` (address comparison only, no user
-        code, `key` is never dereferenced), or -1."""
+        code, `key` is never dereferenced), or -1. With `first`, only if it is the first
+        entry on h's probe path whose tag matches, i.e. the entry a lookup of `key`
+        reaches without calling any ``__eq__`` (else -1)."""
         cdef int32_t* idx = self.idx
         cdef size_t mask = self.mask
         cdef uint32_t idmask = self.idmask
@@ -1255,8 +1258,11 @@ cdef class HashMap:
                 x = <uint32_t>ix ^ tag
                 if x <= idmask:
                     ident = <Py_ssize_t>x - 1
-                    if lo <= ident < hi and self._ent(ident).key == key:
-                        return ident
+                    if lo <= ident < hi:
+                        if self._ent(ident).key == key:
+                            return ident
+                        if first:
+                            return -1
                 perturb >>= 5
                 i = (i * 5 + perturb + 1) & mask
         return -1
@@ -2421,6 +2427,33 @@ cdef bint _same_entries(HashMap a, HashMap b) noexcept:
     return True
 
 
+cdef bint _equal_by_identity(HashMap a, HashMap b, Py_ssize_t* ppos, PyObject** last_key,
+                             Py_hash_t* last_hash) noexcept:
+    """_mapping_equal's pass without user code (a and b of equal length, both in their
+    critical sections): True if every live entry of a has, in b, an entry whose key *is*
+    its key, reached by a lookup with a's stored hash without passing another entry whose
+    tag matches (so a lookup would call no ``__eq__``), and whose value *is* its value.
+    Otherwise False, with *ppos the position in a of the first entry not settled, and
+    *last_key / *last_hash the key and hash of the entry before it (if any)."""
+    cdef Py_ssize_t pos = 0, i
+    cdef Entry* ep
+    cdef Py_hash_t h
+    while True:
+        pos = a._next_pos(pos)
+        if pos >= a.n:
+            return True
+        ep = a._ent(pos)
+        if ep.key != NULL:
+            h = a._ehash(pos)
+            i = b._find_key_id(ep.key, h, True)
+            if i < 0 or b._ent(i).value != ep.value:
+                ppos[0] = pos
+                return False
+            last_key[0] = ep.key
+            last_hash[0] = h
+        pos += 1
+
+
 cdef bint _mapping_equal(HashMap a, object b) except -1:
     """a == b for b a HashMap or a dict: same length, and every key of a is in b (looked
     up without __missing__, with a's stored hash when b is a HashMap) with an equal value
@@ -2452,6 +2485,15 @@ cdef bint _mapping_equal(HashMap a, object b) except -1:
     if hb is not None and hb is not a:
         with cython.critical_section(a, hb):
             same = _same_entries(a, hb)
+            if not same:
+                # every item that needs no user code to compare (b's entry for the key is
+                # found by identity and its value is the same object) is settled here;
+                # the loop below goes on from the first one that does (the sizes are read
+                # again: another thread may have changed them since)
+                if a.live != hb.live:
+                    return False
+                same = _equal_by_identity(a, hb, &pos, &last_key, &h)
+                layout = a.layout
         if same:
             return True
     while True:
