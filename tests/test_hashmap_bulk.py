@@ -206,6 +206,37 @@ def test_update_from_dict_that_a_hash_mutates_raises_and_keeps_earlier_items():
     assert [k.v for k in target] == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("into", ["constructor", "empty update"])
+def test_dict_that_a_hash_rearranges_gives_no_duplicate_key(into):
+    # a __hash__ that deletes a key already merged and inserts it again (the dict's size
+    # does not change; the key comes again at the end of its iteration): once user code
+    # has run, the keys that follow are looked up, never appended blindly
+    keys = [HashHook(i) for i in range(40)]
+    src = {k: k.v for k in keys}
+    count = [0]
+    orig = HashHook.__hash__
+
+    def rearranging_hash(self):
+        count[0] += 1
+        if count[0] == 20:
+            v = src.pop(keys[3])
+            src[keys[3]] = v
+        return hash(self.v)
+
+    HashHook.__hash__ = rearranging_hash
+    try:
+        m = HashMap(src) if into == "constructor" else HashMap()
+        if into != "constructor":
+            m.update(src)
+    finally:
+        HashHook.__hash__ = orig
+    m._check()
+    seen = [k.v for k in m]
+    assert len(seen) == len(set(seen)) == len(m)
+    assert set(seen) == set(range(40))
+    assert all(m[k] == k.v for k in keys)
+
+
 @pytest.mark.parametrize("kind", ["str", "int"])
 def test_update_into_nonempty_and_operators(kind):
     mk = (lambda i: f"k{i}") if kind == "str" else (lambda i: i * 31)

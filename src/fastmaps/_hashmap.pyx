@@ -1677,14 +1677,17 @@ cdef class HashMap:
         as dict.update does. Into an empty map its keys are known to be distinct: while
         no user code has run (the hash comes from the dict or from an exact str/int key,
         ``fm_dict_next``) they are appended straight into the presized storage, a batch
-        at a time (``_append_batch``); a key whose ``__hash__`` must run goes through
-        ``_insert_new``, and once user code inserts into or deletes from this map every
-        key is looked up."""
+        at a time (``_append_batch``). A key whose ``__hash__`` must run (3.13 and
+        free-threaded builds: the C API gives no stored hash there) is inserted with
+        ``_insert_new``, and every key after it is looked up: that ``__hash__`` may have
+        rearranged the dict (a key deleted and inserted again comes again at the end of
+        its iteration) or written to this map."""
         cdef Py_ssize_t pos = 0, size = PyDict_GET_SIZE(other)
         cdef PyObject* kp
         cdef PyObject* vp
         cdef Py_hash_t h
         cdef bint fast = self.live == 0
+        cdef bint user = False        # a key's __hash__ has run
         cdef uint64_t ins, dels
         cdef int got
         self._presize_for(size)
@@ -1707,14 +1710,18 @@ cdef class HashMap:
             k, v = <object>kp, <object>vp
             if h == -1:
                 h = fm_hash_of(k)
+                user = True
             if PyDict_GET_SIZE(other) != size:
                 raise RuntimeError("dictionary changed size during iteration")
             if fast and self.n_ins == ins and self.n_dels == dels:
+                # (no user code ran before this key's hash: it cannot be here already)
                 self._insert_new(k, h, v)
                 ins = self.n_ins
             else:
                 fast = False
                 self._set(k, h, v)
+            if user:
+                fast = False
 
     @cython.final
     cdef int _append_batch(self, dict other, Py_ssize_t* pos, PyObject** kp,
