@@ -1207,7 +1207,15 @@ static inline int fm_bulk_fits(const fm_ver *v, Py_ssize_t k) {
    a valid version holding the items before the failing one.  *changed is set when
    anything was stored.  The references of the items stored move from the array to
    v (the array's slot is cleared: no incref now, no decref later). */
-#define FM_BULK_AHEAD 8
+#define FM_BULK_AHEAD 8               /* a power of two */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
+static void fm_bulk_prefetch(const fm_ver *v, const fm_entry *items, Py_ssize_t left) {
+    Py_ssize_t j;
+    for (j = 0; j < FM_BULK_AHEAD && j < left; j++)
+        FM_PREFETCH_W(fm_slot_at(v, (size_t)items[j].hash & v->mask));
+}
 static int fm_bulk_store(fm_ver *v, fm_entry *items, Py_ssize_t k,
                          Py_ssize_t distinct, fm_pending *pend, int *changed) {
     fm_entry *leaf = NULL;
@@ -1219,10 +1227,11 @@ static int fm_bulk_store(fm_ver *v, fm_entry *items, Py_ssize_t k,
         Py_ssize_t pos, slot, fs, p;
         fm_entry *e;
         int32_t *s;
-        /* an index of more than one page is read at random: the slot that the item
-           FM_BULK_AHEAD places later will probe first is fetched now */
-        if (v->idx_depth > 0 && i + FM_BULK_AHEAD < k)
-            FM_PREFETCH_W(fm_slot_at(v, (size_t)items[i + FM_BULK_AHEAD].hash & v->mask));
+        /* an index of more than one page is read at random: at the start of each run
+           of FM_BULK_AHEAD items, the first slots that the next run will probe are
+           fetched (out of line, so that the loop's code is the same for small maps) */
+        if ((i & (FM_BULK_AHEAD - 1)) == 0 && v->idx_depth > 0)
+            fm_bulk_prefetch(v, items + i + FM_BULK_AHEAD, k - i - FM_BULK_AHEAD);
         if (i >= distinct) {
             int found = fm_probe(v, it->hash, it->key, &pos, &slot, &fs);
             if (found < 0) { r = -1; break; }
