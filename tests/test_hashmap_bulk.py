@@ -257,6 +257,36 @@ def test_update_into_nonempty_and_operators(kind):
     assert list(HashMap.fromkeys(a, 0).items()) == list(dict.fromkeys(a, 0).items())
 
 
+def _items_step_reentered_by_a_del(cls):
+    # the items iterator reuses its result tuple when the loop dropped it; releasing the
+    # tuple's old value runs a __del__ that steps the same iterator twice (dict: the
+    # reused tuple is referenced first, so the inner steps make new tuples)
+    seen = []
+    state = {}
+
+    class D:
+        def __del__(self):
+            it = state.pop("it", None)
+            if it is not None:
+                a = next(it)
+                b = next(it)
+                seen.append(("inner", a, b))
+
+    m = cls({0: D(), 1: 1, 2: 2, 3: 3, 4: 4})
+    it = iter(m.items())
+    state["it"] = it
+    next(it)                       # (0, D), dropped: the tuple can be reused
+    m[0] = None                    # now only that tuple holds the D
+    x = next(it)
+    seen.append(("outer", x))
+    seen.append(("rest", list(it)))
+    return seen
+
+
+def test_items_step_reentered_by_a_del_matches_dict():
+    assert _items_step_reentered_by_a_del(HashMap) == _items_step_reentered_by_a_del(dict)
+
+
 def test_reused_items_tuple_is_tracked_when_it_holds_a_container():
     import gc
     m = HashMap([(1, 2), (3, [4])])

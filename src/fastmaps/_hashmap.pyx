@@ -1677,11 +1677,12 @@ cdef class HashMap:
         as dict.update does. Into an empty map its keys are known to be distinct: while
         no user code has run (the hash comes from the dict or from an exact str/int key,
         ``fm_dict_next``) they are appended straight into the presized storage, a batch
-        at a time (``_append_batch``). A key whose ``__hash__`` must run (3.13 and
+        at a time (``_append_batch``). A key whose hash must be computed (3.13 and
         free-threaded builds: the C API gives no stored hash there) is inserted with
-        ``_insert_new``, and every key after it is looked up: that ``__hash__`` may have
-        rearranged the dict (a key deleted and inserted again comes again at the end of
-        its iteration) or written to this map."""
+        ``_insert_new``; if that hash was user code (``fm_hash_is_builtin``: not a builtin
+        atom or a tuple of them), every key after it is looked up: its ``__hash__`` may
+        have rearranged the dict (a key deleted and inserted again comes again at the end
+        of its iteration) or written to this map."""
         cdef Py_ssize_t pos = 0, size = PyDict_GET_SIZE(other)
         cdef PyObject* kp
         cdef PyObject* vp
@@ -1709,8 +1710,8 @@ cdef class HashMap:
             # the previous item's are released (whose __del__ could change the dict)
             k, v = <object>kp, <object>vp
             if h == -1:
+                user = user or not fm_hash_is_builtin(kp, 0)
                 h = fm_hash_of(k)
-                user = True
             if PyDict_GET_SIZE(other) != size:
                 raise RuntimeError("dictionary changed size during iteration")
             if fast and self.n_ins == ins and self.n_dels == dels:
@@ -2501,6 +2502,13 @@ cdef bint _mapping_equal(HashMap a, object b) except -1:
                     return False
                 same = _equal_by_identity(a, hb, &pos, &last_key, &h)
                 layout = a.layout
+                # the loop below takes a's section again: another thread may move entries
+                # in between. It relocates after the last settled key, which `k` keeps
+                # alive (as each of its own steps does); with none settled it starts over
+                if last_key == NULL:
+                    pos = 0
+                else:
+                    k = <object>last_key
         if same:
             return True
     while True:
@@ -2777,7 +2785,9 @@ cdef class _HashMapIterator:
         # thread holds the tuple: the count is split between owner and other threads)
         if not FM_FREE_THREADED and res != <PyObject*>None and fm_refcnt(res) == 1:
             _reuse_pair(res, k, v)
-            return self.result
+            result = <object>res
+            fm_decref(res)             # (_reuse_pair's reference: `result` holds one)
+            return result
         result = (<object>k, <object>v)
         self.result = result
         return result
@@ -2785,9 +2795,14 @@ cdef class _HashMapIterator:
 
 cdef inline void _reuse_pair(PyObject* res, PyObject* k, PyObject* v) noexcept:
     """Make the 2-tuple res, which nobody else holds (a count of 1, GIL builds only),
-    hold (k, v) in place of its items: _item's reuse, as dict's items iterator does."""
+    hold (k, v) in place of its items, and take a new reference to it for the caller:
+    _item's reuse, as dict's items iterator does. The reference is taken first, as
+    dict's does: releasing the old items can run a __del__ that steps this iterator
+    again, which must then see the tuple as held (and make a new one), not reuse it or
+    free it."""
     cdef PyObject* old_k = fm_tuple_get(res, 0)
     cdef PyObject* old_v = fm_tuple_get(res, 1)
+    fm_incref(res)
     fm_incref(k)
     fm_incref(v)
     fm_tuple_set(res, 0, k)
@@ -2826,6 +2841,7 @@ cdef PyObject* _iternext(_HashMapIterator it) except? NULL:
                 r = <PyObject*>it.result
                 if not FM_FREE_THREADED and fm_refcnt(r) == 1 and r != <PyObject*>None:
                     _reuse_pair(r, ep.key, ep.value)     # the common case, inline
+                    return r                             # (_reuse_pair's reference)
                 else:
                     item = it._item(ep.key, ep.value)
                     r = <PyObject*>item

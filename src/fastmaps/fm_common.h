@@ -7,6 +7,7 @@
                           mutating call (below; always 0 otherwise)
      FM_STR_HASH(o)       an exact str's cached hash (-1: not computed yet)
      fm_hash_of(o)        hash(o), reading an exact str's cached hash as dict does
+     fm_hash_is_builtin   whether hash(o) runs no user code (builtin atoms, tuples of them)
      fm_tag / fm_slot     the index slot encoding both maps use (below)
      fm_set_gc_slots      patch a type's tp_traverse / tp_clear at import
      fm_set_mapping_flag  flag a type as a mapping for the match statement
@@ -141,6 +142,22 @@ static inline int fm_dict_next(PyObject *d, Py_ssize_t *pos, PyObject **k, PyObj
     else *h = -1;
     return 1;
 #endif
+}
+
+/* Whether hash(o) runs no code of a user's (so it cannot change any object): an exact
+   str, int, float, complex, bytes, bool or None, or an exact tuple of such, nested at
+   most FM_PURE_DEPTH deep. */
+#define FM_PURE_DEPTH 4
+static inline int fm_hash_is_builtin(PyObject *o, int depth) {
+    PyTypeObject *t = Py_TYPE(o);
+    Py_ssize_t i;
+    if (t == &PyUnicode_Type || t == &PyLong_Type || t == &PyFloat_Type ||
+            t == &PyBytes_Type || t == &PyBool_Type || t == &PyComplex_Type || o == Py_None)
+        return 1;
+    if (t != &PyTuple_Type || depth >= FM_PURE_DEPTH) return 0;
+    for (i = 0; i < PyTuple_GET_SIZE(o); i++)
+        if (!fm_hash_is_builtin(PyTuple_GET_ITEM(o, i), depth + 1)) return 0;
+    return 1;
 }
 
 #define FM_SLOT_EMPTY 0

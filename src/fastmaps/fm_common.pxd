@@ -11,6 +11,7 @@ cdef extern from "fm_common.h":
     void FM_PREFETCH_W(const void* p) noexcept nogil
     bint FM_TYPE_IS_GC(PyObject* o) noexcept nogil
     Py_hash_t fm_hash_of(object o) except -1   # hash() never returns -1
+    bint fm_hash_is_builtin(PyObject* o, int depth) noexcept
     bint fm_dict_next(object d, Py_ssize_t* pos, PyObject** k, PyObject** v,
                       Py_hash_t* h) noexcept
 

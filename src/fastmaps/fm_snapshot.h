@@ -1211,9 +1211,10 @@ static inline int fm_bulk_fits(const fm_ver *v, Py_ssize_t k) {
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((noinline))
 #endif
-static void fm_bulk_prefetch(const fm_ver *v, const fm_entry *items, Py_ssize_t left) {
+static void fm_bulk_prefetch(const fm_ver *v, const fm_entry *items, Py_ssize_t from,
+                             Py_ssize_t k) {
     Py_ssize_t j;
-    for (j = 0; j < FM_BULK_AHEAD && j < left; j++)
+    for (j = from; j < from + FM_BULK_AHEAD && j < k; j++)
         FM_PREFETCH_W(fm_slot_at(v, (size_t)items[j].hash & v->mask));
 }
 static int fm_bulk_store(fm_ver *v, fm_entry *items, Py_ssize_t k,
@@ -1231,7 +1232,7 @@ static int fm_bulk_store(fm_ver *v, fm_entry *items, Py_ssize_t k,
            of FM_BULK_AHEAD items, the first slots that the next run will probe are
            fetched (out of line, so that the loop's code is the same for small maps) */
         if ((i & (FM_BULK_AHEAD - 1)) == 0 && v->idx_depth > 0)
-            fm_bulk_prefetch(v, items + i + FM_BULK_AHEAD, k - i - FM_BULK_AHEAD);
+            fm_bulk_prefetch(v, items, i + FM_BULK_AHEAD, k);
         if (i >= distinct) {
             int found = fm_probe(v, it->hash, it->key, &pos, &slot, &fs);
             if (found < 0) { r = -1; break; }
