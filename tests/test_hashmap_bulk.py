@@ -41,15 +41,19 @@ def test_copy_refcounts():
     assert (sys.getrefcount(k), sys.getrefcount(v)) == base
 
 
-def test_copy_of_map_with_holes_and_during_migration(tiny):
+@pytest.mark.parametrize("keep", [lambda i: i % 4, lambda i: i % 3 == 0])
+def test_copy_of_map_with_holes_and_during_migration(tiny, keep):
+    # few holes: the layout is copied; more than a third: entries are appended one by one
     m = HashMap(mixed(300))
-    for i in range(0, 300, 4):
-        del m[mixed(300)[i][0]]
+    for i in range(300):
+        if not keep(i):
+            del m[mixed(300)[i][0]]
     for i in range(40):
         m[("t", i)] = i
         c = m.copy()
         c._check()
         assert list(c.items()) == list(m.items())
+        assert all(c[k] == v for k, v in m.items())     # each key found by its hash
 
 
 @pytest.mark.parametrize("n", [0, 5, 3000])
@@ -407,26 +411,6 @@ def test_equality_in_other_order_calls_eq_where_dict_does(n):
     assert seen[1] == seen[0]
 
 
-def test_equality_in_other_order_with_a_key_whose_hash_changed():
-    class K:
-        h = 1
-
-        def __hash__(self):
-            return K.h
-
-    k = K()
-    results = []
-    for cls in (dict, HashMap):
-        K.h = 1
-        a = cls({k: 1, "x": 2})
-        K.h = 2
-        b = cls()
-        b["x"] = 2
-        b[k] = 1
-        results.append((a == b, b == a))
-    assert results[1] == results[0]
-
-
 def test_equality_shortcut_runs_no_user_code_and_general_path_still_compares():
     vals = [_EqCounter() for _ in range(50)]
     m = HashMap(zip(range(50), vals))
@@ -467,9 +451,11 @@ def test_a_small_update_does_not_finish_a_large_migration_at_once():
     m._check()
 
 
-def test_equality_shortcut_respects_a_key_whose_hash_changed():
-    # the same key object at the same position, stored under two different hashes: dict
-    # looks it up in the other map with the stored hash and does not find it
+@pytest.mark.parametrize("other_order", [False, True])
+def test_equality_respects_a_key_whose_hash_changed(other_order):
+    # the same key object, stored under two different hashes: dict looks it up in the
+    # other map with the stored hash and does not find it. At the same position (the
+    # copy shortcut) and in another order (the identity pass)
     class K:
         h = 1
 
@@ -480,9 +466,11 @@ def test_equality_shortcut_respects_a_key_whose_hash_changed():
     results = []
     for cls in (dict, HashMap):
         K.h = 1
-        a = cls({k: 1})
+        a = cls({k: 1, "x": 2} if other_order else {k: 1})
         K.h = 2
         b = cls()
+        if other_order:
+            b["x"] = 2
         b[k] = 1
         results.append((a == b, b == a))
     assert results[1] == results[0]

@@ -1738,7 +1738,7 @@ cdef class HashMap:
         cdef Py_hash_t bh[_BATCH]
         cdef Py_ssize_t room = min(self.usable - self.fill, self.room_at - self.n,
                                    self.log_cap - self.n)
-        cdef int cnt = 0, j, res = 1
+        cdef int cnt = 0, res = 1
         while cnt < _BATCH:
             if not fm_dict_next(other, pos, kp, vp, h):
                 res = 0
@@ -1757,8 +1757,11 @@ cdef class HashMap:
     @cython.final
     cdef int _append_known_n(self, PyObject** keys, PyObject** values, Py_hash_t* hashes,
                              int cnt) except -1:
-        """_append_known for cnt items at once (the same preconditions for all of them: room
-        for cnt more without a migration), with the map's fields kept in locals."""
+        """Append cnt keys (known absent and distinct, with their hashes) with their
+        values, taking new references, into a map with room for all of them (no
+        migration running, fill + cnt <= usable, n + cnt <= room_at and <= log_cap),
+        with the map's fields kept in locals. No user code runs and no background step
+        is taken."""
         cdef int j
         cdef Py_ssize_t i = self.n, start = self.n, fill = self.fill
         cdef Py_hash_t h
@@ -1948,6 +1951,7 @@ cdef class HashMap:
         cdef HashMap new = self
         cdef Py_ssize_t pos = 0
         cdef Entry* ep
+        cdef Py_hash_t h
         new._reserve(src.live)
         while True:
             pos = src._next_pos(pos)
@@ -1958,33 +1962,8 @@ cdef class HashMap:
             if ep.key == NULL:
                 continue
             # a copy holds distinct keys: append without lookups; no user code runs here
-            new._append_known(ep.key, ep.value, src._ehash(pos - 1))
-        return 0
-
-    @cython.final
-    cdef inline int _append_known(self, PyObject* key, PyObject* value, Py_hash_t h) except -1:
-        """Append key (known absent, hash h) with value, taking new references, into a
-        map with room for it (no migration running, fill < usable, n < room_at and
-        n < log_cap). No user code runs and no background step is taken."""
-        cdef Entry* dst
-        cdef int32_t* slot
-        cdef Py_ssize_t i = self.n
-        FM_ASSERT(self.old_idx == NULL and self.fill < self.usable and i < self.log_cap)
-        if self._store_hash(i, key, h) < 0:
-            raise MemoryError()
-        dst = self._ent(i)
-        Py_INCREF(<object>key)
-        Py_INCREF(<object>value)
-        dst.key = key
-        dst.value = value
-        slot = _find_free(self.idx, self.mask, h)
-        if slot[0] == 0:
-            self.fill += 1
-        slot[0] = fm_slot(h, self.idmask, i)
-        self.segs[i >> self.seg_shift].live += 1
-        self.n = i + 1
-        self.live += 1
-        self.n_ins += 1
+            h = src._ehash(pos - 1)
+            new._append_known_n(&ep.key, &ep.value, &h, 1)
         return 0
 
     def __copy__(self):
